@@ -1,0 +1,89 @@
+"""thoth_nb: notebook-first governance for AI agents.
+
+Every tool call an agent makes is checked against policy before it runs: ALLOW (it runs), STEP_UP
+(held until a human approves) or BLOCK (raises `ThothPolicyViolation`), and recorded as events.
+
+    import thoth_nb
+    agent = thoth_nb.instrument(agent, agent_id="research", tenant_id="acme",
+                                approved_scope=["web_search", "read_file"])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thoth_nb._approvals import approve, deny, holds
+from thoth_nb._config import ThothConfig, configure_logging
+from thoth_nb._exceptions import PolicyError, ThothConfigError, ThothPolicyViolation
+from thoth_nb._instrument import (
+    ThothClient,
+    configure,
+    governed,
+    instrument,
+    unwrap,
+    wrap_anthropic_tools,
+    wrap_openai_tools,
+)
+from thoth_nb._models import (
+    BehavioralEvent,
+    DecisionType,
+    EnforcementDecision,
+    EnforcementMode,
+    EventType,
+    SourceType,
+)
+from thoth_nb._runtime import flush, shutdown, status
+from thoth_nb._version import __version__
+
+__all__ = [
+    "BehavioralEvent",
+    "DecisionType",
+    "EnforcementDecision",
+    "EnforcementMode",
+    "EventType",
+    "PolicyError",
+    "SourceType",
+    "ThothClient",
+    "ThothConfig",
+    "ThothConfigError",
+    "ThothPolicyViolation",
+    "__version__",
+    "approve",
+    "configure",
+    "deny",
+    "flush",
+    "governed",
+    "holds",
+    "instrument",
+    "load_ipython_extension",
+    "shutdown",
+    "status",
+    "unload_ipython_extension",
+    "unwrap",
+    "wrap_anthropic_tools",
+    "wrap_openai_tools",
+]
+
+for _name in __all__:
+    _obj = globals().get(_name)
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = "thoth_nb"
+        except (AttributeError, TypeError):
+            pass
+
+configure_logging()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext thoth_nb`: registers the `%thoth` magics and the live feed."""
+    from thoth_nb.notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext thoth_nb`: removes magics and hooks, restores patched objects, flushes events."""
+    from thoth_nb.notebook import unload_ipython_extension as unload
+
+    unload(ipython)

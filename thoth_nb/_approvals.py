@@ -1,0 +1,115 @@
+"""Resolving held calls from Python: the embedded store by default, a server when a URL is given."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from thoth_nb import _json, _runtime
+from thoth_nb._exceptions import ThothConfigError
+from thoth_nb._transports.http import error_message
+from thoth_nb._version import __version__
+from thoth_nb.engine.store import HoldConflict, HoldNotFound
+
+__all__ = ["approve", "deny", "holds", "resolve"]
+
+
+def _reviewer(reviewer: str | None) -> str:
+    if reviewer:
+        return reviewer
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "reviewer"
+
+
+def _server(api_url: str | None) -> str | None:
+    url = api_url or os.environ.get("THOTH_API_URL")
+    return url.rstrip("/") if url else None
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    key = api_key or os.environ.get("THOTH_API_KEY")
+    out = {"Content-Type": "application/json", "User-Agent": f"thoth-nb/{__version__}"}
+    if key:
+        out["Authorization"] = f"Bearer {key}"
+    return out
+
+
+def resolve(
+    hold: str,
+    *,
+    approve: bool,
+    reviewer: str | None = None,
+    note: str | None = None,
+    scope: str = "once",
+    modified_args: Mapping[str, Any] | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    """Approve or deny one held call by approval id or hold token; returns the resolved record.
+
+    `scope="session"` also allows the same tool with the same arguments for the rest of the session.
+    Raises LookupError for an unknown hold and RuntimeError when it was already resolved or expired.
+    """
+    who = _reviewer(reviewer)
+    server = _server(api_url)
+    if server is None:
+        engine = _runtime.local_engine()
+        try:
+            return engine.resolve(hold, approve=approve, reviewer=who, note=note, scope=scope,
+                                  modified_args=modified_args)
+        except HoldNotFound:
+            raise LookupError(f"no hold {hold!r} in {engine.store.path} (list them with `thoth-nb holds`)") from None
+        except HoldConflict as exc:
+            raise RuntimeError(f"hold {hold} is already {exc.record['status']}; nothing changed") from None
+    body: dict[str, Any] = {"decision": "approve" if approve else "deny", "reviewer": who, "scope": scope}
+    if note:
+        body["note"] = note
+    if modified_args is not None:
+        body["modified_args"] = dict(modified_args)
+    url = f"{server}/v1/approvals/{urllib.parse.quote(hold, safe='')}/resolve"
+    response = httpx.post(url, content=_json.dumps_bytes(body), headers=_headers(api_key), timeout=10.0,
+                          trust_env=False)
+    if response.status_code == 404:
+        raise LookupError(f"no hold {hold!r} on {server}")
+    if response.status_code == 409:
+        raise RuntimeError(f"hold {hold} is already resolved or expired: {error_message(response)}")
+    if response.status_code in (401, 403):
+        raise ThothConfigError(f"the server refused the resolution (status={response.status_code}): "
+                               f"{error_message(response)}; use a reviewer or admin API key")
+    if response.status_code >= 400:
+        raise RuntimeError(f"resolving {hold} failed (status={response.status_code}): {error_message(response)}")
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def approve(hold: str, **options: Any) -> dict[str, Any]:
+    """Approve a held call (see `resolve`)."""
+    return resolve(hold, approve=True, **options)
+
+
+def deny(hold: str, **options: Any) -> dict[str, Any]:
+    """Deny a held call (see `resolve`); the waiting tool raises ThothPolicyViolation."""
+    return resolve(hold, approve=False, **options)
+
+
+def holds(status: str = "pending", *, api_url: str | None = None, api_key: str | None = None,
+          tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """Held calls as records (status pending, approved, denied, expired or all)."""
+    if status not in ("pending", "approved", "denied", "expired", "all"):
+        raise ValueError("status must be pending, approved, denied, expired or all")
+    server = _server(api_url)
+    if server is None:
+        return _runtime.local_store().holds(tenant_id, status=status)
+    response = httpx.get(f"{server}/v1/approvals", params={"status": status, "limit": 500},
+                         headers=_headers(api_key), timeout=10.0, trust_env=False)
+    if response.status_code >= 400:
+        raise RuntimeError(f"listing holds failed (status={response.status_code}): {error_message(response)}")
+    items: list[dict[str, Any]] = response.json().get("items", [])
+    return items

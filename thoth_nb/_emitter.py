@@ -1,0 +1,304 @@
+"""The background event emitter (D7): never blocks a tool, loses nothing.
+
+The calling thread appends a small tuple to a deque (~0.1 µs); a daemon thread turns tuples into
+PROTOCOL §5 events (ids, timestamps and JSON happen here, off the hot path), sends them in batches,
+retries network/429/5xx failures at 0.5/1/2 s, and spills what it still cannot deliver to a JSON-lines
+file under `$THOTH_HOME/spill/`, which the next emitter for the same sink replays. Event ids are
+unique and ingest is idempotent, so a replay never double-counts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from thoth_nb import _json
+from thoth_nb._config import thoth_home
+from thoth_nb._exceptions import EnforcerError
+from thoth_nb._transports.base import Transport
+
+__all__ = ["Emitter", "all_emitters"]
+
+logger = logging.getLogger("thoth_nb")
+
+RETRY_DELAYS = (0.5, 1.0, 2.0)
+_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+_EMITTERS: weakref.WeakSet[Emitter] = weakref.WeakSet()
+
+
+def all_emitters() -> list[Emitter]:
+    return list(_EMITTERS)
+
+
+Builder = Callable[[Any], Mapping[str, Any]]
+
+
+class Emitter:
+    """Bounded buffer + daemon thread + disk spill, for one sink (a transport)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        build: Builder | None = None,
+        max_queue: int = 100_000,
+        batch_size: int = 500,
+        interval: float = 0.25,
+        spill_dir: Path | None = None,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+    ) -> None:
+        self.transport = transport
+        self._build = build or (lambda item: item)
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.interval = interval
+        self.retry_delays = tuple(retry_delays)
+        self.spill_dir = spill_dir
+        self._queue: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._inflight = 0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._spill_lock = threading.Lock()
+        self.sent = 0
+        self.dropped = 0
+        self.spilled = 0
+        self.replayed = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        _EMITTERS.add(self)
+        self._replay_spill()
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    def emit(self, item: Any) -> None:
+        """Queue one event (a raw item the builder turns into an event). Never blocks, never raises."""
+        if os.getpid() != self._pid:
+            self._after_fork()
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            self.dropped += 1  # counted, shown in status; only when the thread is far behind
+            return
+        queue.append(item)
+        if self._thread is None:
+            self._start()
+        elif len(queue) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue) + self._inflight
+
+    # -- thread ----------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._idle:
+            if self._thread is None:
+                self._stop = False
+                self._thread = threading.Thread(target=self._run, name="thoth-nb-emitter", daemon=True)
+                self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child the thread is gone: start fresh (the parent keeps its own queue)."""
+        self._pid = os.getpid()
+        self._queue = collections.deque()
+        self._thread = None
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._inflight = 0
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self._drain()
+            if self._stop and not self._queue:
+                with self._idle:
+                    self._idle.notify_all()
+                return
+
+    def _take(self) -> list[Any]:
+        batch = []
+        queue = self._queue
+        with self._idle:
+            while queue and len(batch) < self.batch_size:
+                batch.append(queue.popleft())
+            self._inflight = len(batch)
+        return batch
+
+    def _drain(self) -> None:
+        while True:
+            raw = self._take()
+            if not raw:
+                with self._idle:
+                    self._idle.notify_all()
+                return
+            events = []
+            for item in raw:
+                try:
+                    events.append(self._build(item))
+                except Exception:  # bookkeeping must never take the emitter down
+                    logger.exception("thoth: could not build an event; it is counted as dropped")
+                    self.dropped += 1
+            self._deliver(events)
+            with self._idle:
+                self._inflight = 0
+                self._idle.notify_all()
+
+    def _deliver(self, events: list[Mapping[str, Any]]) -> bool:
+        if not events:
+            return True
+        delays = (0.0, *self.retry_delays)
+        for attempt, delay in enumerate(delays):
+            if delay:
+                time.sleep(delay if not self._stop else min(delay, 0.05))
+            try:
+                self.transport.send_events(events)
+            except EnforcerError as exc:
+                self.failures += 1
+                self.last_error = exc.message
+                retryable = exc.kind in ("network", "timeout", "internal") or exc.status in _RETRYABLE_STATUS
+                if not retryable:
+                    logger.warning("thoth: %d events rejected by the sink and dropped: %s", len(events), exc.message)
+                    self.dropped += len(events)
+                    return False
+                logger.debug("thoth: event delivery attempt %d failed: %s", attempt + 1, exc.message)
+                continue
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.debug("thoth: event delivery failed: %s", exc, exc_info=True)
+                continue
+            self.sent += len(events)
+            return True
+        self._spill(events)
+        return False
+
+    # -- spill and replay ------------------------------------------------------------------------
+
+    def _spill_path(self) -> Path:
+        base = self.spill_dir or (thoth_home() / "spill")
+        return base / f"{self.transport.sink_id}.jsonl"
+
+    def _spill(self, events: Sequence[Mapping[str, Any]]) -> None:
+        path = self._spill_path()
+        try:
+            with self._spill_lock:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("ab") as fh:
+                    for event in events:
+                        fh.write(_json.dumps_bytes(event) + b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            self.spilled += len(events)
+            logger.warning("thoth: sink unavailable (%s); %d events spilled to %s for replay",
+                           self.last_error, len(events), path)
+        except OSError as exc:
+            self.dropped += len(events)
+            logger.error("thoth: could not spill %d events to %s (%s); they are lost and counted as dropped",
+                         len(events), path, exc)
+
+    def _replay_spill(self) -> int:
+        """Send events spilled by an earlier run; the file is removed only after the sink took them."""
+        path = self._spill_path()
+        if not path.exists():
+            return 0
+        claimed = path.with_suffix(f".replay-{os.getpid()}-{time.monotonic_ns()}")
+        with self._spill_lock:
+            try:
+                path.rename(claimed)  # atomic claim: two processes never replay the same file
+            except OSError:
+                return 0
+        events: list[Mapping[str, Any]] = []
+        try:
+            with claimed.open("rb") as fh:
+                for line in fh:
+                    if line.strip():
+                        with contextlib.suppress(ValueError):
+                            events.append(_json.loads(line))
+        except OSError:
+            return 0
+        delivered = 0
+        for start in range(0, len(events), self.batch_size):
+            chunk = events[start : start + self.batch_size]
+            try:
+                self.transport.send_events(chunk)
+                delivered += len(chunk)
+            except Exception as exc:
+                self.last_error = str(exc)
+                self._spill(events[start:])
+                break
+        self.replayed += delivered
+        claimed.unlink(missing_ok=True)
+        if delivered:
+            logger.info("thoth: replayed %d spilled events to %s", delivered, self.transport.name)
+        return delivered
+
+    def replay_spill(self) -> int:
+        return self._replay_spill()
+
+    # -- public control --------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until everything queued so far was delivered (or spilled); False on timeout."""
+        if not self._queue and not self._inflight:
+            return True
+        if self._thread is None:
+            self._start()
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self._queue or self._inflight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                self._idle.wait(min(remaining, 0.05))
+        return True
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush, stop the thread, and spill whatever could not be sent in time."""
+        self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        self._thread = None
+        leftover = []
+        while self._queue:
+            with contextlib.suppress(Exception):
+                leftover.append(self._build(self._queue.popleft()))
+        if leftover:
+            self._spill(leftover)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sink": self.transport.name,
+            "queue_depth": self.queue_depth,
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "spilled": self.spilled,
+            "replayed": self.replayed,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for emitter in all_emitters():
+        with contextlib.suppress(Exception):
+            emitter.shutdown(timeout=3.0)

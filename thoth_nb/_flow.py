@@ -1,0 +1,422 @@
+"""The sans-I/O governance flow (STYLE: httpx's auth_flow): PRE → decide → hold → run → POST.
+
+`Governor.flow(call)` is a generator that yields effects (`Enforce`, `PollHold`, `Sleep`) and receives
+their results; it performs no I/O. The sync driver and the async driver in `_instrument` only carry
+effects out, so both behave identically. Enforcer failures arrive as `EnforcerError` thrown into
+the generator and become decisions here, in one place (PROTOCOL §7, D3).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from thoth_nb import _context
+from thoth_nb._config import ThothConfig
+from thoth_nb._exceptions import EnforcerError, ThothPolicyViolation
+from thoth_nb._models import (
+    DEFAULT_REASONS,
+    DecisionType,
+    EnforcementDecision,
+    EnforcementMode,
+    apply_modified_args,
+    json_safe,
+)
+from thoth_nb._transports.base import Transport
+
+if TYPE_CHECKING:
+    from thoth_nb._emitter import Emitter
+
+__all__ = ["Call", "Enforce", "Governor", "PollHold", "Sleep", "build_event", "failure_decision"]
+
+logger = logging.getLogger("thoth")
+_HOSTNAME = socket.gethostname()
+
+
+class Enforce:
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+
+class PollHold:
+    __slots__ = ("token", "wait")
+
+    def __init__(self, token: str, wait: float) -> None:
+        self.token = token
+        self.wait = wait
+
+
+class Sleep:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+Effect = Enforce | PollHold | Sleep
+
+
+class Call:
+    """One governed invocation, from PRE to POST. Cheap to create: no ids, no clocks beyond two reads."""
+
+    __slots__ = (
+        "args", "calls", "calls_len", "decision", "error", "governor", "hold_reply", "kwargs", "outcome",
+        "result", "result_type", "size", "started_ns", "t0", "t1", "tool_args", "tool_name", "chunks",
+        "waited",
+    )
+
+    def __init__(self, governor: Governor, tool_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 tool_args: dict[str, Any] | None) -> None:
+        self.governor = governor
+        self.tool_name = tool_name
+        self.args = args
+        self.kwargs = kwargs
+        self.tool_args = tool_args
+        self.started_ns = time.time_ns()
+        self.t0 = time.perf_counter()
+        self.t1 = 0.0
+        self.decision: EnforcementDecision | None = None
+        self.hold_reply: dict[str, Any] | None = None
+        self.result: Any = None
+        self.result_type = ""
+        self.size: int | None = None
+        self.chunks = 0
+        self.error: BaseException | None = None
+        self.outcome = ""
+        self.waited = 0.0
+        session = governor.session
+        self.calls = session.calls
+        self.calls_len = len(self.calls)
+
+    @property
+    def duration_ms(self) -> float:
+        return ((self.t1 or time.perf_counter()) - self.t0) * 1000.0
+
+    @property
+    def config(self) -> ThothConfig:
+        return self.governor.config
+
+
+def failure_decision(exc: EnforcerError, config: ThothConfig) -> EnforcementDecision:
+    """PROTOCOL §7: what an enforcer failure means. Fail closed unless fail_open and retryable."""
+    status = exc.status
+    if config.enforcement is EnforcementMode.OBSERVE:
+        return EnforcementDecision(DecisionType.ALLOW, f"observe mode ignores enforcer errors ({exc.message})",
+                                   "observe_mode")
+    retryable = exc.kind in ("network", "timeout", "internal", "decode") or (
+        status is not None and (status == 429 or status >= 500)
+    )
+    if exc.kind == "status" and not retryable:
+        reason = f"enforcer rejected request (status={status}): {exc.message}"
+        logger.warning("thoth: %s", reason)
+        return EnforcementDecision(DecisionType.BLOCK, reason, "enforcer_rejected", "enforcer_error", 100.0)
+    if config.fail_open:
+        suffix = f"status={status}, fail-open" if status is not None else "fail-open"
+        reason = f"enforcer unavailable ({suffix}): {exc.message}"
+        logger.warning("thoth: %s; allowing the call because fail_open is set", reason)
+        return EnforcementDecision(DecisionType.ALLOW, reason, "enforcer_unavailable_fail_open")
+    reason = f"enforcer unavailable: {exc.message}"
+    logger.warning("thoth: %s; blocking the call (fail closed; set fail_open=True to allow on outages)", reason)
+    return EnforcementDecision(DecisionType.BLOCK, reason, "enforcer_unavailable", "enforcer_error", 100.0)
+
+
+class Governor:
+    """Everything one instrumented agent needs; one per `instrument()` configuration."""
+
+    def __init__(self, config: ThothConfig, transport: Transport, emitter: Emitter) -> None:
+        self.config = config
+        self.transport = transport
+        self.emitter = emitter
+        self.session = _context.session(config.session_id)
+        self._static = {
+            "agent_id": config.agent_id,
+            "tenant_id": config.tenant_id,
+            "user_id": config.user_id,
+            "session_id": config.session_id,
+            "approved_scope": config.approved_scope,
+            "enforcement_mode": config.enforcement.value,
+            "environment": config.environment,
+            "enforcement_trace_id": config.enforcement_trace_id,
+            "step_up_timeout_seconds": config.step_up_timeout_seconds,
+        }
+        optional = {
+            "session_intent": config.session_intent,
+            "purpose": config.purpose,
+            "data_classification": config.data_classification,
+            "task_context": config.task_context or None,
+            "identity_binding": config.identity_binding,
+            "metadata": {"policy_context": config.policy_context} if config.policy_context else None,
+        }
+        self._static.update({k: v for k, v in optional.items() if v is not None})
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def begin(self, tool_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+              tool_args: dict[str, Any] | None) -> Call:
+        call = Call(self, tool_name, args, kwargs, tool_args)
+        self.emitter.emit(("pre", call, call.started_ns))
+        return call
+
+    def request(self, call: Call) -> dict[str, Any]:
+        body = self._static.copy()
+        body["tool_name"] = call.tool_name
+        body["session_tool_calls"] = self.session.recent(call.tool_name)
+        if call.tool_args is not None:
+            body["tool_args"] = call.tool_args
+        return body
+
+    def flow(self, call: Call) -> Generator[Effect, Any, EnforcementDecision]:
+        config = self.config
+        try:
+            decision: EnforcementDecision = yield Enforce(self.request(call))
+        except EnforcerError as exc:
+            decision = failure_decision(exc, config)
+        call.decision = decision
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("thoth decision tool=%s decision=%s reason=%s hold_token=%s", call.tool_name,
+                         decision.decision.value, decision.reason, decision.hold_token)
+        if config.enforcement is EnforcementMode.OBSERVE and not decision.allowed:
+            decision = EnforcementDecision(
+                DecisionType.ALLOW, f"observe mode: would have been {decision.decision.value} ({decision.reason})",
+                "observe_mode", decision.action_classification, decision.risk_score, decision.violation_id,
+                observed_decision=decision.decision, matched_rule_ids=decision.matched_rule_ids,
+            )
+            call.decision = decision
+        if decision.decision is DecisionType.STEP_UP:
+            if _context.listeners:
+                self._tell("held", call)
+            started = time.monotonic()
+            decision = yield from self._await_hold(call, decision)
+            call.waited = time.monotonic() - started
+            call.decision = decision
+        if _context.listeners:
+            self._tell("decided", call)
+        return decision
+
+    def _await_hold(self, call: Call, held: EnforcementDecision) -> Generator[Effect, Any, EnforcementDecision]:
+        """PROTOCOL §4 client: poll (or long-poll) until resolved, denied, or the timeout (deny)."""
+        token = held.hold_token
+        assert token is not None
+        timeout = self.config.step_up_timeout_seconds
+        if held.step_up_timeout_seconds:
+            timeout = min(timeout, held.step_up_timeout_seconds)
+        interval = self.config.step_up_poll_interval_ms / 1000.0
+        deadline = time.monotonic() + timeout
+        long_poll = self.transport.long_poll
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.transport.cancel_hold(token, "step-up approval timed out")
+                return self._final(held, DecisionType.BLOCK, "step-up approval timed out", "step_up_timeout")
+            reply: dict[str, Any] | None = None
+            try:
+                reply = yield PollHold(token, min(interval, remaining) if long_poll else 0.0)
+            except EnforcerError as exc:
+                if exc.kind == "status" and exc.status in (401, 403, 404):
+                    return self._final(held, DecisionType.BLOCK,
+                                       f"step-up hold could not be checked (status={exc.status}): {exc.message}",
+                                       "step_up_denied")
+                logger.warning("thoth: polling hold %s failed (%s); still waiting", token, exc.message)
+            if reply is not None and reply.get("resolved"):
+                call.hold_reply = reply
+                return self._resolved(call, held, reply)
+            if not long_poll or reply is None:
+                yield Sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    @staticmethod
+    def _final(held: EnforcementDecision, decision: DecisionType, reason: str, code: str) -> EnforcementDecision:
+        return EnforcementDecision(
+            decision, reason, code, held.action_classification, held.risk_score, held.violation_id, held.hold_token,
+            matched_rule_ids=held.matched_rule_ids,
+        )
+
+    def _resolved(self, call: Call, held: EnforcementDecision, reply: Mapping[str, Any]) -> EnforcementDecision:
+        for field, mine in (("tool_name", call.tool_name),):
+            if reply.get(field) not in (None, mine):
+                return self._final(held, DecisionType.BLOCK, "hold reply was for another call", "step_up_denied")
+        final = EnforcementDecision.from_response({**reply, "hold_token": held.hold_token})
+        if final.decision is DecisionType.STEP_UP:  # a resolved hold must be ALLOW/MODIFY/BLOCK
+            final.decision = DecisionType.BLOCK
+        final.violation_id = final.violation_id or held.violation_id
+        final.decision_reason_code = final.decision_reason_code or held.decision_reason_code
+        final.matched_rule_ids = final.matched_rule_ids or held.matched_rule_ids
+        final.risk_score = final.risk_score or held.risk_score
+        final.hold_token = held.hold_token
+        if final.decision is DecisionType.ALLOW and final.decision_reason_code == "allowed":
+            final.decision_reason_code = "step_up_approved"
+        return final
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def violation(self, call: Call, decision: EnforcementDecision) -> ThothPolicyViolation:
+        reason = decision.reason or DEFAULT_REASONS.get(decision.decision, "blocked by Thoth policy")
+        if decision.decision is DecisionType.DEFER:
+            reason = decision.defer_reason or decision.reason or DEFAULT_REASONS[DecisionType.DEFER]
+            if decision.defer_timeout_seconds and decision.defer_timeout_seconds > 0:
+                reason += f" (retry in {decision.defer_timeout_seconds:g}s)"
+        call.t1 = time.perf_counter()
+        call.outcome = "blocked"
+        self.emitter.emit(("block", call, time.time_ns()))
+        if _context.listeners:
+            self._tell("blocked", call)
+        error = ThothPolicyViolation(call.tool_name, reason, decision.violation_id, decision=decision)
+        return error
+
+    @staticmethod
+    def apply(decision: EnforcementDecision, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if decision.decision is DecisionType.MODIFY and decision.modified_tool_args is not None:
+            return apply_modified_args(decision.modified_tool_args, args, kwargs)
+        return args, kwargs
+
+    def finished(self, call: Call, result: Any, result_type: str | None = None) -> None:
+        call.t1 = time.perf_counter()
+        call.result = result
+        if result_type is not None:
+            call.result_type = result_type
+        call.outcome = call.outcome or "ok"
+        self.session.completed(call.tool_name)
+        self.emitter.emit(("post", call, time.time_ns()))
+        if _context.listeners:
+            self._tell("finished", call)
+
+    def failed(self, call: Call, error: BaseException, outcome: str = "error") -> None:
+        call.error = error
+        call.outcome = outcome
+        self.finished(call, None)
+
+    @staticmethod
+    def _tell(phase: str, call: Call) -> None:
+        for listener in list(_context.listeners):
+            try:
+                listener(phase, call)
+            except Exception:  # observers never break a governed call
+                logger.debug("thoth: listener failed", exc_info=True)
+
+
+# --- events (built on the emitter thread) -------------------------------------------------------
+
+
+def _iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+
+
+_CONTENT = {
+    "pre": "tool invocation requested",
+    "post": "tool invocation completed",
+}
+_TYPES = {"pre": "TOOL_CALL_PRE", "post": "TOOL_CALL_POST", "block": "TOOL_CALL_BLOCK"}
+
+
+def _new_uuid() -> str:
+    return str(_uuid4())
+
+
+try:
+    from uuid_utils import uuid4 as _uuid4
+except ImportError:  # pragma: no cover - without the `fast` extra
+    from uuid import uuid4 as _uuid4
+
+
+def build_event(item: tuple[str, Call, int]) -> dict[str, Any]:
+    """Turn a queued `(phase, call, time_ns)` into a PROTOCOL §5 event (runs on the emitter thread)."""
+    phase, call, ns = item
+    config = call.governor.config
+    decision = call.decision
+    safe_args = json_safe(call.tool_args) if call.tool_args is not None else None
+    upto = call.calls_len + (1 if phase == "post" else 0)
+    session_calls = call.calls[max(0, upto - 128) : upto]
+    metadata: dict[str, Any] = {
+        "sdk_language": "python",
+        "sdk_name": "thoth_nb",
+        "environment": config.environment,
+        "enforcement_trace_id": config.enforcement_trace_id,
+        "tool_call": {"name": call.tool_name, "arguments": safe_args},
+        "tool_args": safe_args,
+        "event_phase": phase,
+    }
+    if phase != "pre":
+        metadata["duration_ms"] = round(call.duration_ms, 3)
+    if decision is not None and phase != "pre":
+        metadata["authorization_decision"] = decision.decision.value
+        metadata["decision_reason_code"] = decision.decision_reason_code
+        metadata["reason"] = decision.reason
+        metadata["risk_score"] = decision.risk_score
+        if decision.matched_rule_ids:
+            metadata["matched_rule_ids"] = decision.matched_rule_ids
+        if decision.hold_token:
+            metadata["hold_token"] = decision.hold_token
+            metadata["step_up_wait_ms"] = round(call.waited * 1000.0, 3)
+            if call.hold_reply:
+                metadata["reviewer"] = call.hold_reply.get("reviewer")
+        if decision.observed_decision is not None:
+            metadata["observed_decision"] = decision.observed_decision.value
+        if decision.violation_id:
+            metadata["violation_id"] = decision.violation_id
+        if decision.action_classification:
+            metadata["action_classification"] = decision.action_classification
+    if phase == "post":
+        metadata["outcome"] = call.outcome or "ok"
+        if call.error is not None:
+            metadata["error_type"] = type(call.error).__name__
+            metadata["error"] = str(call.error)[:512]
+        else:
+            result = call.result
+            metadata["result_type"] = call.result_type or type(result).__name__
+            if call.size is not None:
+                metadata["result_size_bytes"] = call.size
+            else:
+                try:
+                    metadata["result_size_bytes"] = len(str(result).encode("utf-8", "replace"))
+                except Exception:
+                    metadata["result_size_bytes"] = None
+        if call.chunks:
+            metadata["chunk_count"] = call.chunks
+    for key in ("purpose", "data_classification"):
+        value = getattr(config, key)
+        if value:
+            metadata[key] = value
+    if config.task_context:
+        metadata["task_context"] = config.task_context
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    event: dict[str, Any] = {
+        "event_id": f"{config.tenant_id}:{_new_uuid()}",
+        "tenant_id": config.tenant_id,
+        "session_id": config.session_id,
+        "user_id": config.user_id,
+        "agent_id": config.agent_id,
+        "tool_name": call.tool_name,
+        "event_type": _TYPES[phase],
+        "source_type": "agent_tool_call",
+        "content": _CONTENT.get(phase) or (decision.reason if decision is not None else "blocked"),
+        "metadata": metadata,
+        "approved_scope": config.approved_scope,
+        "session_tool_calls": session_calls,
+        "enforcement_mode": config.enforcement.value,
+        "endpoint_id": _HOSTNAME,
+        "hostname": _HOSTNAME,
+        "occurred_at": _iso(ns),
+        "ttl": ns // 1_000_000_000 + 90 * 86400,
+        "chain_index": None,
+        "hash": "",
+        "previous_hash": "",
+        "signature": "",
+    }
+    if phase == "block" and decision is not None:
+        event["violation_id"] = decision.violation_id
+    if config.purpose:
+        event["purpose"] = config.purpose
+    if config.data_classification:
+        event["data_classification"] = config.data_classification
+    if config.task_context:
+        event["task_context"] = config.task_context
+        for key, target in (("initiated_by", "initiated_by"), ("task_id", "task_id"), ("chain", "delegation_chain")):
+            if key in config.task_context:
+                event[target] = config.task_context[key]
+    return event

@@ -1,0 +1,533 @@
+"""`instrument()`, `wrap_*_tools()`, `governed` and `ThothClient`: find tools and wrap every shape.
+
+Each wrapper drives the one sans-I/O flow of `_flow.Governor` with a sync or an async driver.
+Sync, async, generator and async-generator tools each get a wrapper of their own shape, so
+governance covers the whole iteration of a streaming tool (PROTOCOL §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from typing import Any, TypeVar, overload
+
+from thoth_nb import _context, _runtime
+from thoth_nb._config import ThothConfig, resolve_config
+from thoth_nb._exceptions import EnforcerError, ThothConfigError
+from thoth_nb._flow import Call, Enforce, Governor, PollHold, Sleep
+from thoth_nb._models import EnforcementDecision, tool_args_of
+from thoth_nb._transports.base import Transport
+
+__all__ = [
+    "Binding",
+    "ThothClient",
+    "configure",
+    "govern_callable",
+    "governed",
+    "instrument",
+    "is_governed",
+    "register_adapter",
+    "unwrap",
+    "wrap_anthropic_tools",
+    "wrap_openai_tools",
+]
+
+logger = logging.getLogger("thoth_nb")
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_defaults: dict[str, Any] = {}
+
+
+def configure(**defaults: Any) -> None:
+    """Set defaults for later `instrument()` / `governed` calls in this process (notebook convenience).
+
+    `thoth_nb.configure(tenant_id="local", agent_id="nb-agent", approved_scope=[...])`; explicit
+    arguments still win, then these, then environment variables. `configure()` with no arguments clears.
+    """
+    if not defaults:
+        _defaults.clear()
+        return
+    resolve_config(**{"agent_id": "x", "tenant_id": "x", "approved_scope": [], **_defaults, **defaults})
+    _defaults.update(defaults)
+
+
+def _config(config: Mapping[str, Any]) -> ThothConfig:
+    merged = {**_defaults, **{k: v for k, v in config.items() if v is not None}}
+    override = _context.config_override.get()
+    if override:
+        merged.update(override)
+    try:
+        return resolve_config(**merged)
+    except TypeError as exc:
+        raise ThothConfigError(f"unknown option: {exc}") from None
+
+
+# --- drivers ------------------------------------------------------------------------------------
+
+
+def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transport, call: Call) -> EnforcementDecision:
+    """Carry out the flow's effects with blocking I/O. An interrupt while held denies the hold."""
+    effect = next(flow)
+    while True:
+        try:
+            try:
+                if type(effect) is Enforce:
+                    result: Any = transport.enforce(effect.body)
+                elif type(effect) is PollHold:
+                    result = transport.poll_hold(effect.token, effect.wait)
+                else:
+                    assert isinstance(effect, Sleep)
+                    _sleep(effect.seconds)
+                    result = None
+            except EnforcerError as exc:
+                effect = flow.throw(exc)
+                continue
+            effect = flow.send(result)
+        except StopIteration as stop:
+            decision: EnforcementDecision = stop.value
+            return decision
+        except BaseException:
+            _cancel(call, transport)
+            raise
+
+
+def _sleep(seconds: float) -> None:
+    # slices keep Ctrl-C / Interrupt Kernel prompt in any thread
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
+def _cancel(call: Call, transport: Transport) -> None:
+    decision = call.decision
+    if decision is not None and decision.hold_token:
+        try:
+            transport.cancel_hold(decision.hold_token, "the waiting call was interrupted")
+        except Exception:
+            logger.debug("thoth: could not cancel hold", exc_info=True)
+
+
+async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport: Transport,
+                      call: Call) -> EnforcementDecision:
+    effect = next(flow)
+    while True:
+        try:
+            try:
+                if type(effect) is Enforce:
+                    result: Any = await transport.aenforce(effect.body)
+                elif type(effect) is PollHold:
+                    result = await transport.apoll_hold(effect.token, effect.wait)
+                else:
+                    assert isinstance(effect, Sleep)
+                    await asyncio.sleep(effect.seconds)
+                    result = None
+            except EnforcerError as exc:
+                effect = flow.throw(exc)
+                continue
+            effect = flow.send(result)
+        except StopIteration as stop:
+            decision: EnforcementDecision = stop.value
+            return decision
+        except BaseException:
+            _cancel(call, transport)
+            raise
+
+
+# --- argument binding ---------------------------------------------------------------------------
+
+
+def _param_names(fn: Callable[..., Any]) -> tuple[str, ...] | None:
+    """Names to bind positional arguments to, when the signature is simple enough to do it safely."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    names = []
+    for p in sig.parameters.values():
+        if p.kind is p.POSITIONAL_OR_KEYWORD:
+            names.append(p.name)
+        elif p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD):
+            continue
+        else:
+            return None
+    return tuple(names)
+
+
+class Binding:
+    """What a governed wrapper points at; re-instrumenting swaps the governor instead of re-wrapping."""
+
+    __slots__ = ("governor", "names", "tool_name")
+
+    def __init__(self, governor: Governor, tool_name: str, names: tuple[str, ...] | None) -> None:
+        self.governor = governor
+        self.tool_name = tool_name
+        self.names = names
+
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call, tuple[Any, ...], dict[str, Any]]:
+        """Name the arguments (so policies can match `path`, not `args.0`) and start the call."""
+        names = self.names
+        if names is not None and args and len(args) <= len(names) and not (
+            len(args) == 1 and not kwargs and isinstance(args[0], dict)
+        ):
+            kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
+            args = ()
+        tool_args = tool_args_of(args, kwargs)
+        return self.governor.begin(self.tool_name, args, kwargs, tool_args), args, kwargs
+
+
+def is_governed(fn: Any) -> bool:
+    return getattr(fn, "__thoth_binding__", None) is not None
+
+
+def unwrap(fn: F) -> F:
+    """The original callable behind a governed wrapper."""
+    while is_governed(fn):
+        fn = fn.__wrapped__  # type: ignore[attr-defined]
+    return fn
+
+
+def _decide_sync(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+        Call, tuple[Any, ...], dict[str, Any]]:
+    call, args, kwargs = binding.begin(args, kwargs)
+    gov = binding.governor
+    decision = drive_sync(gov.flow(call), gov.transport, call)
+    if not decision.allowed:
+        raise gov.violation(call, decision)
+    args, kwargs = gov.apply(decision, args, kwargs)
+    return call, args, kwargs
+
+
+async def _decide_async(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+        Call, tuple[Any, ...], dict[str, Any]]:
+    call, args, kwargs = binding.begin(args, kwargs)
+    gov = binding.governor
+    decision = await drive_async(gov.flow(call), gov.transport, call)
+    if not decision.allowed:
+        raise gov.violation(call, decision)
+    args, kwargs = gov.apply(decision, args, kwargs)
+    return call, args, kwargs
+
+
+def _size(chunk: Any) -> int:
+    try:
+        return len(str(chunk).encode("utf-8", "replace"))
+    except Exception:
+        return 0
+
+
+def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str | None = None) -> Callable[..., Any]:
+    """Wrap one callable of any shape. An already governed one is re-pointed, never wrapped twice."""
+    name = tool_name or getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    existing: Binding | None = getattr(fn, "__thoth_binding__", None)
+    if existing is not None:
+        existing.governor = governor
+        if tool_name:
+            existing.tool_name = tool_name
+        return fn
+    binding = Binding(governor, str(name), _param_names(fn))
+
+    if inspect.isasyncgenfunction(fn):
+
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            call, args, kwargs = await _decide_async(binding, args, kwargs)
+            gov = binding.governor
+            size = 0
+            inner = fn(*args, **kwargs)
+            try:
+                async for chunk in inner:
+                    call.chunks += 1
+                    size += _size(chunk)
+                    yield chunk
+            except GeneratorExit:
+                call.size = size
+                gov.failed(call, GeneratorExit(), "closed_early")
+                raise
+            except BaseException as exc:
+                call.size = size
+                gov.failed(call, exc)
+                raise
+            finally:
+                await inner.aclose()
+            call.size = size
+            gov.finished(call, None, "async_generator")
+
+        wrapper: Callable[..., Any] = agen_wrapper
+    elif inspect.isgeneratorfunction(fn):
+
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            call, args, kwargs = _decide_sync(binding, args, kwargs)
+            gov = binding.governor
+            size = 0
+            inner = fn(*args, **kwargs)
+            try:
+                for chunk in inner:
+                    call.chunks += 1
+                    size += _size(chunk)
+                    yield chunk
+            except GeneratorExit:
+                call.size = size
+                gov.failed(call, GeneratorExit(), "closed_early")
+                raise
+            except BaseException as exc:
+                call.size = size
+                gov.failed(call, exc)
+                raise
+            finally:
+                inner.close()
+            call.size = size
+            gov.finished(call, None, "generator")
+
+        wrapper = gen_wrapper
+    elif inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            call, args, kwargs = await _decide_async(binding, args, kwargs)
+            gov = binding.governor
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                gov.failed(call, exc)
+                raise
+            gov.finished(call, result)
+            return result
+
+        wrapper = async_wrapper
+    else:
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            call, args, kwargs = _decide_sync(binding, args, kwargs)
+            gov = binding.governor
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                gov.failed(call, exc)
+                raise
+            if inspect.isawaitable(result):  # a sync callable returning a coroutine: POST when it completes
+                return _finish_awaitable(gov, call, result)
+            gov.finished(call, result)
+            return result
+
+        wrapper = sync_wrapper
+
+    try:
+        functools.update_wrapper(wrapper, fn)
+    except (AttributeError, TypeError):
+        wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    wrapper.__thoth_binding__ = binding  # type: ignore[attr-defined]
+    return wrapper
+
+
+async def _finish_awaitable(gov: Governor, call: Call, awaitable: Any) -> Any:
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        gov.failed(call, exc)
+        raise
+    gov.finished(call, result)
+    return result
+
+
+# --- finding tools ------------------------------------------------------------------------------
+
+Adapter = Callable[[Any, Governor], Any]
+_adapters: list[tuple[str, Callable[[Any], bool], Adapter]] = []
+_adapter_lock = threading.Lock()
+
+
+def register_adapter(identifier: str, matches: Callable[[Any], bool], adapter: Adapter) -> None:
+    """Let an integration teach `instrument()` a framework's shape (STYLE: sentry's integrations).
+    `matches(obj)` must be cheap and must not import the framework."""
+    with _adapter_lock:
+        _adapters[:] = [a for a in _adapters if a[0] != identifier]
+        _adapters.append((identifier, matches, adapter))
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    try:
+        setattr(obj, name, value)
+    except (AttributeError, TypeError, ValueError):
+        object.__setattr__(obj, name, value)  # pydantic models and frozen-ish objects
+
+
+def _tool_name(tool: Any, fallback: str) -> str:
+    for attr in ("name", "__name__"):
+        value = getattr(tool, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return fallback
+
+
+def _instrument_tools(tools: Any, governor: Governor) -> int:
+    """Govern every tool in a `.tools` collection in place; returns how many."""
+    count = 0
+    if isinstance(tools, dict):
+        for key, tool in list(tools.items()):
+            if hasattr(tool, "run") and callable(tool.run):
+                _set(tool, "run", govern_callable(tool.run, governor, _tool_name(tool, str(key))))
+            elif callable(tool):
+                tools[key] = govern_callable(tool, governor, str(key))
+            else:
+                continue
+            count += 1
+        return count
+    for index, tool in enumerate(list(tools)):
+        if hasattr(tool, "run") and callable(tool.run):
+            _set(tool, "run", govern_callable(tool.run, governor, _tool_name(tool, f"tool_{index}")))
+        elif callable(tool) and isinstance(tools, list):
+            tools[index] = govern_callable(tool, governor)
+        else:
+            raise ThothConfigError(
+                f"tool #{index} ({type(tool).__name__}) has no .run method and is not callable; thoth_nb "
+                "cannot govern it"
+            )
+        count += 1
+    return count
+
+
+def _tool_descriptions(tools: Iterable[Any]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        fn = getattr(tool, "run", tool)
+        out.append({"name": _tool_name(tool, getattr(fn, "__name__", "tool")),
+                    "description": (getattr(tool, "description", None) or inspect.getdoc(unwrap(fn)) or "")[:4096]})
+    return out
+
+
+def _send_inventory(governor: Governor, tools: list[dict[str, Any]]) -> None:
+    if not governor.config.tool_inventory or not tools:
+        return
+
+    def send() -> None:
+        try:
+            governor.transport.send_inventory(governor.config.tenant_id, governor.config.agent_id, tools)
+        except Exception:
+            logger.debug("thoth: tool inventory not recorded", exc_info=True)
+
+    threading.Thread(target=send, name="thoth-nb-inventory", daemon=True).start()
+
+
+def instrument(agent: T, *, transport: Transport | None = None, **config: Any) -> T:
+    """Govern every tool of `agent` in place and return the same object (the seed's `instrument`).
+
+    Accepts any object with a `.tools` list (or dict) whose items have `.run` or are callables, a
+    framework object an integration recognises (LangChain, LangGraph, ...), a list or dict of tools,
+    or a single callable (returned governed). Config problems raise `ThothConfigError` here, not at
+    the first tool call.
+    """
+    cfg = _config(config)
+    governor = _runtime.governor_for(cfg, transport)
+    for _identifier, matches, adapter in list(_adapters):
+        try:
+            hit = matches(agent)
+        except Exception:
+            hit = False
+        if hit:
+            result: T = adapter(agent, governor)
+            return result
+    tools = getattr(agent, "tools", None)
+    if tools is not None and not isinstance(agent, (dict, list, tuple)):
+        if not isinstance(tools, (list, dict)):
+            raise ThothConfigError(
+                f"{type(agent).__name__}.tools is a {type(tools).__name__}; thoth_nb needs a list or dict of tools "
+                "to instrument in place"
+            )
+        if not tools:
+            raise ThothConfigError(f"{type(agent).__name__} has an empty .tools list: there is nothing to govern")
+        _instrument_tools(tools, governor)
+        _send_inventory(governor, _tool_descriptions(tools.values() if isinstance(tools, dict) else tools))
+        return agent
+    if isinstance(agent, (list, dict)):
+        if not agent:
+            raise ThothConfigError("the list of tools is empty: there is nothing to govern")
+        _instrument_tools(agent, governor)
+        return agent
+    if callable(agent):
+        return govern_callable(agent, governor)  # type: ignore[return-value]
+    raise ThothConfigError(
+        f"cannot instrument a {type(agent).__name__}: it has no .tools and no integration recognises it. "
+        "Pass an object with .tools, a list/dict of tool functions, or use wrap_openai_tools()/governed()"
+    )
+
+
+def _wrap_dict(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]],
+               transport: Transport | None, config: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+    cfg = _config(config)
+    governor = _runtime.governor_for(cfg, transport)
+    items = list(fns.items()) if isinstance(fns, Mapping) else [(_tool_name(f, "tool"), f) for f in fns]
+    if not items:
+        raise ThothConfigError("no tool functions given: pass a dict like {'search_docs': search_docs}")
+    out = {}
+    for name, fn in items:
+        if not callable(fn):
+            raise ThothConfigError(f"tool {name!r} is a {type(fn).__name__}, not a function")
+        out[str(name)] = govern_callable(fn, governor, str(name))
+    _send_inventory(governor, [{"name": n, "description": inspect.getdoc(unwrap(f)) or ""} for n, f in items])
+    return out
+
+
+def wrap_anthropic_tools(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], *,
+                         transport: Transport | None = None, **config: Any) -> dict[str, Callable[..., Any]]:
+    """Govern tool functions used in an Anthropic `tool_use` loop: `fn = wrapped[block.name]; fn(block.input)`."""
+    return _wrap_dict(fns, transport, config)
+
+
+def wrap_openai_tools(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], *,
+                      transport: Transport | None = None, **config: Any) -> dict[str, Callable[..., Any]]:
+    """Govern tool functions used in an OpenAI tool-call loop: `wrapped[name](json.loads(arguments))`."""
+    return _wrap_dict(fns, transport, config)
+
+
+@overload
+def governed(fn: F, /) -> F: ...
+
+
+@overload
+def governed(*, name: str | None = None, transport: Transport | None = None, **config: Any) -> Callable[[F], F]: ...
+
+
+def governed(fn: Any = None, /, *, name: str | None = None, transport: Transport | None = None,
+             **config: Any) -> Any:
+    """Decorator for plain tool functions: `@governed(agent_id=..., tenant_id=..., approved_scope=[...])`.
+
+    Bare `@governed` uses the defaults set with `thoth_nb.configure(...)` and environment variables.
+    """
+
+    def decorate(func: F) -> F:
+        cfg = _config(config)
+        governor = _runtime.governor_for(cfg, transport)
+        return govern_callable(func, governor, name)  # type: ignore[return-value]
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+class ThothClient:
+    """Legacy client (the seed's `ThothClient`): holds tenant and user, instruments agents."""
+
+    def __init__(self, tenant_id: str | None = None, user_id: str | None = None, **defaults: Any) -> None:
+        self._defaults = {"tenant_id": tenant_id, "user_id": user_id, **defaults}
+
+    def _merged(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in self._defaults.items() if v is not None}, **config}
+
+    def instrument(self, agent: T, **config: Any) -> T:
+        return instrument(agent, **self._merged(config))
+
+    def wrap(self, agent: T, **config: Any) -> T:
+        """Legacy alias of `instrument`."""
+        return self.instrument(agent, **config)
+
+    def wrap_anthropic_tools(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
+            str, Callable[..., Any]]:
+        return wrap_anthropic_tools(fns, **self._merged(config))
+
+    def wrap_openai_tools(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
+            str, Callable[..., Any]]:
+        return wrap_openai_tools(fns, **self._merged(config))

@@ -1,0 +1,52 @@
+"""The one interface both enforcers sit behind (D4): embedded in-process, or HTTP (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from thoth_nb._models import EnforcementDecision
+
+__all__ = ["Transport"]
+
+
+class Transport(abc.ABC):
+    """Enforce, wait on holds, ship events. Failures raise `EnforcerError`; the flow decides what they mean."""
+
+    #: whether `poll_hold(token, wait)` blocks up to `wait` seconds until the hold resolves
+    long_poll: bool = False
+    #: a short description for status displays and error messages
+    name: str = "transport"
+
+    @abc.abstractmethod
+    def enforce(self, body: Mapping[str, Any]) -> EnforcementDecision: ...
+
+    @abc.abstractmethod
+    async def aenforce(self, body: Mapping[str, Any]) -> EnforcementDecision: ...
+
+    @abc.abstractmethod
+    def poll_hold(self, token: str, wait: float) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def apoll_hold(self, token: str, wait: float) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def send_events(self, events: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def cancel_hold(self, token: str, reason: str) -> None:
+        """Best effort: tell the enforcer the waiter gave up (interrupt), so the hold is not approved later."""
+
+    def explain(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    def send_inventory(self, tenant_id: str, agent_id: str, tools: Sequence[Mapping[str, Any]]) -> None:
+        """Advisory list of an agent's tools (PROTOCOL §6); never grants anything."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    @property
+    def sink_id(self) -> str:
+        """Names this transport's event sink, so spilled events replay to the same place."""
+        return self.name

@@ -1,0 +1,255 @@
+"""A remote enforcer over HTTP, speaking PROTOCOL.md (Aten's enforcer or `thoth-nb serve`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from thoth_nb import _json
+from thoth_nb._exceptions import EnforcerError
+from thoth_nb._models import EnforcementDecision, json_safe
+from thoth_nb._transports.base import Transport
+from thoth_nb._version import __version__
+
+__all__ = ["HTTPTransport", "error_message"]
+
+logger = logging.getLogger("thoth_nb")
+
+ENFORCE_TIMEOUT = httpx.Timeout(connect=2.0, read=5.0, write=2.0, pool=2.0)
+POLL_TIMEOUT = httpx.Timeout(6.0, connect=2.0)
+MAX_LONG_POLL = 30.0
+
+
+def error_message(response: httpx.Response) -> str:
+    """PROTOCOL §7: the first non-empty message-like field of an error body, at most 512 chars."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:512]
+    candidates: list[Any] = []
+    if isinstance(body, dict):
+        candidates = [body.get(k) for k in ("message", "error_description", "error", "reason", "detail")]
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            candidates += [errors[0].get(k) for k in ("message", "error", "detail")]
+    for value in candidates:
+        if value:
+            return (value if isinstance(value, str) else _json.dumps(value))[:512]
+    return response.text[:512]
+
+
+def _hint(status: int) -> str:
+    if status == 401:
+        return " (check THOTH_API_KEY / api_key: the enforcer did not accept it)"
+    if status == 403:
+        return " (the API key's role may not call this endpoint; enforcement needs an 'agent' key)"
+    if status == 404:
+        return " (check THOTH_API_URL / api_url: it should be the enforcer's base URL)"
+    return ""
+
+
+class HTTPTransport(Transport):
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        event_ingest_token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.name = f"http ({self.api_url})"
+        self._api_key = api_key
+        self._event_token = event_ingest_token
+        self._transport = transport
+        self._async_transport = async_transport
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()
+        self._long_poll: bool | None = None
+
+    @property
+    def sink_id(self) -> str:
+        import hashlib
+
+        return "http-" + hashlib.sha256(self.api_url.encode()).hexdigest()[:12]
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def headers(self) -> dict[str, str]:
+        out = {"Content-Type": "application/json", "User-Agent": f"thoth-nb/{__version__}"}
+        if self._api_key:
+            out["Authorization"] = f"Bearer {self._api_key}"
+            out["x-api-key"] = self._api_key
+        return out
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        base_url=self.api_url, headers=self.headers(), timeout=ENFORCE_TIMEOUT,
+                        transport=self._transport, trust_env=False,
+                    )
+        return self._client
+
+    @property
+    def aclient(self) -> httpx.AsyncClient:
+        # one per event loop would be stricter; notebooks run one loop, and a closed loop gets a new client
+        if self._aclient is None or self._aclient.is_closed:
+            self._aclient = httpx.AsyncClient(
+                base_url=self.api_url, headers=self.headers(), timeout=ENFORCE_TIMEOUT,
+                transport=self._async_transport, trust_env=False,
+            )
+        return self._aclient
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- enforce ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _encode(body: Mapping[str, Any]) -> bytes:
+        out = dict(body)
+        if "tool_args" in out:
+            out["tool_args"] = json_safe(out["tool_args"])
+        return _json.dumps_bytes(out)
+
+    def _check(self, response: httpx.Response, what: str) -> Any:
+        if not 200 <= response.status_code < 300:
+            status = response.status_code
+            message = error_message(response)
+            raise EnforcerError("status", f"enforcer rejected {what} (status={status}): {message}{_hint(status)}",
+                                status=status)
+        try:
+            return _json.loads(response.content)
+        except ValueError as exc:
+            raise EnforcerError("decode", f"enforcer sent a body that is not JSON for {what}: {exc}") from None
+
+    @staticmethod
+    def _failure(exc: httpx.HTTPError, what: str, url: str) -> EnforcerError:
+        if isinstance(exc, httpx.TimeoutException):
+            return EnforcerError("timeout", f"enforcer at {url} timed out on {what} ({type(exc).__name__})")
+        return EnforcerError(
+            "network",
+            f"enforcer unavailable at {url}: {exc or type(exc).__name__} (is `thoth-nb serve` running there, and "
+            f"is THOTH_API_URL right?)",
+        )
+
+    def enforce(self, body: Mapping[str, Any]) -> EnforcementDecision:
+        try:
+            response = self.client.post("/v1/enforce", content=self._encode(body))
+        except httpx.HTTPError as exc:
+            raise self._failure(exc, "enforce", self.api_url) from None
+        return self._decision(self._check(response, "enforce"))
+
+    async def aenforce(self, body: Mapping[str, Any]) -> EnforcementDecision:
+        try:
+            response = await self.aclient.post("/v1/enforce", content=self._encode(body))
+        except httpx.HTTPError as exc:
+            raise self._failure(exc, "enforce", self.api_url) from None
+        return self._decision(self._check(response, "enforce"))
+
+    @staticmethod
+    def _decision(data: Any) -> EnforcementDecision:
+        if not isinstance(data, dict):
+            raise EnforcerError("decode", f"enforcer answered {type(data).__name__}, not an object")
+        return EnforcementDecision.from_response(data)
+
+    # -- holds -----------------------------------------------------------------------------------
+
+    def _supports_long_poll(self) -> bool:
+        if self._long_poll is None:
+            try:
+                reply = self.client.get("/readyz", timeout=2.0)
+                self._long_poll = bool(reply.status_code == 200 and reply.json().get("long_poll"))
+            except (httpx.HTTPError, ValueError, AttributeError):
+                self._long_poll = False
+        return self._long_poll
+
+    @property  # type: ignore[override]
+    def long_poll(self) -> bool:
+        return self._supports_long_poll()
+
+    def _hold_url(self, token: str, wait: float) -> tuple[str, dict[str, str], httpx.Timeout]:
+        path = "/v1/enforce/hold/" + urllib.parse.quote(token, safe="")
+        if wait > 0 and self._long_poll:
+            seconds = min(wait, MAX_LONG_POLL)
+            return path, {"wait": f"{seconds:g}"}, httpx.Timeout(seconds + 6.0, connect=2.0)
+        return path, {}, POLL_TIMEOUT
+
+    def _hold_reply(self, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code == 202:
+            return {"resolved": False, "decision": "STEP_UP"}
+        data = self._check(response, "hold poll")
+        if not isinstance(data, dict):
+            raise EnforcerError("decode", "hold reply is not an object")
+        return data
+
+    def poll_hold(self, token: str, wait: float) -> dict[str, Any]:
+        path, params, timeout = self._hold_url(token, wait)
+        try:
+            response = self.client.get(path, params=params, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise self._failure(exc, "hold poll", self.api_url) from None
+        return self._hold_reply(response)
+
+    async def apoll_hold(self, token: str, wait: float) -> dict[str, Any]:
+        path, params, timeout = self._hold_url(token, wait)
+        try:
+            response = await self.aclient.get(path, params=params, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise self._failure(exc, "hold poll", self.api_url) from None
+        return self._hold_reply(response)
+
+    # -- events and advisory calls ---------------------------------------------------------------
+
+    def send_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        headers = {"X-Thoth-Event-Ingest-Token": self._event_token} if self._event_token else None
+        try:
+            response = self.client.post(
+                "/v1/events/batch", content=_json.dumps_bytes({"events": list(events)}), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise self._failure(exc, "event batch", self.api_url) from None
+        if not 200 <= response.status_code < 300:
+            raise EnforcerError(
+                "status", f"event batch rejected (status={response.status_code}): {error_message(response)}",
+                status=response.status_code,
+            )
+        retry = response.headers.get("Retry-After")
+        if retry:  # pragma: no cover - informational
+            logger.debug("thoth: event ingest asked to retry after %s", retry)
+
+    def explain(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        try:
+            response = self.client.post("/v1/explain", content=self._encode(body))
+            data = self._check(response, "explain")
+        except (httpx.HTTPError, EnforcerError) as exc:
+            logger.debug("thoth: explain failed: %s", exc)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def send_inventory(self, tenant_id: str, agent_id: str, tools: Sequence[Mapping[str, Any]]) -> None:
+        path = "/" + urllib.parse.quote(tenant_id, safe="") + "/thoth/tool-inventory"
+        for start in range(0, len(tools), 100):
+            chunk = [
+                {"name": t.get("name"), "description": str(t.get("description") or "")[:4096],
+                 "input_schema": t.get("input_schema") or {}}
+                for t in tools[start : start + 100]
+            ]
+            try:
+                self.client.post(path, content=_json.dumps_bytes(
+                    {"agent_id": agent_id, "source": "python_sdk", "tools": chunk}))
+            except httpx.HTTPError as exc:
+                logger.debug("thoth: tool inventory not sent: %s", exc)
+                return

@@ -1,0 +1,641 @@
+"""Durable state of the enforcer: events, violations, holds, grants, keys, policies.
+
+SQLite by default (WAL, one file under `$THOTH_HOME`), shared safely by the notebook kernel, the CLI
+and `thoth-nb serve`. Every row carries `tenant_id` and every query is scoped by it (D9). Schema
+changes are named, ordered migrations recorded in `schema_migrations` (simonw/llm's pattern).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from thoth_nb import _json
+from thoth_nb._exceptions import ThothConfigError
+
+__all__ = [
+    "HoldConflict",
+    "HoldNotFound",
+    "SQLiteStore",
+    "Store",
+    "format_ts",
+    "open_store",
+    "parse_ts",
+    "utcnow",
+]
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_ts(value: dt.datetime | float | None = None) -> str:
+    """RFC 3339 UTC with microseconds, fixed width so strings sort in time order."""
+    if value is None:
+        value = utcnow()
+    elif isinstance(value, (int, float)):
+        value = dt.datetime.fromtimestamp(value, dt.UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime(_TS_FORMAT)
+
+
+def parse_ts(value: str) -> dt.datetime:
+    """Parse RFC 3339 (with Z or an offset); naive values are taken as UTC (PROTOCOL §5)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def normalize_ts(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return format_ts(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_ts(float(value))
+    return format_ts(parse_ts(str(value)))
+
+
+class HoldNotFound(LookupError):
+    pass
+
+
+class HoldConflict(RuntimeError):
+    """The hold was already resolved or has expired."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(f"hold {record['approval_id']} is already {record['status']}")
+        self.record = record
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run several statements inside the caller's transaction (executescript would commit it)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            tenant_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL DEFAULT '',
+            user_id TEXT NOT NULL DEFAULT '',
+            tool_name TEXT NOT NULL DEFAULT '',
+            event_type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            ingested_at TEXT NOT NULL,
+            decision TEXT,
+            violation_id TEXT,
+            chain_index INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            previous_hash TEXT NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE INDEX events_tenant_time ON events (tenant_id, occurred_at);
+        CREATE INDEX events_tenant_session ON events (tenant_id, session_id, seq);
+        CREATE INDEX events_tenant_agent ON events (tenant_id, agent_id, occurred_at);
+        CREATE TABLE violations (
+            violation_id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            observed INTEGER NOT NULL DEFAULT 0,
+            reason TEXT NOT NULL,
+            decision_reason_code TEXT NOT NULL,
+            risk_score REAL NOT NULL,
+            matched_rule_ids TEXT NOT NULL,
+            tool_args TEXT,
+            request TEXT
+        );
+        CREATE INDEX violations_tenant_time ON violations (tenant_id, created_at);
+        CREATE TABLE holds (
+            approval_id TEXT PRIMARY KEY,
+            hold_token TEXT NOT NULL UNIQUE,
+            tenant_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            args_hash TEXT NOT NULL,
+            tool_args TEXT,
+            reason TEXT NOT NULL,
+            decision_reason_code TEXT NOT NULL,
+            risk_score REAL NOT NULL,
+            matched_rule_ids TEXT NOT NULL,
+            violation_id TEXT,
+            allow_modify INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'pending',
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            resolved_at TEXT,
+            reviewer TEXT,
+            note TEXT,
+            grant_scope TEXT,
+            modified_args TEXT
+        );
+        CREATE INDEX holds_tenant_status ON holds (tenant_id, status, created_at);
+        CREATE TABLE grants (
+            tenant_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            args_hash TEXT NOT NULL,
+            approval_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, session_id, tool_name, args_hash)
+        );
+        CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE policies (
+            tenant_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            etag TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT,
+            PRIMARY KEY (tenant_id, version)
+        );
+        CREATE TABLE tool_inventory (
+            tenant_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            description TEXT,
+            input_schema TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, agent_id, tool_name)
+        );
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [("m001_initial", _m001_initial)]
+
+
+@dataclasses.dataclass(slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+
+class Store:
+    """What the engine needs from storage; `SQLiteStore` implements it (PostgreSQL: issue 10)."""
+
+    url: str
+
+    def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _event_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str, str, str, str | None, str | None]:
+    metadata = event.get("metadata") or {}
+    decision = metadata.get("authorization_decision") if isinstance(metadata, Mapping) else None
+    return (
+        str(event["event_id"]),
+        str(event["tenant_id"]),
+        str(event["session_id"]),
+        str(event.get("agent_id") or ""),
+        str(event.get("user_id") or ""),
+        str(event.get("tool_name") or ""),
+        str(event.get("event_type") or ""),
+        normalize_ts(event.get("occurred_at") or utcnow()),
+        decision if isinstance(decision, str) else None,
+        event.get("violation_id") or None,
+    )
+
+
+class SQLiteStore(Store):
+    """One SQLite file in WAL mode. A lock serialises this process's writers; WAL and a busy
+    timeout let other processes (CLI, server, another kernel) read and write beside it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise ThothConfigError(
+                f"cannot open the thoth_nb store at {self.path}: {exc}. Set THOTH_HOME to a writable folder."
+            ) from None
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self._db.execute(sql, params)
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def migrate(self) -> list[str]:
+        applied: list[str] = []
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+            done = {row[0] for row in db.execute("SELECT name FROM schema_migrations")}
+            for name, migration in MIGRATIONS:
+                if name not in done:
+                    migration(db)
+                    db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, format_ts()))
+                    applied.append(name)
+        return applied
+
+    def migrations(self) -> list[str]:
+        return [r["name"] for r in self.query("SELECT name FROM schema_migrations ORDER BY name")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> IngestResult:
+        """Store events idempotently (by event_id) and chain each session's events with SHA-256."""
+        rows: list[tuple[Any, ...]] = []
+        rejected: list[dict[str, Any]] = []
+        parsed: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
+        for index, event in enumerate(events):
+            try:
+                if not isinstance(event, Mapping):
+                    raise ValueError("event must be an object")
+                missing = [k for k in ("event_id", "tenant_id", "session_id") if not event.get(k)]
+                if missing:
+                    raise ValueError(f"missing required field(s): {', '.join(missing)}")
+                parsed.append((_event_row(event), event))
+            except (ValueError, TypeError, KeyError) as exc:
+                rejected.append({"index": index, "error": str(exc)})
+        if not parsed:
+            return IngestResult(0, 0, rejected)
+        ingested_at = format_ts()
+        with self.transaction() as db:
+            ids = [p[0][0] for p in parsed]
+            existing: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                existing.update(r[0] for r in db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})",
+                                                         chunk))
+            heads: dict[tuple[str, str], tuple[int, str]] = {}
+            seen: set[str] = set()
+            duplicates = 0
+            for row, event in parsed:
+                event_id = row[0]
+                if event_id in existing or event_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(event_id)
+                key = (row[1], row[2])
+                head = heads.get(key)
+                if head is None:
+                    last = db.execute(
+                        "SELECT chain_index, hash FROM events WHERE tenant_id=? AND session_id=? "
+                        "ORDER BY chain_index DESC LIMIT 1",
+                        key,
+                    ).fetchone()
+                    head = (int(last[0]), str(last[1])) if last else (-1, "")
+                body = dict(event)
+                body["occurred_at"] = row[7]
+                body["ingested_at"] = ingested_at
+                index = head[0] + 1
+                body["chain_index"] = index
+                body["previous_hash"] = head[1]
+                body.pop("hash", None)
+                body.pop("signature", None)
+                encoded = _json.dumps(body)
+                digest = hashlib.sha256((head[1] + encoded).encode()).hexdigest()
+                heads[key] = (index, digest)
+                rows.append((*row, ingested_at, index, digest, head[1], encoded))
+            db.executemany(
+                "INSERT INTO events (event_id, tenant_id, session_id, agent_id, user_id, tool_name, event_type, "
+                "occurred_at, decision, violation_id, ingested_at, chain_index, hash, previous_hash, body) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+        return IngestResult(len(rows), duplicates, rejected)
+
+    def events(
+        self,
+        tenant_id: str,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        tool_name: str | None = None,
+        event_type: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = self._filters(
+            tenant_id,
+            agent_id=agent_id, session_id=session_id, tool_name=tool_name, event_type=event_type,
+        )
+        if since:
+            where.append("occurred_at >= ?")
+            params.append(normalize_ts(since))
+        if until:
+            where.append("occurred_at < ?")
+            params.append(normalize_ts(until))
+        if after_seq:
+            where.append("seq > ?")
+            params.append(after_seq)
+        sql = f"SELECT seq, hash, body FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for row in self.query(sql, params):
+            body = _json.loads(row["body"])
+            body["hash"] = row["hash"]
+            body["seq"] = row["seq"]
+            out.append(body)
+        return out
+
+    def count_events(self, tenant_id: str) -> int:
+        return int(self.query("SELECT COUNT(*) AS n FROM events WHERE tenant_id=?", (tenant_id,))[0]["n"])
+
+    @staticmethod
+    def _filters(tenant_id: str, **equals: str | None) -> tuple[list[str], list[Any]]:
+        where = ["tenant_id = ?"]
+        params: list[Any] = [tenant_id]
+        for column, value in equals.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return where, params
+
+    def sessions(self, tenant_id: str, *, agent_id: str | None = None, user_id: str | None = None,
+                 since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        where, params = self._filters(tenant_id, agent_id=agent_id, user_id=user_id)
+        if since:
+            where.append("occurred_at >= ?")
+            params.append(normalize_ts(since))
+        sql = (
+            "SELECT session_id, MIN(agent_id) AS agent_id, MIN(user_id) AS user_id, MIN(occurred_at) AS first_seen, "
+            "MAX(occurred_at) AS last_seen, SUM(event_type = 'TOOL_CALL_PRE') AS tool_calls, "
+            "SUM(event_type = 'TOOL_CALL_BLOCK') AS blocked "
+            f"FROM events WHERE {' AND '.join(where)} GROUP BY session_id ORDER BY last_seen DESC LIMIT {int(limit)}"
+        )
+        rows = self.query(sql, params)
+        counts = {
+            r["session_id"]: r["n"]
+            for r in self.query(
+                "SELECT session_id, COUNT(*) AS n FROM violations WHERE tenant_id=? GROUP BY session_id", (tenant_id,)
+            )
+        }
+        holds = {
+            r["session_id"]: r["n"]
+            for r in self.query(
+                "SELECT session_id, COUNT(*) AS n FROM holds WHERE tenant_id=? GROUP BY session_id", (tenant_id,)
+            )
+        }
+        for row in rows:
+            row["violations"] = counts.get(row["session_id"], 0)
+            row["stepped_up"] = holds.get(row["session_id"], 0)
+            for key in ("tool_calls", "blocked"):
+                row[key] = int(row[key] or 0)
+        return rows
+
+    # -- violations ------------------------------------------------------------------------------
+
+    def record_violation(self, record: Mapping[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO violations (violation_id, tenant_id, created_at, session_id, agent_id, user_id, "
+                "tool_name, decision, observed, reason, decision_reason_code, risk_score, matched_rule_ids, tool_args, "
+                "request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record["violation_id"], record["tenant_id"], record.get("created_at") or format_ts(),
+                    record["session_id"], record["agent_id"], record["user_id"], record["tool_name"],
+                    record["decision"], int(bool(record.get("observed"))), record["reason"],
+                    record["decision_reason_code"], float(record["risk_score"]),
+                    _json.dumps(record.get("matched_rule_ids") or []),
+                    _json.dumps(record.get("tool_args")) if record.get("tool_args") is not None else None,
+                    _json.dumps(record.get("request")) if record.get("request") is not None else None,
+                ),
+            )
+
+    def violations(self, tenant_id: str, *, agent_id: str | None = None, session_id: str | None = None,
+                   since: str | None = None, violation_id: str | None = None,
+                   limit: int = 10_000) -> list[dict[str, Any]]:
+        where, params = self._filters(tenant_id, agent_id=agent_id, session_id=session_id,
+                                      violation_id=violation_id)
+        if since:
+            where.append("created_at >= ?")
+            params.append(normalize_ts(since))
+        rows = self.query(
+            f"SELECT * FROM violations WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT {int(limit)}", params
+        )
+        for row in rows:
+            row["matched_rule_ids"] = _json.loads(row["matched_rule_ids"])
+            row["tool_args"] = _json.loads(row["tool_args"]) if row["tool_args"] else None
+            row["request"] = _json.loads(row["request"]) if row["request"] else None
+            row["observed"] = bool(row["observed"])
+        return rows
+
+    # -- holds -----------------------------------------------------------------------------------
+
+    def create_hold(self, record: Mapping[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO holds (approval_id, hold_token, tenant_id, agent_id, user_id, session_id, tool_name, "
+                "args_hash, tool_args, reason, decision_reason_code, risk_score, matched_rule_ids, violation_id, "
+                "allow_modify, status, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
+                (
+                    record["approval_id"], record["hold_token"], record["tenant_id"], record["agent_id"],
+                    record["user_id"], record["session_id"], record["tool_name"], record["args_hash"],
+                    _json.dumps(record.get("tool_args")) if record.get("tool_args") is not None else None,
+                    record["reason"], record["decision_reason_code"], float(record["risk_score"]),
+                    _json.dumps(record.get("matched_rule_ids") or []), record.get("violation_id"),
+                    int(bool(record.get("allow_modify"))), record["created_at"], record["expires_at"],
+                ),
+            )
+
+    @staticmethod
+    def _hold_out(row: dict[str, Any]) -> dict[str, Any]:
+        row["tool_args"] = _json.loads(row["tool_args"]) if row.get("tool_args") else None
+        row["modified_args"] = _json.loads(row["modified_args"]) if row.get("modified_args") else None
+        row["matched_rule_ids"] = _json.loads(row["matched_rule_ids"]) if row.get("matched_rule_ids") else []
+        row["allow_modify"] = bool(row.get("allow_modify"))
+        return row
+
+    def get_hold(self, key: str, tenant_id: str | None = None) -> dict[str, Any] | None:
+        """A hold by approval id or hold token, optionally scoped to a tenant."""
+        sql = "SELECT * FROM holds WHERE (approval_id = ? OR hold_token = ?)"
+        params: list[Any] = [key, key]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        rows = self.query(sql, params)
+        return self._hold_out(rows[0]) if rows else None
+
+    def holds(self, tenant_id: str | None, *, status: str = "pending", limit: int = 1000) -> list[dict[str, Any]]:
+        self.expire_holds()
+        where: list[str] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if status != "all":
+            where.append("status = ?")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.query(f"SELECT * FROM holds {clause} ORDER BY created_at LIMIT {int(limit)}", params)
+        return [self._hold_out(r) for r in rows]
+
+    def expire_holds(self, now: str | None = None) -> int:
+        stamp = now or format_ts()
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE holds SET status='expired', resolved_at=? WHERE status='pending' AND expires_at <= ?",
+                (stamp, stamp),
+            )
+            return cursor.rowcount
+
+    def resolve_hold(
+        self,
+        key: str,
+        *,
+        status: str,
+        reviewer: str | None,
+        note: str | None = None,
+        modified_args: Mapping[str, Any] | None = None,
+        grant_scope: str = "once",
+        tenant_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Move a pending hold to approved/denied exactly once; HoldConflict if it was not pending."""
+        if status not in ("approved", "denied"):
+            raise ValueError(f"status must be approved or denied; got {status!r}")
+        self.expire_holds()
+        now = format_ts()
+        with self.transaction() as db:
+            sql = "SELECT approval_id, status FROM holds WHERE (approval_id = ? OR hold_token = ?)"
+            params: list[Any] = [key, key]
+            if tenant_id is not None:
+                sql += " AND tenant_id = ?"
+                params.append(tenant_id)
+            found = db.execute(sql, params).fetchone()
+            if found is None:
+                raise HoldNotFound(key)
+            if found[1] == "pending":
+                db.execute(
+                    "UPDATE holds SET status=?, reviewer=?, note=?, resolved_at=?, grant_scope=?, modified_args=? "
+                    "WHERE approval_id=? AND status='pending'",
+                    (status, reviewer, note, now, grant_scope,
+                     _json.dumps(modified_args) if modified_args is not None else None, found[0]),
+                )
+                if status == "approved" and grant_scope == "session" and modified_args is None:
+                    db.execute(
+                        "INSERT OR IGNORE INTO grants SELECT tenant_id, session_id, tool_name, args_hash, approval_id, ?"
+                        " FROM holds WHERE approval_id=?",
+                        (now, found[0]),
+                    )
+        record = self.get_hold(found[0])
+        assert record is not None
+        if found[1] != "pending":
+            raise HoldConflict(record)
+        return record
+
+    def has_grant(self, tenant_id: str, session_id: str, tool_name: str, args_hash: str) -> str | None:
+        rows = self.query(
+            "SELECT approval_id FROM grants WHERE tenant_id=? AND session_id=? AND tool_name=? AND args_hash=?",
+            (tenant_id, session_id, tool_name, args_hash),
+        )
+        return str(rows[0]["approval_id"]) if rows else None
+
+    # -- policies, keys, inventory ---------------------------------------------------------------
+
+    def save_policy(self, tenant_id: str, text: str, etag: str, created_by: str | None = None) -> int:
+        with self.transaction() as db:
+            row = db.execute("SELECT MAX(version) FROM policies WHERE tenant_id=?", (tenant_id,)).fetchone()
+            version = int(row[0] or 0) + 1
+            db.execute("INSERT INTO policies VALUES (?,?,?,?,?,?)",
+                       (tenant_id, version, etag, text, format_ts(), created_by))
+        return version
+
+    def policy_versions(self, tenant_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM policies WHERE tenant_id=? ORDER BY version DESC", (tenant_id,))
+
+    def latest_policy(self, tenant_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM policies WHERE tenant_id=? ORDER BY version DESC LIMIT 1", (tenant_id,))
+        return rows[0] if rows else None
+
+    def upsert_inventory(self, tenant_id: str, agent_id: str, tools: Sequence[Mapping[str, Any]]) -> int:
+        now = format_ts()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO tool_inventory VALUES (?,?,?,?,?,?) ON CONFLICT (tenant_id, agent_id, tool_name) "
+                "DO UPDATE SET description=excluded.description, input_schema=excluded.input_schema, "
+                "updated_at=excluded.updated_at",
+                [
+                    (tenant_id, agent_id, str(t.get("name")), str(t.get("description") or "")[:4096],
+                     _json.dumps(t.get("input_schema")) if t.get("input_schema") is not None else None, now)
+                    for t in tools if t.get("name")
+                ],
+            )
+        return len(tools)
+
+    def inventory(self, tenant_id: str, agent_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = self._filters(tenant_id, agent_id=agent_id)
+        return self.query(f"SELECT * FROM tool_inventory WHERE {' AND '.join(where)} ORDER BY tool_name", params)
+
+
+def open_store(url_or_path: str | Path) -> SQLiteStore:
+    """Open a store from `sqlite:///path`, a plain path, or (issue 10) a PostgreSQL URL."""
+    text = str(url_or_path)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise ThothConfigError("PostgreSQL stores are not available in this version; use a SQLite path")
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]
+    return SQLiteStore(text)
+
+
+def monotonic() -> float:
+    return time.monotonic()
