@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from thoth_nb._flow import Call
 
-__all__ = ["Session", "add_listener", "config_override", "listeners", "remove_listener", "session"]
+__all__ = ["Session", "add_listener", "config_override", "listeners", "remove_listener", "session", "set_wait_hook", "wait_hook"]
 
 _TRIM_AT = 4096
 _KEEP = 128
@@ -67,6 +67,17 @@ def add_listener(fn: Callable[[str, Call], None]) -> None:
 def remove_listener(fn: Callable[[str, Call], None]) -> None:
     if fn in listeners:
         listeners.remove(fn)
+
+
+#: Set by the notebook layer while a kernel is busy: `hook(seconds)` waits up to `seconds` while
+#: letting the kernel handle widget messages (D6). When set, the sync driver polls holds with
+#: wait=0 and calls the hook between polls instead of blocking inside the transport.
+wait_hook: Callable[[float], None] | None = None
+
+
+def set_wait_hook(hook: Callable[[float], None] | None) -> None:
+    global wait_hook
+    wait_hook = hook
 
 
 #: Config overrides for code running inside a `%%thoth` cell (or a `thoth_nb.governing()` block).

@@ -80,10 +80,20 @@ def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transp
                 if type(effect) is Enforce:
                     result: Any = transport.enforce(effect.body)
                 elif type(effect) is PollHold:
-                    result = transport.poll_hold(effect.token, effect.wait)
+                    hook = _context.wait_hook
+                    if hook is None or effect.wait <= 0:
+                        result = transport.poll_hold(effect.token, effect.wait)
+                    else:
+                        result = transport.poll_hold(effect.token, 0.0)
+                        if not result.get("resolved"):
+                            hook(min(effect.wait, 0.1))
                 else:
                     assert isinstance(effect, Sleep)
-                    _sleep(effect.seconds)
+                    hook = _context.wait_hook
+                    if hook is not None:
+                        _sleep_with(hook, effect.seconds)
+                    else:
+                        _sleep(effect.seconds)
                     result = None
             except EnforcerError as exc:
                 effect = flow.throw(exc)
@@ -102,6 +112,12 @@ def _sleep(seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.1))
+
+
+def _sleep_with(hook: Callable[[float], None], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        hook(min(left, 0.1))
 
 
 def _cancel(call: Call, transport: Transport) -> None:

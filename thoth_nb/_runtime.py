@@ -143,6 +143,22 @@ def status() -> dict[str, Any]:
     }
 
 
+def reset() -> None:
+    """Forget every store, engine, transport and emitter (tests, and `%reload_ext`). Flushes first."""
+    with _lock:
+        for emitter in list(_emitters.values()):
+            emitter.shutdown(timeout=2.0)
+        for transport in _transports.values():
+            transport.close()
+        for store in _stores.values():
+            store.close()
+        _stores.clear()
+        _engines.clear()
+        _transports.clear()
+        _emitters.clear()
+        _governors.clear()
+
+
 def require_embedded(api_url: str | None) -> None:
     if api_url:
         raise ThothConfigError("this call works on the embedded store; for a server use its HTTP API")

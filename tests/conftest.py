@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from thoth_nb.testing import isolated_home
+
+
+@pytest.fixture(autouse=True)
+def thoth_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own $THOTH_HOME and no THOTH_* settings from the developer's shell."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("THOTH_") or key == "LOG_LEVEL":
+            monkeypatch.delenv(key, raising=False)
+    with isolated_home(tmp_path / "home") as home:
+        yield home

@@ -1,0 +1,94 @@
+"""Test doubles shipped with the product (STYLE: OpenTelemetry's InMemorySpanExporter).
+
+`isolated_home()` gives a fresh `$THOTH_HOME` and forgets cached stores; `ScriptedEnforcer` is an
+`httpx.MockTransport` handler that answers `/v1/enforce` from a script, so the real HTTP transport
+can be driven through every decision and failure without a network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from thoth_nb import _runtime
+
+__all__ = ["ScriptedEnforcer", "isolated_home"]
+
+
+@contextlib.contextmanager
+def isolated_home(path: str | Path | None = None) -> Iterator[Path]:
+    """Run with `$THOTH_HOME` pointing at a fresh folder; restore everything afterwards."""
+    previous = {k: os.environ.get(k) for k in ("THOTH_HOME", "THOTH_DB", "THOTH_POLICY")}
+    with contextlib.ExitStack() as stack:
+        home = Path(path) if path else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="thoth-")))
+        _runtime.reset()
+        os.environ["THOTH_HOME"] = str(home)
+        for key in ("THOTH_DB", "THOTH_POLICY"):
+            os.environ.pop(key, None)
+        try:
+            yield home
+        finally:
+            _runtime.reset()
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+Responder = Callable[[dict[str, Any]], httpx.Response | dict[str, Any]]
+
+
+class ScriptedEnforcer:
+    """An enforcer fake for `httpx.MockTransport`: records requests, answers from `responder`.
+
+    `holds` maps hold tokens to the reply the hold endpoint should give (a dict, or a list of
+    dicts consumed one per poll). Events posted to `/v1/events/batch` are appended to `events`.
+    """
+
+    def __init__(self, responder: Responder | dict[str, Any] | None = None) -> None:
+        self.responder = responder or {"decision": "ALLOW", "reason": "ok"}
+        self.requests: list[httpx.Request] = []
+        self.enforce_bodies: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.holds: dict[str, Any] = {}
+        self.event_status = 202
+        self._lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.requests.append(request)
+        path = request.url.path
+        if path == "/v1/enforce":
+            body = json.loads(request.content)
+            self.enforce_bodies.append(body)
+            answer = self.responder(body) if callable(self.responder) else self.responder
+            return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
+        if path.startswith("/v1/enforce/hold/"):
+            token = path.rsplit("/", 1)[-1]
+            reply = self.holds.get(token)
+            if reply is None:
+                return httpx.Response(404, json={"error": "unknown hold"})
+            if isinstance(reply, list):
+                reply = reply.pop(0) if len(reply) > 1 else reply[0]
+            return reply if isinstance(reply, httpx.Response) else httpx.Response(200, json=reply)
+        if path == "/v1/events/batch":
+            if self.event_status >= 300:
+                return httpx.Response(self.event_status, json={"error": "unavailable"})
+            data = json.loads(request.content)
+            self.events.extend(data["events"] if isinstance(data, dict) else data)
+            return httpx.Response(202, json={"accepted": len(self.events)})
+        if path == "/readyz":
+            return httpx.Response(200, json={"status": "ok", "long_poll": False})
+        return httpx.Response(202, json={})
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
