@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# registers the framework adapters of instrument(); imports no framework
+from thoth_nb import integrations as _integrations  # noqa: F401
 from thoth_nb._approvals import approve, deny, holds
 from thoth_nb._config import ThothConfig, configure_logging
 from thoth_nb._exceptions import PolicyError, ThothConfigError, ThothPolicyViolation

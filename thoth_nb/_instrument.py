@@ -351,7 +351,8 @@ async def _finish_awaitable(gov: Governor, call: Call, awaitable: Any) -> Any:
 
 # --- finding tools ------------------------------------------------------------------------------
 
-Adapter = Callable[[Any, Governor], Any]
+Adapter = Callable[..., Any]  # adapter(obj, governor, **options)
+_ADAPTER_OPTIONS = ("on_block",)
 _adapters: list[tuple[str, Callable[[Any], bool], Adapter]] = []
 _adapter_lock = threading.Lock()
 
@@ -436,6 +437,8 @@ def instrument(agent: T, *, transport: Transport | None = None, **config: Any) -
     or a single callable (returned governed). Config problems raise `ThothConfigError` here, not at
     the first tool call.
     """
+    # integration-only options (e.g. on_block="raise"|"message" for LangChain/LangGraph tools)
+    options = {key: config.pop(key) for key in _ADAPTER_OPTIONS if config.get(key) is not None}
     cfg = _config(config)
     governor = _runtime.governor_for(cfg, transport)
     for _identifier, matches, adapter in list(_adapters):
@@ -444,8 +447,13 @@ def instrument(agent: T, *, transport: Transport | None = None, **config: Any) -
         except Exception:
             hit = False
         if hit:
-            result: T = adapter(agent, governor)
+            result: T = adapter(agent, governor, **options)
             return result
+    if options:
+        raise ThothConfigError(
+            f"{', '.join(options)} only applies to framework objects (LangChain, LangGraph, ...), "
+            f"not to a {type(agent).__name__}"
+        )
     tools = getattr(agent, "tools", None)
     if tools is not None and not isinstance(agent, (dict, list, tuple)):
         if not isinstance(tools, (list, dict)):
