@@ -627,6 +627,110 @@ class SQLiteStore(Store):
         return self.query(f"SELECT * FROM tool_inventory WHERE {' AND '.join(where)} ORDER BY tool_name", params)
 
 
+    # -- API keys (D9; used by `thoth-nb serve` and `thoth-nb keys`) ------------------------------
+
+    API_KEY_ROLES = ("agent", "reviewer", "admin")
+
+    @staticmethod
+    def hash_api_key(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    def create_api_key(self, tenant_id: str, role: str, name: str = "") -> tuple[dict[str, Any], str]:
+        """A new key for one tenant and role. Returns (record, secret): only the hash is stored, so the
+        secret `thk_...` is shown this once."""
+        import secrets
+
+        if role not in self.API_KEY_ROLES:
+            raise ValueError(f"role must be one of {', '.join(self.API_KEY_ROLES)}; got {role!r}")
+        if not tenant_id:
+            raise ValueError("tenant_id must be a non-empty string")
+        secret = "thk_" + secrets.token_urlsafe(32)
+        record = {
+            "key_id": "key_" + secrets.token_hex(8),
+            "tenant_id": tenant_id,
+            "role": role,
+            "name": name,
+            "created_at": format_ts(),
+            "revoked_at": None,
+        }
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO api_keys (key_id, tenant_id, role, name, key_hash, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (record["key_id"], tenant_id, role, name, self.hash_api_key(secret), record["created_at"]),
+            )
+        return record, secret
+
+    def api_key_for(self, secret: str) -> dict[str, Any] | None:
+        """The active key record for a presented secret, or None (unknown or revoked)."""
+        import hmac
+
+        digest = self.hash_api_key(secret)
+        rows = self.query(
+            "SELECT key_id, tenant_id, role, name, key_hash, created_at, revoked_at FROM api_keys "
+            "WHERE key_hash=?",
+            (digest,),
+        )
+        if not rows or not hmac.compare_digest(str(rows[0]["key_hash"]), digest) or rows[0]["revoked_at"]:
+            return None
+        row = rows[0]
+        row.pop("key_hash")
+        return row
+
+    def api_keys(self, tenant_id: str | None = None, *, include_revoked: bool = True) -> list[dict[str, Any]]:
+        """Key records without their hashes; `tenant_id=None` lists every tenant (local CLI only)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if not include_revoked:
+            where.append("revoked_at IS NULL")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.query(
+            f"SELECT key_id, tenant_id, role, name, created_at, revoked_at FROM api_keys {clause} "
+            "ORDER BY created_at, key_id",
+            params,
+        )
+
+    def revoke_api_key(self, key_id: str, tenant_id: str | None = None) -> bool:
+        """Revoke a key by id (scoped to a tenant when given); False if no such active key."""
+        sql = "UPDATE api_keys SET revoked_at=? WHERE key_id=? AND revoked_at IS NULL"
+        params: list[Any] = [format_ts(), key_id]
+        if tenant_id is not None:
+            sql += " AND tenant_id=?"
+            params.append(tenant_id)
+        with self.transaction() as db:
+            return db.execute(sql, params).rowcount > 0
+
+    def count_api_keys(self, *, active_only: bool = True) -> int:
+        sql = "SELECT COUNT(*) AS n FROM api_keys" + (" WHERE revoked_at IS NULL" if active_only else "")
+        return int(self.query(sql)[0]["n"])
+
+    def session_summary(self, tenant_id: str, session_id: str) -> dict[str, Any] | None:
+        """One session's row as `sessions()` gives it, or None if the tenant has no event for it."""
+        rows = self.query(
+            "SELECT session_id, MIN(agent_id) AS agent_id, MIN(user_id) AS user_id, "
+            "MIN(occurred_at) AS first_seen, MAX(occurred_at) AS last_seen, "
+            "SUM(event_type = 'TOOL_CALL_PRE') AS tool_calls, "
+            "SUM(event_type = 'TOOL_CALL_BLOCK') AS blocked, COUNT(*) AS n "
+            "FROM events WHERE tenant_id=? AND session_id=? GROUP BY session_id",
+            (tenant_id, session_id),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        row.pop("n")
+        row["tool_calls"] = int(row["tool_calls"] or 0)
+        row["blocked"] = int(row["blocked"] or 0)
+        row["violations"] = int(self.query(
+            "SELECT COUNT(*) AS n FROM violations WHERE tenant_id=? AND session_id=?", (tenant_id, session_id)
+        )[0]["n"])
+        row["stepped_up"] = int(self.query(
+            "SELECT COUNT(*) AS n FROM holds WHERE tenant_id=? AND session_id=?", (tenant_id, session_id)
+        )[0]["n"])
+        return row
+
 def open_store(url_or_path: str | Path) -> SQLiteStore:
     """Open a store from `sqlite:///path`, a plain path, or (issue 10) a PostgreSQL URL."""
     text = str(url_or_path)
