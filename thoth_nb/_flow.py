@@ -128,6 +128,9 @@ def failure_decision(exc: EnforcerError, config: ThothConfig) -> EnforcementDeci
 class Governor:
     """Everything one instrumented agent needs; one per `instrument()` configuration."""
 
+    #: set by an integration (e.g. "openai_agents", "mcp"); recorded as metadata.framework in events
+    framework: str | None = None
+
     def __init__(self, config: ThothConfig, transport: Transport, emitter: Emitter) -> None:
         self.config = config
         self.transport = transport
@@ -341,6 +344,9 @@ def build_event(item: tuple[str, Call, int]) -> dict[str, Any]:
         "tool_args": safe_args,
         "event_phase": phase,
     }
+    framework = call.governor.framework
+    if framework:
+        metadata["framework"] = framework
     if phase != "pre":
         metadata["duration_ms"] = round(call.duration_ms, 3)
     if decision is not None and phase != "pre":
