@@ -94,7 +94,7 @@ class Emitter:
         queue.append(item)
         if self._thread is None:
             self._start()
-        elif len(queue) >= self.batch_size:
+        elif len(queue) == self.batch_size:  # wake once per full batch, not on every append behind it
             self._wake.set()
 
     @property

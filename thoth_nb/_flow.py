@@ -156,6 +156,8 @@ class Governor:
             "metadata": {"policy_context": config.policy_context} if config.policy_context else None,
         }
         self._static.update({k: v for k, v in optional.items() if v is not None})
+        self.event_base = _event_base(config)
+        self.metadata_base = _metadata_base(config)
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -327,102 +329,107 @@ except ImportError:  # pragma: no cover - without the `fast` extra
     from uuid import uuid4 as _uuid4
 
 
-def build_event(item: tuple[str, Call, int]) -> dict[str, Any]:
-    """Turn a queued `(phase, call, time_ns)` into a PROTOCOL §5 event (runs on the emitter thread)."""
-    phase, call, ns = item
-    config = call.governor.config
-    decision = call.decision
-    safe_args = json_safe(call.tool_args) if call.tool_args is not None else None
-    upto = call.calls_len + (1 if phase == "post" else 0)
-    session_calls = call.calls[max(0, upto - 128) : upto]
-    metadata: dict[str, Any] = {
+def _event_base(config: ThothConfig) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "tenant_id": config.tenant_id,
+        "session_id": config.session_id,
+        "user_id": config.user_id,
+        "agent_id": config.agent_id,
+        "source_type": "agent_tool_call",
+        "approved_scope": config.approved_scope,
+        "enforcement_mode": config.enforcement.value,
+        "endpoint_id": _HOSTNAME,
+        "hostname": _HOSTNAME,
+        "hash": "",
+        "previous_hash": "",
+        "signature": "",
+        "chain_index": None,
+    }
+    if config.purpose:
+        base["purpose"] = config.purpose
+    if config.data_classification:
+        base["data_classification"] = config.data_classification
+    if config.task_context:
+        base["task_context"] = config.task_context
+        for key, target in (("initiated_by", "initiated_by"), ("task_id", "task_id"), ("chain", "delegation_chain")):
+            if key in config.task_context:
+                base[target] = config.task_context[key]
+    return base
+
+
+def _metadata_base(config: ThothConfig) -> dict[str, Any]:
+    base: dict[str, Any] = {
         "sdk_language": "python",
         "sdk_name": "thoth_nb",
         "environment": config.environment,
         "enforcement_trace_id": config.enforcement_trace_id,
-        "tool_call": {"name": call.tool_name, "arguments": safe_args},
-        "tool_args": safe_args,
-        "event_phase": phase,
     }
-    framework = call.governor.framework
-    if framework:
-        metadata["framework"] = framework
+    for key in ("purpose", "data_classification"):
+        value = getattr(config, key)
+        if value:
+            base[key] = value
+    if config.task_context:
+        base["task_context"] = config.task_context
+    return base
+
+
+def build_event(item: tuple[str, Call, int]) -> dict[str, Any]:
+    """Turn a queued `(phase, call, time_ns)` into a PROTOCOL §5 event (runs on the emitter thread)."""
+    phase, call, ns = item
+    governor = call.governor
+    decision = call.decision
+    safe_args = json_safe(call.tool_args) if call.tool_args is not None else None
+    upto = call.calls_len + (1 if phase == "post" else 0)
+    metadata = governor.metadata_base.copy()
+    metadata["tool_call"] = {"name": call.tool_name, "arguments": safe_args}
+    if safe_args is not None:
+        metadata["tool_args"] = safe_args
+    metadata["event_phase"] = phase
     if phase != "pre":
         metadata["duration_ms"] = round(call.duration_ms, 3)
-    if decision is not None and phase != "pre":
-        metadata["authorization_decision"] = decision.decision.value
-        metadata["decision_reason_code"] = decision.decision_reason_code
-        metadata["reason"] = decision.reason
-        metadata["risk_score"] = decision.risk_score
-        if decision.matched_rule_ids:
-            metadata["matched_rule_ids"] = decision.matched_rule_ids
-        if decision.hold_token:
-            metadata["hold_token"] = decision.hold_token
-            metadata["step_up_wait_ms"] = round(call.waited * 1000.0, 3)
-            if call.hold_reply:
-                metadata["reviewer"] = call.hold_reply.get("reviewer")
-        if decision.observed_decision is not None:
-            metadata["observed_decision"] = decision.observed_decision.value
-        if decision.violation_id:
-            metadata["violation_id"] = decision.violation_id
-        if decision.action_classification:
-            metadata["action_classification"] = decision.action_classification
+        if decision is not None:
+            metadata["authorization_decision"] = decision.decision.value
+            metadata["decision_reason_code"] = decision.decision_reason_code
+            metadata["reason"] = decision.reason
+            metadata["risk_score"] = decision.risk_score
+            if decision.matched_rule_ids:
+                metadata["matched_rule_ids"] = decision.matched_rule_ids
+            if decision.hold_token:
+                metadata["hold_token"] = decision.hold_token
+                metadata["step_up_wait_ms"] = round(call.waited * 1000.0, 3)
+                if call.hold_reply and call.hold_reply.get("reviewer"):
+                    metadata["reviewer"] = call.hold_reply["reviewer"]
+            if decision.observed_decision is not None:
+                metadata["observed_decision"] = decision.observed_decision.value
+            if decision.violation_id:
+                metadata["violation_id"] = decision.violation_id
+            if decision.action_classification:
+                metadata["action_classification"] = decision.action_classification
     if phase == "post":
         metadata["outcome"] = call.outcome or "ok"
         if call.error is not None:
             metadata["error_type"] = type(call.error).__name__
             metadata["error"] = str(call.error)[:512]
         else:
-            result = call.result
-            metadata["result_type"] = call.result_type or type(result).__name__
+            metadata["result_type"] = call.result_type or type(call.result).__name__
             if call.size is not None:
                 metadata["result_size_bytes"] = call.size
             else:
                 try:
-                    metadata["result_size_bytes"] = len(str(result).encode("utf-8", "replace"))
+                    metadata["result_size_bytes"] = len(str(call.result).encode("utf-8", "replace"))
                 except Exception:
-                    metadata["result_size_bytes"] = None
+                    pass
         if call.chunks:
             metadata["chunk_count"] = call.chunks
-    for key in ("purpose", "data_classification"):
-        value = getattr(config, key)
-        if value:
-            metadata[key] = value
-    if config.task_context:
-        metadata["task_context"] = config.task_context
-    metadata = {k: v for k, v in metadata.items() if v is not None}
-    event: dict[str, Any] = {
-        "event_id": f"{config.tenant_id}:{_new_uuid()}",
-        "tenant_id": config.tenant_id,
-        "session_id": config.session_id,
-        "user_id": config.user_id,
-        "agent_id": config.agent_id,
-        "tool_name": call.tool_name,
-        "event_type": _TYPES[phase],
-        "source_type": "agent_tool_call",
-        "content": _CONTENT.get(phase) or (decision.reason if decision is not None else "blocked"),
-        "metadata": metadata,
-        "approved_scope": config.approved_scope,
-        "session_tool_calls": session_calls,
-        "enforcement_mode": config.enforcement.value,
-        "endpoint_id": _HOSTNAME,
-        "hostname": _HOSTNAME,
-        "occurred_at": _iso(ns),
-        "ttl": ns // 1_000_000_000 + 90 * 86400,
-        "chain_index": None,
-        "hash": "",
-        "previous_hash": "",
-        "signature": "",
-    }
+    event = governor.event_base.copy()
+    event["event_id"] = f"{event['tenant_id']}:{_new_uuid()}"
+    event["tool_name"] = call.tool_name
+    event["event_type"] = _TYPES[phase]
+    event["content"] = _CONTENT.get(phase) or (decision.reason if decision is not None else "blocked")
+    event["metadata"] = metadata
+    event["session_tool_calls"] = call.calls[max(0, upto - 128) : upto]
+    event["occurred_at"] = _iso(ns)
+    event["ttl"] = ns // 1_000_000_000 + 90 * 86400
     if phase == "block" and decision is not None:
         event["violation_id"] = decision.violation_id
-    if config.purpose:
-        event["purpose"] = config.purpose
-    if config.data_classification:
-        event["data_classification"] = config.data_classification
-    if config.task_context:
-        event["task_context"] = config.task_context
-        for key, target in (("initiated_by", "initiated_by"), ("task_id", "task_id"), ("chain", "delegation_chain")):
-            if key in config.task_context:
-                event[target] = config.task_context[key]
     return event

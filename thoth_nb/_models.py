@@ -234,8 +234,13 @@ class BehavioralEvent:
 _MAX_DEPTH = 5
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def json_safe(value: Any, depth: int = 0, _seen: set[int] | None = None) -> Any:
     """PROTOCOL §3.4: make any value JSON-safe without ever raising."""
+    if depth == 0 and type(value) is dict and all(type(v) in _PLAIN and type(k) is str for k, v in value.items()):
+        return value  # the common case: a flat dict of plain values is already safe
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):

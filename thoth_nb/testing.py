@@ -92,3 +92,8 @@ class ScriptedEnforcer:
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
+
+# the scripted OpenAI/Anthropic-compatible API server lives in its own module (stdlib only)
+from thoth_nb._fake_llm import FakeLLMServer, call_tool, call_tools, echo_tool_results, reply  # noqa: E402
+
+__all__ += ["FakeLLMServer", "call_tool", "call_tools", "echo_tool_results", "reply"]

@@ -157,6 +157,7 @@ def _compose(text: str, source: str | None) -> _Doc:
                         field=".".join(str(p) for p in (*path, key)),
                     )
                 out[key] = build(value_node, (*path, key))
+                lines[(*path, key)] = key_node.start_mark.line + 1  # errors point at the key's line
             return out
         if isinstance(n, yaml.SequenceNode):
             return [build(item, (*path, i)) for i, item in enumerate(n.value)]
@@ -422,7 +423,7 @@ def _decision(doc: _Doc, path: tuple[Any, ...], value: Any) -> DecisionType:
 
 def _tools(doc: _Doc, path: tuple[Any, ...], entry: Mapping[str, Any]) -> tuple[str, ...]:
     value = entry.get("tool", entry.get("tools"))
-    key = "tool" if "tool" in entry else "tools"
+    key = "tools" if "tools" in entry else "tool"
     if isinstance(value, str) and value:
         return (value,)
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):

@@ -96,7 +96,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         db,
         """
         CREATE TABLE events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             event_id TEXT NOT NULL UNIQUE,
             tenant_id TEXT NOT NULL,
             session_id TEXT NOT NULL,
@@ -337,7 +337,7 @@ class SQLiteStore(Store):
                 if head is None:
                     last = db.execute(
                         "SELECT chain_index, hash FROM events WHERE tenant_id=? AND session_id=? "
-                        "ORDER BY chain_index DESC LIMIT 1",
+                        "ORDER BY seq DESC LIMIT 1",
                         key,
                     ).fetchone()
                     head = (int(last[0]), str(last[1])) if last else (-1, "")

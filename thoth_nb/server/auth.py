@@ -1,0 +1,125 @@
+"""API keys, roles and tenants (D9).
+
+A key belongs to one tenant and has one role; the tenant of every request comes from its key, never
+from the body. Keys are looked up by their SHA-256 (the store keeps only that) and compared in
+constant time; a short in-memory cache keeps the lookup off the hot path, so a revoked key stops
+working within `cache_seconds`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+import time
+
+from starlette.requests import Request
+
+from thoth_nb.engine.store import SQLiteStore
+from thoth_nb.server._http import ApiError
+
+__all__ = ["PERMISSIONS", "Authenticator", "Principal"]
+
+#: which roles may do what; admin may do everything
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "enforce": frozenset({"agent", "admin"}),
+    "hold": frozenset({"agent", "reviewer", "admin"}),
+    "ingest": frozenset({"agent", "admin"}),
+    "explain": frozenset({"agent", "reviewer", "admin"}),
+    "inventory": frozenset({"agent", "admin"}),
+    "read": frozenset({"reviewer", "admin"}),
+    "resolve": frozenset({"reviewer", "admin"}),
+    "admin": frozenset({"admin"}),
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str
+    role: str
+    key_id: str
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key_id
+
+    def check_tenant(self, tenant_id: object, field: str = "tenant_id") -> None:
+        """403 when a request names another tenant than its key's (absent is fine: the key decides)."""
+        if tenant_id is None or tenant_id == "":
+            return
+        if tenant_id != self.tenant_id:
+            raise ApiError(403, "forbidden", f"{field} {tenant_id!r} is not the tenant of this API key",
+                           field=field)
+
+
+class Authenticator:
+    def __init__(self, store: SQLiteStore, *, no_auth: bool = False, local_tenant: str = "local",
+                 cache_seconds: float = 2.0) -> None:
+        self.store = store
+        self.no_auth = no_auth
+        self.local = Principal(local_tenant, "admin", "local", "local (no auth)")
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def presented_key(request: Request) -> str:
+        """The key from `Authorization: Bearer` or `x-api-key`; 401 when missing or contradictory."""
+        headers = request.headers
+        bearer: str | None = None
+        authorization = headers.get("authorization")
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <api key>'",
+                               headers={"WWW-Authenticate": "Bearer"})
+            bearer = value.strip()
+        header_key = (headers.get("x-api-key") or "").strip() or None
+        if bearer and header_key and bearer != header_key:
+            raise ApiError(401, "unauthorized", "Authorization and x-api-key carry different keys; send one key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        key = bearer or header_key
+        if not key:
+            raise ApiError(401, "unauthorized",
+                           "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+        return key
+
+    def principal(self, request: Request, action: str) -> Principal:
+        """Who is calling, checked against `action`: 401 for no or a bad key, 403 for the wrong role."""
+        if self.no_auth:
+            return self.local
+        key = self.presented_key(request)
+        principal = self._lookup(key)
+        if principal is None:
+            raise ApiError(401, "unauthorized", "API key not recognised (unknown or revoked)",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if principal.role not in PERMISSIONS[action]:
+            allowed = " or ".join(sorted(PERMISSIONS[action]))
+            raise ApiError(403, "forbidden", f"a {principal.role} key cannot {action}; this needs an {allowed} key")
+        return principal
+
+    def _lookup(self, key: str) -> Principal | None:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        record = self.store.api_key_for(key)
+        if record is None:
+            self._cache.pop(digest, None)
+            return None
+        principal = Principal(record["tenant_id"], record["role"], record["key_id"], record.get("name") or "")
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, principal)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Drop a revoked key from the cache at once (this process); others expire within cache_seconds."""
+        with self._lock:
+            for digest, (_, principal) in list(self._cache.items()):
+                if principal.key_id == key_id:
+                    del self._cache[digest]
