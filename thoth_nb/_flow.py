@@ -381,6 +381,8 @@ def build_event(item: tuple[str, Call, int]) -> dict[str, Any]:
     safe_args = json_safe(call.tool_args) if call.tool_args is not None else None
     upto = call.calls_len + (1 if phase == "post" else 0)
     metadata = governor.metadata_base.copy()
+    if governor.framework:
+        metadata["framework"] = governor.framework
     metadata["tool_call"] = {"name": call.tool_name, "arguments": safe_args}
     if safe_args is not None:
         metadata["tool_args"] = safe_args
