@@ -112,8 +112,12 @@ class FakeLLMServer:
 
     def start(self) -> FakeLLMServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="thoth-nb-fake-llm", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="thoth-nb-fake-llm",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -150,7 +154,9 @@ class FakeLLMServer:
         return item
 
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        api = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "anthropic"}.get(path)
+        api = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "anthropic"}.get(
+            path
+        )
         if api is None:
             return 404, {"error": {"message": f"the fake server has no {path}", "type": "not_found"}}
         with self._lock:
@@ -158,8 +164,10 @@ class FakeLLMServer:
         turn = self._next_turn(api, body)
         model = str(body.get("model") or "fake-model")
         n = next(self._ids)
-        calls = [{"id": c.get("id") or f"call_{n}_{i}", "name": c["name"], "arguments": c.get("arguments") or {}}
-                 for i, c in enumerate(turn.get("tool_calls") or [])]
+        calls = [
+            {"id": c.get("id") or f"call_{n}_{i}", "name": c["name"], "arguments": c.get("arguments") or {}}
+            for i, c in enumerate(turn.get("tool_calls") or [])
+        ]
         text = turn.get("text")
         if api == "chat":
             return 200, _chat(n, model, text, calls)
@@ -198,14 +206,26 @@ def _chat(n: int, model: str, text: str | None, calls: list[dict[str, Any]]) -> 
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         message["tool_calls"] = [
-            {"id": c["id"], "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
             for c in calls
         ]
     return {
-        "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": model,
-        "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop", "message": message,
-                     "logprobs": None}],
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls" if calls else "stop",
+                "message": message,
+                "logprobs": None,
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
@@ -213,18 +233,49 @@ def _chat(n: int, model: str, text: str | None, calls: list[dict[str, Any]]) -> 
 def _responses(n: int, model: str, text: str | None, calls: list[dict[str, Any]]) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if text:
-        output.append({"type": "message", "id": f"msg_{n}", "role": "assistant", "status": "completed",
-                       "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_{n}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
     for c in calls:
-        output.append({"type": "function_call", "id": f"fc_{c['id']}", "call_id": c["id"], "name": c["name"],
-                       "arguments": json.dumps(c["arguments"]), "status": "completed"})
+        output.append(
+            {
+                "type": "function_call",
+                "id": f"fc_{c['id']}",
+                "call_id": c["id"],
+                "name": c["name"],
+                "arguments": json.dumps(c["arguments"]),
+                "status": "completed",
+            }
+        )
     return {
-        "id": f"resp_{n}", "object": "response", "created_at": 0, "model": model, "status": "completed",
-        "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-        "error": None, "incomplete_details": None, "instructions": None, "metadata": {},
-        "temperature": None, "top_p": None,
-        "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
-                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+        "id": f"resp_{n}",
+        "object": "response",
+        "created_at": 0,
+        "model": model,
+        "status": "completed",
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "temperature": None,
+        "top_p": None,
+        "usage": {
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "total_tokens": 2,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
     }
 
 
@@ -233,10 +284,21 @@ def _anthropic(n: int, model: str, text: str | None, calls: list[dict[str, Any]]
     if text:
         content.append({"type": "text", "text": text})
     for c in calls:
-        content.append({"type": "tool_use", "id": c["id"].replace("call_", "toolu_"), "name": c["name"],
-                        "input": c["arguments"]})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": c["id"].replace("call_", "toolu_"),
+                "name": c["name"],
+                "input": c["arguments"],
+            }
+        )
     return {
-        "id": f"msg_{n}", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
+        "id": f"msg_{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if calls else "end_turn",
+        "stop_sequence": None,
         "usage": {"input_tokens": 1, "output_tokens": 1},
     }

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ class ScriptedEnforcer:
             answer = self.responder(body) if callable(self.responder) else self.responder
             return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
         if path.startswith("/v1/enforce/hold/"):
-            token = path.rsplit("/", 1)[-1]
+            raw = request.url.raw_path.decode().split("?", 1)[0]
+            token = urllib.parse.unquote(raw.rsplit("/", 1)[-1])
             reply = self.holds.get(token)
             if reply is None:
                 return httpx.Response(404, json={"error": "unknown hold"})

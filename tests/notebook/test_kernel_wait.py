@@ -55,14 +55,16 @@ approval.install(get_ipython())
 def pay(amount: int, to: str) -> str:
     print("RESUMED_AT", repr(time.time()))
     return f"paid {{amount}} to {{to}}"
-async def apay(amount: int, to: str) -> str:
-    print("RESUMED_AT", repr(time.time()))
-    await asyncio.sleep(0)
-    return f"paid {{amount}} to {{to}}"
+def _async_pay():
+    async def pay(amount: int, to: str) -> str:
+        print("RESUMED_AT", repr(time.time()))
+        await asyncio.sleep(0)
+        return f"paid {{amount}} to {{to}}"
+    return pay
 opts = dict(agent_id="agent-1", approved_scope=["pay"], tenant_id="t1", policy={policy!r},
             enforcement="step_up", step_up_timeout_minutes={timeout})
 pay_g = thoth_nb.governed(pay, **opts)
-apay_g = thoth_nb.governed(apay, tool_name="pay", **opts)
+apay_g = thoth_nb.governed(_async_pay(), **opts)
 print("SETUP_OK", approval._installed.waiter.strategy)
 """
 

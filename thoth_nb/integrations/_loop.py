@@ -75,7 +75,10 @@ class ToolLoopResult:
 
     def __repr__(self) -> str:
         summary = ", ".join(f"{c.name}:{c.outcome}" for c in self.calls) or "no tool calls"
-        return f"ToolLoopResult(stopped={self.stopped!r}, turns={self.turns}, calls=[{summary}], text={self.text!r})"
+        return (
+            f"ToolLoopResult(stopped={self.stopped!r}, turns={self.turns}, calls=[{summary}], "
+            f"text={self.text!r})"
+        )
 
 
 class Model:
@@ -110,8 +113,9 @@ def check_turns(max_turns: int) -> None:
 # --- governed functions -------------------------------------------------------------------------
 
 
-def _items(functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]]) -> list[
-        tuple[str, Callable[..., Any]]]:
+def _items(
+    functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]],
+) -> list[tuple[str, Callable[..., Any]]]:
     if isinstance(functions, Mapping):
         items = [(str(k), v) for k, v in functions.items()]
     else:
@@ -124,9 +128,13 @@ def _items(functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., 
     return items
 
 
-def prepare_functions(functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], *,
-                      transport: Transport | None, config: Mapping[str, Any],
-                      framework: str) -> dict[str, Callable[..., Any]]:
+def prepare_functions(
+    functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]],
+    *,
+    transport: Transport | None,
+    config: Mapping[str, Any],
+    framework: str,
+) -> dict[str, Callable[..., Any]]:
     """Governed functions by tool name. Already governed functions (from `wrap_openai_tools`) are used
     as they are when no thoth config is given; otherwise they are re-pointed to this configuration."""
     items = _items(functions)
@@ -136,9 +144,10 @@ def prepare_functions(functions: Mapping[str, Callable[..., Any]] | Iterable[Cal
     governor = _runtime.governor_for(cfg, transport)
     set_framework(governor, framework)
     out = {name: _instrument.govern_callable(fn, governor, name) for name, fn in items}
-    _instrument._send_inventory(governor, [
-        {"name": name, "description": inspect.getdoc(_instrument.unwrap(fn)) or ""} for name, fn in items
-    ])
+    _instrument._send_inventory(
+        governor,
+        [{"name": name, "description": inspect.getdoc(_instrument.unwrap(fn)) or ""} for name, fn in items],
+    )
     return out
 
 
@@ -208,10 +217,13 @@ def _parse(name: str, arguments: Any, call_id: str) -> tuple[dict[str, Any] | No
     try:
         parsed = json.loads(arguments)
     except (TypeError, ValueError) as exc:
-        return None, ToolCallRecord(name, arguments, call_id, "error", f"Tool error: invalid JSON arguments ({exc})",
-                                    error=exc)
+        return None, ToolCallRecord(
+            name, arguments, call_id, "error", f"Tool error: invalid JSON arguments ({exc})", error=exc
+        )
     if not isinstance(parsed, dict):
-        return None, ToolCallRecord(name, parsed, call_id, "error", "Tool error: arguments must be a JSON object")
+        return None, ToolCallRecord(
+            name, parsed, call_id, "error", "Tool error: arguments must be a JSON object"
+        )
     return parsed, None
 
 
@@ -224,15 +236,20 @@ def _blocked(name: str, args: Any, call_id: str, exc: ThothPolicyViolation, on_b
     return ToolCallRecord(name, args, call_id, "blocked", text, error=exc)
 
 
-def _lookup(fns: Mapping[str, Callable[..., Any]], name: str, args: Any, call_id: str) -> ToolCallRecord | None:
+def _lookup(
+    fns: Mapping[str, Callable[..., Any]], name: str, args: Any, call_id: str
+) -> ToolCallRecord | None:
     if name in fns:
         return None
     known = ", ".join(sorted(fns)) or "none"
-    return ToolCallRecord(name, args, call_id, "error", f"Tool error: unknown tool '{name}' (available: {known})")
+    return ToolCallRecord(
+        name, args, call_id, "error", f"Tool error: unknown tool '{name}' (available: {known})"
+    )
 
 
 def _run_coroutine(awaitable: Awaitable[Any]) -> Any:
     """Finish an async tool from sync code, also inside a running loop (a notebook): in a worker thread."""
+
     async def wait() -> Any:
         return await awaitable
 
@@ -263,8 +280,9 @@ def execute(fns: Mapping[str, Callable[..., Any]], tool: Tool, on_block: str) ->
     except ThothPolicyViolation as exc:
         return _blocked(tool.name, args, tool.call_id, exc, on_block)
     except Exception as exc:
-        return ToolCallRecord(tool.name, args, tool.call_id, "error", f"Tool error: {type(exc).__name__}: {exc}",
-                              error=exc)
+        return ToolCallRecord(
+            tool.name, args, tool.call_id, "error", f"Tool error: {type(exc).__name__}: {exc}", error=exc
+        )
     return ToolCallRecord(tool.name, args, tool.call_id, "ok", _text(result), result)
 
 
@@ -293,16 +311,18 @@ async def aexecute(fns: Mapping[str, Callable[..., Any]], tool: Tool, on_block: 
     except ThothPolicyViolation as exc:
         return _blocked(tool.name, args, tool.call_id, exc, on_block)
     except Exception as exc:
-        return ToolCallRecord(tool.name, args, tool.call_id, "error", f"Tool error: {type(exc).__name__}: {exc}",
-                              error=exc)
+        return ToolCallRecord(
+            tool.name, args, tool.call_id, "error", f"Tool error: {type(exc).__name__}: {exc}", error=exc
+        )
     return ToolCallRecord(tool.name, args, tool.call_id, "ok", _text(result), result)
 
 
 # --- drivers ------------------------------------------------------------------------------------
 
 
-def drive_sync(loop: LoopGen, create: Callable[..., Any], fns: Mapping[str, Callable[..., Any]],
-               on_block: str) -> ToolLoopResult:
+def drive_sync(
+    loop: LoopGen, create: Callable[..., Any], fns: Mapping[str, Callable[..., Any]], on_block: str
+) -> ToolLoopResult:
     effect = next(loop)
     try:
         while True:
@@ -318,8 +338,9 @@ def drive_sync(loop: LoopGen, create: Callable[..., Any], fns: Mapping[str, Call
         loop.close()
 
 
-async def drive_async(loop: LoopGen, create: Callable[..., Awaitable[Any]], fns: Mapping[str, Callable[..., Any]],
-                      on_block: str) -> ToolLoopResult:
+async def drive_async(
+    loop: LoopGen, create: Callable[..., Awaitable[Any]], fns: Mapping[str, Callable[..., Any]], on_block: str
+) -> ToolLoopResult:
     effect = next(loop)
     try:
         while True:
@@ -348,5 +369,7 @@ def require_sync(client: Any, async_name: str) -> None:
 
 def require_async(client: Any, sync_name: str) -> None:
     if not is_async_client(client):
-        raise TypeError(f"{type(client).__name__} is a sync client; use `{sync_name}(client, ...)` "
-                        "or pass an async client")
+        raise TypeError(
+            f"{type(client).__name__} is a sync client; use `{sync_name}(client, ...)` "
+            "or pass an async client"
+        )

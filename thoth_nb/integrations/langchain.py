@@ -47,8 +47,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise DidNotEnable("langchain-core is not installed") from exc
 
 __all__ = [
-    "LangChainIntegration",
     "ON_BLOCK",
+    "LangChainIntegration",
     "find_tools",
     "govern_tool",
     "instrument_object",
@@ -99,7 +99,8 @@ _bindings: dict[int, ToolBinding] = {}
 _bindings_lock = threading.Lock()
 #: tools whose governed run is in progress in this context (a subclass `run` calling `super().run`,
 #: or `ainvoke` falling back to `invoke` in a thread, must not be governed a second time)
-_active: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("thoth_lc_active", default=frozenset())
+_active: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("thoth_lc_active",
+                                                                       default=frozenset())
 
 
 def binding_of(tool: Any) -> ToolBinding | None:
@@ -199,7 +200,8 @@ def _modified_input(tool: BaseTool, tool_input: Any, decision: EnforcementDecisi
         return {**{k: tool_input[k] for k in injected}, **modified}
     if len(modified) == 1:
         return next(iter(modified.values()))
-    logger.warning("thoth: could not apply modified args %r to a string-input tool; running as asked", modified)
+    logger.warning("thoth: could not apply modified args %r to a string-input tool; running as asked",
+                   modified)
     return tool_input
 
 
@@ -354,7 +356,7 @@ def find_tools(obj: Any) -> list[BaseTool]:
             for value in node:
                 visit(value, depth + 1)
             return
-        if isinstance(node, (str, bytes, int, float)) or callable(node) and not hasattr(node, "invoke"):
+        if isinstance(node, (str, bytes, int, float)) or (callable(node) and not hasattr(node, "invoke")):
             return
         for attr in _EDGES:
             try:
@@ -398,7 +400,8 @@ def govern_all(obj: Any, governor: Governor, *, on_block: str = "message", frame
             hint = (" It only carries tool schemas (model.bind_tools(...)); instrument the tools themselves, "
                     "or the agent / ToolNode that runs them.")
         raise ThothConfigError(
-            f"found no {what} tools to govern in a {type(obj).__name__}.{hint} thoth_nb can govern {_SUPPORTED}. "
+            f"found no {what} tools to govern in a {type(obj).__name__}.{hint} "
+            f"thoth_nb can govern {_SUPPORTED}. "
             "If your own code calls the tools, pass the list of tools to thoth_nb.instrument()."
         )
     for tool in tools:

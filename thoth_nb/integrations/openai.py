@@ -63,22 +63,33 @@ Functions = Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]]
 def openai_tool_specs(functions: Functions, api: str = "chat") -> list[dict[str, Any]]:
     """Function tool specs for the OpenAI API, from the functions' signatures and docstrings."""
     _check_api(api)
-    items = functions.items() if isinstance(functions, Mapping) else [(getattr(f, "__name__", "tool"), f)
-                                                                       for f in functions]
+    items = (
+        functions.items()
+        if isinstance(functions, Mapping)
+        else [(getattr(f, "__name__", "tool"), f) for f in functions]
+    )
     specs = []
     for name, fn in items:
         name, description, parameters = describe(str(name), fn)
         if api == "chat":
-            specs.append({"type": "function",
-                          "function": {"name": name, "description": description, "parameters": parameters}})
+            specs.append(
+                {
+                    "type": "function",
+                    "function": {"name": name, "description": description, "parameters": parameters},
+                }
+            )
         else:
-            specs.append({"type": "function", "name": name, "description": description, "parameters": parameters})
+            specs.append(
+                {"type": "function", "name": name, "description": description, "parameters": parameters}
+            )
     return specs
 
 
 def _check_api(api: str) -> None:
     if api not in APIS:
-        raise ThothConfigError(f"api must be 'chat' (Chat Completions) or 'responses' (Responses API); got {api!r}")
+        raise ThothConfigError(
+            f"api must be 'chat' (Chat Completions) or 'responses' (Responses API); got {api!r}"
+        )
 
 
 def _responses_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,17 +108,21 @@ def _chat_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return dict(spec)
 
 
-def _tools(tools: Sequence[Mapping[str, Any]] | None, fns: Mapping[str, Callable[..., Any]],
-           api: str) -> list[dict[str, Any]]:
+def _tools(
+    tools: Sequence[Mapping[str, Any]] | None, fns: Mapping[str, Callable[..., Any]], api: str
+) -> list[dict[str, Any]]:
     if tools is None:
         return openai_tool_specs(fns, api)
     convert = _chat_spec if api == "chat" else _responses_spec
     return [convert(spec) for spec in tools]
 
 
-def _chat_loop(model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int,
-               extra: Mapping[str, Any]) -> LoopGen:
-    transcript: list[Any] = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+def _chat_loop(
+    model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int, extra: Mapping[str, Any]
+) -> LoopGen:
+    transcript: list[Any] = (
+        [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    )
     records: list[ToolCallRecord] = []
     message: Any = None
     for turn in range(1, max_turns + 1):
@@ -121,14 +136,25 @@ def _chat_loop(model: str, messages: Any, tools: list[dict[str, Any]], max_turns
         for call in calls:
             function = getattr(call, "function", None)
             if function is None:  # a custom (non-function) tool call: nothing of ours can run it
-                record = ToolCallRecord(getattr(call, "type", "custom"), None, call.id, "error",
-                                        "Tool error: only function tools are supported here")
+                record = ToolCallRecord(
+                    getattr(call, "type", "custom"),
+                    None,
+                    call.id,
+                    "error",
+                    "Tool error: only function tools are supported here",
+                )
             else:
                 record = yield Tool(function.name, function.arguments, call.id)
             records.append(record)
             transcript.append({"role": "tool", "tool_call_id": call.id, "content": record.output})
-    return ToolLoopResult(message, (message.content or "") if message is not None else "", transcript, records,
-                          max_turns, "max_turns")
+    return ToolLoopResult(
+        message,
+        (message.content or "") if message is not None else "",
+        transcript,
+        records,
+        max_turns,
+        "max_turns",
+    )
 
 
 def _assistant(message: Any) -> dict[str, Any]:
@@ -138,9 +164,12 @@ def _assistant(message: Any) -> dict[str, Any]:
     return out
 
 
-def _responses_loop(model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int,
-                    extra: Mapping[str, Any]) -> LoopGen:
-    items: list[Any] = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+def _responses_loop(
+    model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int, extra: Mapping[str, Any]
+) -> LoopGen:
+    items: list[Any] = (
+        [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    )
     records: list[ToolCallRecord] = []
     response: Any = None
     for turn in range(1, max_turns + 1):
@@ -154,13 +183,20 @@ def _responses_loop(model: str, messages: Any, tools: list[dict[str, Any]], max_
             record = yield Tool(call.name, call.arguments, call.call_id)
             records.append(record)
             items.append({"type": "function_call_output", "call_id": call.call_id, "output": record.output})
-    return ToolLoopResult(response, response.output_text if response is not None else "", items, records,
-                          max_turns, "max_turns")
+    return ToolLoopResult(
+        response, response.output_text if response is not None else "", items, records, max_turns, "max_turns"
+    )
 
 
-def _setup(functions: Functions, tools: Sequence[Mapping[str, Any]] | None, api: str, max_turns: int,
-           on_block: str, transport: Transport | None, config: Mapping[str, Any]) -> tuple[
-               dict[str, Callable[..., Any]], list[dict[str, Any]]]:
+def _setup(
+    functions: Functions,
+    tools: Sequence[Mapping[str, Any]] | None,
+    api: str,
+    max_turns: int,
+    on_block: str,
+    transport: Transport | None,
+    config: Mapping[str, Any],
+) -> tuple[dict[str, Callable[..., Any]], list[dict[str, Any]]]:
     _check_api(api)
     check_on_block(on_block)
     check_turns(max_turns)
@@ -168,8 +204,9 @@ def _setup(functions: Functions, tools: Sequence[Mapping[str, Any]] | None, api:
     return fns, _tools(tools, fns, api)
 
 
-def _loop(api: str, model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int,
-          extra: Mapping[str, Any]) -> LoopGen:
+def _loop(
+    api: str, model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int, extra: Mapping[str, Any]
+) -> LoopGen:
     if api == "chat":
         return _chat_loop(model, messages, tools, max_turns, extra)
     return _responses_loop(model, messages, tools, max_turns, extra)
@@ -180,10 +217,20 @@ def _create(client: Any, api: str) -> Callable[..., Any]:
     return create
 
 
-def run_openai_tools(client: Any, *, model: str, messages: Any, functions: Functions,
-                     tools: Sequence[Mapping[str, Any]] | None = None, api: str = "chat", max_turns: int = 10,
-                     on_block: str = "message", create_kwargs: Mapping[str, Any] | None = None,
-                     transport: Transport | None = None, **thoth_config: Any) -> ToolLoopResult:
+def run_openai_tools(
+    client: Any,
+    *,
+    model: str,
+    messages: Any,
+    functions: Functions,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    api: str = "chat",
+    max_turns: int = 10,
+    on_block: str = "message",
+    create_kwargs: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    **thoth_config: Any,
+) -> ToolLoopResult:
     """Run the model/tool loop until the model answers without tool calls (or `max_turns` model calls).
 
     `messages` is the Chat Completions message list (or the Responses `input`, or a plain string);
@@ -200,11 +247,20 @@ def run_openai_tools(client: Any, *, model: str, messages: Any, functions: Funct
     return drive_sync(loop, _create(client, api), fns, on_block)
 
 
-async def arun_openai_tools(client: Any, *, model: str, messages: Any, functions: Functions,
-                            tools: Sequence[Mapping[str, Any]] | None = None, api: str = "chat",
-                            max_turns: int = 10, on_block: str = "message",
-                            create_kwargs: Mapping[str, Any] | None = None, transport: Transport | None = None,
-                            **thoth_config: Any) -> ToolLoopResult:
+async def arun_openai_tools(
+    client: Any,
+    *,
+    model: str,
+    messages: Any,
+    functions: Functions,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    api: str = "chat",
+    max_turns: int = 10,
+    on_block: str = "message",
+    create_kwargs: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    **thoth_config: Any,
+) -> ToolLoopResult:
     """`run_openai_tools` for `AsyncOpenAI`; sync tool functions run in a worker thread, so a call held
     for approval does not block the event loop."""
     require_async(client, "run_openai_tools")

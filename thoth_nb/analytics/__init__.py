@@ -1,0 +1,1 @@
+"""Analytics over recorded events: DataFrames (frames.py) and audit helpers."""

@@ -1,0 +1,601 @@
+"""Events, sessions, violations and approvals as pandas DataFrames, from the embedded store or a server.
+
+    df = thoth_nb.events(agent_id="research", since="1h")
+    df.thoth.decision_counts()
+
+Dtypes are chosen for auditing: timestamps are tz-aware UTC, repeated labels (agent, tool, decision,
+event type, ...) are categoricals, tool arguments are dicts. Speed matters because stores grow to
+millions of rows: the embedded path reads only the indexed columns of `events` with one SQL query
+per worker (ADBC into Arrow when `adbc-driver-sqlite` is installed, which is about 3x faster than
+`pd.read_sql`), converts timestamps inside SQLite, and never parses the JSON event bodies unless asked.
+Tool arguments of large frames load on demand with `df.thoth.with_args()` (for the rows still in `df`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from thoth_nb import _json
+
+if TYPE_CHECKING:
+    import httpx
+    import pandas as pd
+
+__all__ = [
+    "ARGS_AUTO_LIMIT",
+    "ThothAccessor",
+    "approvals",
+    "events",
+    "sessions",
+    "violations",
+]
+
+#: `events(tool_args=None)` parses tool arguments eagerly up to this many rows; above it they load
+#: on demand (`df.thoth.with_args()`), so a million-row frame stays a couple of seconds away.
+ARGS_AUTO_LIMIT = 50_000
+_PARALLEL_FROM = 200_000
+_PAGE = 500
+
+EVENT_CATEGORIES = ("agent_id", "user_id", "session_id", "tool_name", "event_type", "decision")
+_EVENT_COLUMNS = ("seq", "event_id", "occurred_at", "session_id", "agent_id", "user_id", "tool_name",
+                  "event_type", "decision", "violation_id")
+# microseconds since the epoch, computed in SQLite from the fixed-width RFC 3339 text the store keeps
+_EPOCH_US = "(unixepoch(occurred_at) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER))"
+_ARG_FIELDS = ("tool_args", "reason", "risk_score", "duration_ms", "outcome")
+
+
+def _pd() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError('thoth_nb DataFrames need pandas: pip install "thoth-nb[pandas]"') from None
+    return pandas
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|w|week)s?\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400,
+          "w": 604800, "week": 604800}
+
+
+def parse_since(value: Any) -> str | None:
+    """A time bound as the store's RFC 3339 text: datetimes, ISO strings, or relative '15m', '2h', '7d'."""
+    from thoth_nb.engine.store import format_ts, parse_ts
+
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        match = _RELATIVE.match(value)
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            return format_ts(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds))
+        try:
+            return format_ts(parse_ts(value))
+        except ValueError:
+            raise ValueError(f"cannot read the time {value!r}: use ISO 8601 (2026-01-31T12:00Z) or '30m', '2h', '7d'"
+                             ) from None
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if isinstance(value, (dt.datetime, int, float)):
+        return format_ts(value)
+    raise TypeError(f"since/until must be a datetime, an ISO string or '2h'; got {type(value).__name__}")
+
+
+def default_tenant(tenant_id: str | None = None) -> str:
+    """The tenant to read: explicit, $THOTH_TENANT_ID, `configure()` defaults, the last instrumented
+    agent's, else "local" (the notebook default)."""
+    if tenant_id:
+        return tenant_id
+    env = os.environ.get("THOTH_TENANT_ID")
+    if env:
+        return env
+    from thoth_nb import _instrument, _runtime
+
+    configured = _instrument._defaults.get("tenant_id")
+    if configured:
+        return str(configured)
+    governors = _runtime.governors()
+    if governors:
+        return governors[-1].config.tenant_id
+    return "local"
+
+
+def _server(api_url: str | None) -> str | None:
+    url = api_url or os.environ.get("THOTH_API_URL")
+    return url.rstrip("/") if url else None
+
+
+def _utc(pd: Any, values: Any) -> Any:
+    return pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+
+
+def _finish(pd: Any, frame: Any, *, categories: Iterable[str] = (), times: Iterable[str] = ()) -> Any:
+    for column in times:
+        if column in frame:
+            frame[column] = _utc(pd, frame[column].tolist()).values if len(frame) else pd.Series(
+                [], dtype="datetime64[us, UTC]")
+    for column in categories:
+        if column in frame:
+            frame[column] = frame[column].astype("category")
+    return frame
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def events(
+    *,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    tool_name: str | None = None,
+    event_type: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    limit: int | None = None,
+    tenant_id: str | None = None,
+    tool_args: bool | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    store: Any = None,
+    transport: httpx.BaseTransport | None = None,
+) -> pd.DataFrame:
+    """Recorded events, oldest first, one row per event (PRE, POST, BLOCK).
+
+    Columns: seq, event_id, occurred_at (UTC), session_id, agent_id, user_id, tool_name, event_type,
+    decision (on POST/BLOCK rows), violation_id; with tool arguments also tool_args (dicts), reason,
+    risk_score, duration_ms, outcome. `tool_args=None` loads them when at most `ARGS_AUTO_LIMIT` rows
+    match, True always, False never (then `df.thoth.with_args()` adds them for the rows you keep).
+    With `api_url` (or $THOTH_API_URL) the rows come from a server's GET /v1/events.
+    """
+    pd = _pd()
+    tenant = default_tenant(tenant_id)
+    filters = {"agent_id": agent_id, "session_id": session_id, "tool_name": tool_name, "event_type": event_type}
+    server = _server(api_url)
+    if server is not None and store is None:
+        items = _fetch_all(server, "/v1/events", {"tenant_id": tenant, **filters, "since": parse_since(since),
+                                                  "until": parse_since(until)}, limit, api_key, transport)
+        return _events_from_items(pd, items, tenant)
+    from thoth_nb import _runtime
+
+    if store is None:
+        _runtime.flush(timeout=5.0)
+        store = _runtime.local_store()
+    where = ["tenant_id = ?"]
+    params: list[Any] = [tenant]
+    for column, value in filters.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    for op, bound in ((">=", parse_since(since)), ("<", parse_since(until))):
+        if bound is not None:
+            where.append(f"occurred_at {op} ?")
+            params.append(bound)
+    path = Path(store.path)
+    table = _read_events(path, where, params, limit)
+    frame = _events_frame(pd, table)
+    frame.attrs["thoth"] = {"source": "store", "path": str(path), "tenant_id": tenant, "tool_args": False}
+    if tool_args or (tool_args is None and len(frame) <= ARGS_AUTO_LIMIT):
+        frame = frame.thoth.with_args()
+    return frame
+
+
+def _event_sql(where: Sequence[str], limit: int | None) -> str:
+    columns = ", ".join(_EPOCH_US + " AS occurred_at" if c == "occurred_at" else c for c in _EVENT_COLUMNS)
+    sql = f"SELECT {columns} FROM events NOT INDEXED WHERE {' AND '.join(where)} ORDER BY seq"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql
+
+
+def _adbc() -> Any:
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:
+        return None
+    return adbc
+
+
+def _read_events(path: Path, where: list[str], params: list[Any], limit: int | None) -> Any:
+    """The matching rows as a pyarrow Table (ADBC) or a list of column lists (stdlib sqlite3)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
+        lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
+    probe.close()
+    adbc = _adbc()
+    if adbc is None:
+        return _read_sqlite3(path, where, params, limit)
+    parts = 1 if limit is not None or hi - lo < _PARALLEL_FROM else min(4, max(2, os.cpu_count() or 2))
+    if parts == 1:
+        return _read_adbc(adbc, path, _event_sql(where, limit), params)
+    # one query per seq range on its own connection: SQLite decodes rows while the GIL is released
+    bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
+    ranged = [*where, "seq > ?", "seq <= ?"]
+    import pyarrow as pa
+
+    with ThreadPoolExecutor(parts, thread_name_prefix="thoth-nb-read") as pool:
+        tables = list(pool.map(lambda i: _read_adbc(adbc, path, _event_sql(ranged, None),
+                                                    [*params, bounds[i], bounds[i + 1]]), range(parts)))
+    return pa.concat_tables(tables)
+
+
+def _read_adbc(adbc: Any, path: Path, sql: str, params: list[Any]) -> Any:
+    conn = adbc.connect(str(path))
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute("PRAGMA mmap_size=8589934592")  # scan through mmap: fewer copies, ~15% faster
+            cursor.execute(sql, params)
+            return cursor.fetch_arrow_table()
+        finally:
+            cursor.close()
+    finally:
+        conn.close()
+
+
+def _read_sqlite3(path: Path, where: list[str], params: list[Any], limit: int | None) -> list[list[Any]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(_event_sql(where, limit), params).fetchall()
+    finally:
+        conn.close()
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in _EVENT_COLUMNS]
+
+
+def _events_frame(pd: Any, table: Any) -> Any:
+    if isinstance(table, list):
+        import numpy as np
+
+        data: dict[str, Any] = dict(zip(_EVENT_COLUMNS, table, strict=True))
+        data["occurred_at"] = np.array(data["occurred_at"], dtype="int64").astype("datetime64[us]")
+        frame = pd.DataFrame(data)
+        frame["occurred_at"] = frame["occurred_at"].dt.tz_localize("UTC")
+        frame["seq"] = frame["seq"].astype("int64")
+        for column in EVENT_CATEGORIES:
+            frame[column] = frame[column].astype("category")
+        return frame
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = {}
+    for name in table.column_names:
+        col = table[name]
+        if name == "occurred_at":
+            col = pc.cast(col.cast(pa.int64()), pa.timestamp("us", tz="UTC"))
+        elif name in EVENT_CATEGORIES:
+            col = col.cast(pa.string()).dictionary_encode()
+        columns[name] = col
+    frame = pa.table(columns).to_pandas()
+    return frame
+
+
+def _events_from_items(pd: Any, items: list[dict[str, Any]], tenant: str) -> Any:
+    rows = []
+    for item in items:
+        meta = item.get("metadata") or {}
+        rows.append({
+            "seq": item.get("seq"),
+            "event_id": item.get("event_id"),
+            "occurred_at": item.get("occurred_at"),
+            "session_id": item.get("session_id"),
+            "agent_id": item.get("agent_id") or "",
+            "user_id": item.get("user_id") or "",
+            "tool_name": item.get("tool_name") or "",
+            "event_type": item.get("event_type"),
+            "decision": meta.get("authorization_decision"),
+            "violation_id": item.get("violation_id") or meta.get("violation_id"),
+            "tool_args": meta.get("tool_args"),
+            "reason": meta.get("reason"),
+            "risk_score": meta.get("risk_score"),
+            "duration_ms": meta.get("duration_ms"),
+            "outcome": meta.get("outcome"),
+        })
+    frame = pd.DataFrame(rows, columns=[*_EVENT_COLUMNS, *_ARG_FIELDS])
+    frame["seq"] = frame["seq"].astype("Int64")
+    for column in ("risk_score", "duration_ms"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame = _finish(pd, frame, categories=(*EVENT_CATEGORIES, "outcome"), times=("occurred_at",))
+    frame.attrs["thoth"] = {"source": "server", "tenant_id": tenant, "tool_args": True}
+    return frame
+
+
+def _load_args(path: str, tenant: str, seqs: list[int]) -> dict[int, list[Any]]:
+    """Tool arguments and decision details of the given events, one JSON parse per row in SQLite."""
+    paths = ", ".join(f"'$.metadata.{f}'" for f in _ARG_FIELDS)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    out: dict[int, list[Any]] = {}
+    try:
+        if not seqs:
+            return out
+        span = seqs[-1] - seqs[0] + 1 if seqs == sorted(seqs) else None
+        if span is not None and span <= 2 * len(seqs):
+            # mostly contiguous: one rowid range scan beats a list of a million ids (`+tenant_id` keeps
+            # SQLite on the rowid instead of a tenant index)
+            rows = conn.execute(
+                f"SELECT seq, json_extract(body, {paths}) FROM events WHERE seq BETWEEN ? AND ? AND +tenant_id = ?",
+                (seqs[0], seqs[-1], tenant))
+        else:
+            rows = conn.execute(
+                f"SELECT seq, json_extract(body, {paths}) FROM events WHERE seq IN (SELECT value FROM json_each(?)) "
+                "AND +tenant_id = ?", (_json.dumps(seqs), tenant))
+        loads = _json.loads
+        for seq, packed in rows:
+            out[seq] = loads(packed) if packed else [None] * len(_ARG_FIELDS)
+    finally:
+        conn.close()
+    return out
+
+
+# --- sessions, violations, approvals ------------------------------------------------------------
+
+
+def sessions(
+    *,
+    agent_id: str | None = None,
+    user_id: str | None = None,
+    since: Any = None,
+    limit: int = 1000,
+    tenant_id: str | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    store: Any = None,
+    transport: httpx.BaseTransport | None = None,
+) -> pd.DataFrame:
+    """One row per session, most recent first: who, when, how many calls, blocks, holds, violations."""
+    pd = _pd()
+    tenant = default_tenant(tenant_id)
+    server = _server(api_url)
+    if server is not None and store is None:
+        rows = _fetch_all(server, "/v1/sessions", {"tenant_id": tenant, "agent_id": agent_id, "user_id": user_id,
+                                                   "since": parse_since(since)}, limit, api_key, transport)
+    else:
+        rows = _store(store).sessions(tenant, agent_id=agent_id, user_id=user_id, since=parse_since(since),
+                                      limit=limit)
+    columns = ["session_id", "agent_id", "user_id", "first_seen", "last_seen", "tool_calls", "blocked",
+               "stepped_up", "violations"]
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("tool_calls", "blocked", "stepped_up", "violations"):
+        frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+    frame = _finish(pd, frame, categories=("agent_id", "user_id"), times=("first_seen", "last_seen"))
+    frame["duration"] = frame["last_seen"] - frame["first_seen"]
+    frame.attrs["thoth"] = {"kind": "sessions", "tenant_id": tenant}
+    return frame
+
+
+def violations(
+    *,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    tool_name: str | None = None,
+    since: Any = None,
+    limit: int = 10_000,
+    tenant_id: str | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    store: Any = None,
+    transport: httpx.BaseTransport | None = None,
+) -> pd.DataFrame:
+    """Every recorded violation (blocks, holds, observe-mode would-be blocks), most recent first."""
+    pd = _pd()
+    tenant = default_tenant(tenant_id)
+    server = _server(api_url)
+    if server is not None and store is None:
+        rows = _fetch_all(server, "/v1/violations", {"tenant_id": tenant, "agent_id": agent_id,
+                                                     "session_id": session_id, "since": parse_since(since)},
+                          limit, api_key, transport)
+    else:
+        rows = _store(store).violations(tenant, agent_id=agent_id, session_id=session_id,
+                                        since=parse_since(since), limit=limit)
+    columns = ["violation_id", "created_at", "session_id", "agent_id", "user_id", "tool_name", "decision",
+               "observed", "reason", "decision_reason_code", "risk_score", "matched_rule_ids", "tool_args"]
+    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    if tool_name is not None:
+        frame = frame[frame["tool_name"] == tool_name].reset_index(drop=True)
+    frame["observed"] = frame["observed"].fillna(False).astype(bool)
+    frame["risk_score"] = pd.to_numeric(frame["risk_score"]).astype("float64")
+    frame = _finish(pd, frame, categories=("agent_id", "user_id", "tool_name", "decision", "decision_reason_code"),
+                    times=("created_at",))
+    frame.attrs["thoth"] = {"kind": "violations", "tenant_id": tenant}
+    return frame
+
+
+def approvals(
+    status: str = "all",
+    *,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    tool_name: str | None = None,
+    limit: int = 1000,
+    tenant_id: str | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    store: Any = None,
+    transport: httpx.BaseTransport | None = None,
+) -> pd.DataFrame:
+    """Step-up holds and what became of them (pending, approved, denied, expired), oldest first."""
+    pd = _pd()
+    if status not in ("pending", "approved", "denied", "expired", "all"):
+        raise ValueError("status must be pending, approved, denied, expired or all")
+    tenant = default_tenant(tenant_id)
+    server = _server(api_url)
+    if server is not None and store is None:
+        rows = _fetch_all(server, "/v1/approvals", {"tenant_id": tenant, "status": status}, limit, api_key,
+                          transport)
+    else:
+        rows = _store(store).holds(tenant, status=status, limit=limit)
+    columns = ["approval_id", "hold_token", "status", "created_at", "expires_at", "resolved_at", "session_id",
+               "agent_id", "user_id", "tool_name", "tool_args", "reason", "risk_score", "reviewer", "note",
+               "violation_id"]
+    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    for column, value in (("agent_id", agent_id), ("session_id", session_id), ("tool_name", tool_name)):
+        if value is not None:
+            frame = frame[frame[column] == value]
+    frame = frame.reset_index(drop=True)
+    frame["risk_score"] = pd.to_numeric(frame["risk_score"]).astype("float64")
+    frame = _finish(pd, frame, categories=("status", "agent_id", "user_id", "tool_name"),
+                    times=("created_at", "expires_at", "resolved_at"))
+    frame.attrs["thoth"] = {"kind": "approvals", "tenant_id": tenant}
+    return frame
+
+
+def _store(store: Any) -> Any:
+    if store is not None:
+        return store
+    from thoth_nb import _runtime
+
+    _runtime.flush(timeout=5.0)
+    return _runtime.local_store()
+
+
+# --- server (PROTOCOL §11) ----------------------------------------------------------------------
+
+
+def _fetch_all(server: str, path: str, params: Mapping[str, Any], limit: int | None, api_key: str | None,
+               transport: httpx.BaseTransport | None) -> list[dict[str, Any]]:
+    """Follow `next_cursor` pages of a §11 list endpoint until `limit` rows or the end."""
+    import httpx
+
+    from thoth_nb._transports.http import error_message
+    from thoth_nb._version import __version__
+
+    key = api_key or os.environ.get("THOTH_API_KEY")
+    headers = {"User-Agent": f"thoth-nb/{__version__}", "Accept": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    query = {k: v for k, v in params.items() if v is not None}
+    out: list[dict[str, Any]] = []
+    with httpx.Client(base_url=server, headers=headers, transport=transport, timeout=30.0, trust_env=False) as client:
+        cursor: str | None = None
+        while True:
+            page = _PAGE if limit is None else max(1, min(_PAGE, limit - len(out)))
+            response = client.get(path, params={**query, "limit": page, **({"cursor": cursor} if cursor else {})})
+            if response.status_code in (401, 403):
+                from thoth_nb._exceptions import ThothConfigError
+
+                raise ThothConfigError(f"{server}{path} refused the request (status={response.status_code}): "
+                                       f"{error_message(response)}; pass api_key= or set THOTH_API_KEY")
+            if response.status_code >= 400:
+                raise RuntimeError(f"GET {server}{path} failed (status={response.status_code}): "
+                                   f"{error_message(response)}")
+            data = response.json()
+            items = data.get("items", []) if isinstance(data, dict) else data
+            out.extend(items)
+            cursor = data.get("next_cursor") if isinstance(data, dict) else None
+            if not cursor or not items or (limit is not None and len(out) >= limit):
+                break
+    return out[:limit] if limit is not None else out
+
+
+# --- the DataFrame.thoth accessor ---------------------------------------------------------------
+
+
+class ThothAccessor:
+    """`df.thoth`: audit steps over frames from `events()` (and `violations()` where it makes sense)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._df = frame
+
+    def _need(self, *columns: str) -> None:
+        missing = [c for c in columns if c not in self._df.columns]
+        if missing:
+            raise AttributeError(f"df.thoth needs the column(s) {', '.join(missing)}: use a frame from "
+                                 "thoth_nb.events() (or violations())")
+
+    def with_args(self) -> pd.DataFrame:
+        """This events frame plus tool_args, reason, risk_score, duration_ms and outcome (read now)."""
+        df = self._df
+        info = dict(df.attrs.get("thoth") or {})
+        if info.get("tool_args") or "tool_args" in df.columns:
+            return df
+        if info.get("source") != "store":
+            raise ValueError("with_args() needs a frame from thoth_nb.events() on the embedded store")
+        pd = _pd()
+        self._need("seq")
+        seqs = [int(s) for s in df["seq"].tolist()]
+        found = _load_args(info["path"], info["tenant_id"], seqs)
+        empty = [None] * len(_ARG_FIELDS)
+        values = [found.get(s, empty) for s in seqs]
+        out = df.copy()
+        for index, name in enumerate(_ARG_FIELDS):
+            column = [v[index] for v in values]
+            if name in ("risk_score", "duration_ms"):
+                out[name] = pd.array(column, dtype="float64") if column else pd.array([], dtype="float64")
+            elif name == "outcome":
+                out[name] = pd.Categorical(column)
+            else:
+                out[name] = pd.Series(column, index=out.index, dtype=object)
+        info["tool_args"] = True
+        out.attrs["thoth"] = info
+        return out
+
+    def timeline(self, session_id: str | None = None) -> pd.DataFrame:
+        """One session's events in order, with the time since the session's first event."""
+        self._need("session_id", "occurred_at")
+        df = self._df
+        if session_id is None:
+            present = df["session_id"].dropna().unique()
+            if len(present) != 1:
+                raise ValueError(f"this frame has {len(present)} sessions; pass timeline(session_id=...)")
+            session_id = str(present[0])
+        rows = df[df["session_id"] == session_id].sort_values(["occurred_at", *(["seq"] if "seq" in df else [])])
+        rows = rows.reset_index(drop=True)
+        rows.insert(1, "elapsed", rows["occurred_at"] - rows["occurred_at"].iloc[0] if len(rows) else [])
+        keep = [c for c in ("occurred_at", "elapsed", "agent_id", "event_type", "tool_name", "decision", "reason",
+                            "tool_args", "risk_score", "duration_ms", "violation_id") if c in rows.columns]
+        return rows[keep]
+
+    def decision_counts(self, by: str | None = None) -> Any:
+        """How often each decision was taken (one per completed or blocked call); `by="agent_id"` cross-tabs."""
+        self._need("decision")
+        pd = _pd()
+        df = self._df[self._df["decision"].notna()]
+        if by is None:
+            counts = df["decision"].value_counts()
+            return counts[counts > 0].rename("calls")
+        self._need(by)
+        return pd.crosstab(df[by], df["decision"]).loc[lambda t: t.sum(axis=1) > 0]
+
+    def top_blocked_tools(self, n: int = 10) -> pd.Series:
+        """The tools blocked most often."""
+        self._need("tool_name", "decision")
+        df = self._df
+        blocked = df[df["decision"] == "BLOCK"]
+        if "observed" in df.columns:
+            blocked = blocked[~blocked["observed"]]
+        counts = blocked["tool_name"].value_counts()
+        result: pd.Series = counts[counts > 0].head(n).rename("blocked")
+        return result
+
+    def calls_by_user(self) -> pd.DataFrame:
+        """Per user: governed calls (one per decision), allowed, blocked, sessions, distinct tools."""
+        self._need("user_id", "decision", "tool_name", "session_id")
+        df = self._df[self._df["decision"].notna()]
+        decision = df["decision"].astype(str)
+        frame = df.assign(_allowed=decision.isin(["ALLOW", "MODIFY"]), _blocked=decision.eq("BLOCK"))
+        grouped = frame.groupby("user_id", observed=True)
+        result: pd.DataFrame = grouped.agg(
+            calls=("decision", "size"),
+            allowed=("_allowed", "sum"),
+            blocked=("_blocked", "sum"),
+            sessions=("session_id", "nunique"),
+            tools=("tool_name", "nunique"),
+        ).sort_values("calls", ascending=False)
+        return result.astype("int64")
+
+
+def _register() -> None:
+    pd = _pd()
+    from pandas.api.extensions import register_dataframe_accessor
+
+    if not isinstance(getattr(pd.DataFrame, "thoth", None), type) and "thoth" not in getattr(
+            pd.DataFrame, "_accessors", set()):
+        register_dataframe_accessor("thoth")(ThothAccessor)
+
+
+_register()

@@ -1,0 +1,160 @@
+"""`thoth-nb serve` and `thoth-nb keys create|list|revoke`.
+
+Kept out of cli.py so the CLI works without the `server` extra: FastAPI and uvicorn are imported only
+when `serve` runs; `keys` needs nothing but the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_server_commands", "cmd_keys_create", "cmd_keys_list", "cmd_keys_revoke", "cmd_serve"]
+
+ROLES = ("agent", "reviewer", "admin")
+
+
+def _db_path(value: str | None) -> Path:
+    from thoth_nb._runtime import store_path
+
+    if not value:
+        return store_path()
+    return Path(value[len("sqlite:///"):] if value.startswith("sqlite:///") else value).expanduser()
+
+
+def _fail(message: str) -> int:
+    print(f"thoth-nb: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from thoth_nb.server.app import ServerSettings, create_app
+        from thoth_nb.server.run import ensure_first_admin_key, is_loopback, uvicorn_config
+    except ImportError as exc:
+        return _fail(f"the server needs its extra: pip install 'thoth-nb[server]' ({exc})")
+    from thoth_nb._exceptions import ThothConfigError
+    from thoth_nb.engine.policy import load_policy
+    from thoth_nb.engine.store import SQLiteStore
+
+    if args.no_auth and not is_loopback(args.host):
+        return _fail(f"--no-auth serves every request without a key, so it only binds to a loopback address "
+                     f"(127.0.0.1 or ::1), not {args.host!r}. Drop --no-auth and use API keys instead.")
+    try:
+        policy = load_policy(args.policy)
+        db = _db_path(args.db)
+        new_store = not db.exists()
+        store = SQLiteStore(db)  # runs the named migrations
+    except ThothConfigError as exc:
+        return _fail(str(exc))
+    settings = ServerSettings(no_auth=args.no_auth, local_tenant=args.tenant, max_body_bytes=args.max_body_bytes)
+    host_for_url = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host_for_url}:{args.port}"
+    print(f"thoth-nb serve: {url}  (store {db}{', new' if new_store else ''}; "
+          f"policy {args.policy or 'built-in default'})")
+    if args.no_auth:
+        print(f"  no auth: every request acts as admin of tenant '{args.tenant}' (loopback only)")
+    else:
+        secret = ensure_first_admin_key(store, args.tenant)
+        if secret is not None:
+            print(f"  first admin key for tenant '{args.tenant}' (shown once, store it now):\n    {secret}")
+            print(f"  reviewer page: {url}/#key={secret}")
+            print(f"  agent keys: thoth-nb keys create --tenant {args.tenant} --role agent --db {db}")
+    print(f"  reviewer page: {url}/   API docs: {url}/docs", flush=True)
+    app = create_app(store, policy, settings)
+    config = uvicorn_config(app, args.host, args.port, log_level=args.log_level)
+    config.lifespan = "off"
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        store.close()
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from thoth_nb.engine.store import SQLiteStore
+
+    return SQLiteStore(_db_path(args.db))
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record, secret = store.create_api_key(args.tenant, args.role, args.name or "")
+    except ValueError as exc:
+        return _fail(str(exc))
+    finally:
+        store.close()
+    print(f"{record['key_id']}  tenant={record['tenant_id']}  role={record['role']}", file=sys.stderr)
+    print("the key is shown once; store it now:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        rows = store.api_keys(args.tenant, include_revoked=args.all)
+    finally:
+        store.close()
+    if not rows:
+        print("(none)")
+        return 0
+    columns = ("key_id", "tenant_id", "role", "name", "created_at", "revoked_at")
+    widths = {c: max(len(c), *(len(str(r.get(c) or "")) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c) or "").ljust(widths[c]) for c in columns))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        done = store.revoke_api_key(args.key_id, args.tenant)
+    finally:
+        store.close()
+    if not done:
+        return _fail(f"no active key {args.key_id!r}" + (f" in tenant {args.tenant!r}" if args.tenant else ""))
+    print(f"{args.key_id} revoked")
+    return 0
+
+
+def add_server_commands(subparsers: Any) -> None:
+    """Register `serve` and `keys` on an argparse subparsers object (each sets `fn`, returning an exit code)."""
+    serve = subparsers.add_parser("serve", help="run the enforcer server (HTTP API, approvals, reviewer page)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--db", help="SQLite store path (default: $THOTH_DB, else $THOTH_HOME/thoth.db)")
+    serve.add_argument("--policy", help="policy YAML for tenants without a stored policy (default: built-in)")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="serve one local tenant without API keys (loopback addresses only)")
+    serve.add_argument("--tenant", default="local",
+                       help="tenant of the first admin key, and the only tenant under --no-auth (default local)")
+    serve.add_argument("--max-body-bytes", type=int, default=5 * 1024 * 1024,
+                       help="larger request bodies get 413 (default 5 MiB)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(fn=cmd_serve)
+
+    keys = subparsers.add_parser("keys", help="manage API keys of a local store")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    create = ksub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--name", default="")
+    create.add_argument("--db")
+    create.set_defaults(fn=cmd_keys_create)
+    listing = ksub.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--tenant", help="only this tenant")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    listing.add_argument("--db")
+    listing.set_defaults(fn=cmd_keys_list)
+    revoke = ksub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--tenant", help="only if the key belongs to this tenant")
+    revoke.add_argument("--db")
+    revoke.set_defaults(fn=cmd_keys_revoke)

@@ -1,0 +1,325 @@
+"""LangGraph integration: govern the tools of a `ToolNode`, a compiled graph or a prebuilt ReAct agent.
+
+    agent = create_react_agent(model, tools, checkpointer=InMemorySaver())
+    thoth_nb.instrument(agent, agent_id="a", tenant_id="t", approved_scope=["search"])
+
+`instrument()` walks the graph (nodes, subgraphs, `ToolNode.tools_by_name`, including the tools a
+ToolNode built from plain functions) and governs every LangChain tool it finds, in place, through the
+LangChain integration (`BaseTool.run` / `arun`, so each call is governed exactly once whether the
+ToolNode runs it sync or async). A graph with no tools to govern is an error, never a silent no-op.
+
+Outcomes, as the agent sees them:
+
+* ALLOW / MODIFY: the tool runs (with the modified arguments for MODIFY).
+* BLOCK: the tool body does not run. `on_block="message"` (default) gives the model a
+  `ToolMessage(status="error")` saying it was blocked and why, so the agent can carry on;
+  `on_block="raise"` raises `ThothPolicyViolation` out of the graph run.
+* STEP_UP with a checkpointer (the graph's own, or its parent's): the held call becomes LangGraph's
+  own human-in-the-loop. The tool raises `interrupt({...})` with the hold (tool, args, reason, hold
+  token), the run pauses with it in `result["__interrupt__"]` / `graph.get_state(config).interrupts`,
+  and the Thoth hold stays pending (also visible in `thoth_nb.holds()`). Resume with
+  `graph.invoke(Command(resume={"approve": True}), config)` (or `{"approve": False, "reason": "..."}`;
+  `True`/`False` and `{"decision": "approve"|"deny"}` work too; optional `reviewer`, `note`, `scope`,
+  `modified_args`). The resume value resolves the hold through `thoth_nb.approve` / `thoth_nb.deny`
+  and the same governed call continues: one PRE event and one POST (or BLOCK) event per call, a
+  denial becomes the blocked-tool error above. An unrecognised resume value denies (fail closed).
+  When the paused process is gone, a resumed call asks again and the resume value answers the new hold.
+* STEP_UP without a checkpointer: the call waits for `thoth_nb.approve()` / `deny()` (from another
+  thread, the notebook widget, the CLI or the server) like any governed call, up to the step-up timeout.
+
+Several held tool calls in one ToolNode step each raise their own interrupt; resume them one by one
+(`Command(resume=...)` answers the first pending interrupt) or with a map of interrupt id to value.
+Events carry `metadata.framework = "langgraph"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Generator, Mapping
+from typing import Any
+
+from thoth_nb import _instrument, _json
+from thoth_nb._approvals import resolve
+from thoth_nb._exceptions import EnforcerError
+from thoth_nb._flow import Call, Enforce, Governor, PollHold
+from thoth_nb._models import EnforcementDecision, json_safe
+from thoth_nb.integrations import DidNotEnable, Integration
+
+try:
+    from langgraph.errors import GraphBubbleUp
+    from langgraph.types import interrupt
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise DidNotEnable("langgraph is not installed") from exc
+
+from thoth_nb.integrations import langchain as _lc
+
+__all__ = ["LangGraphIntegration", "decide_async", "decide_sync", "hold_key", "instrument_object", "pending"]
+
+logger = logging.getLogger("thoth_nb")
+
+INTERRUPT_TYPE = "thoth_step_up"
+_MAX_PENDING = 512
+
+
+class _Pending:
+    """A governed call paused by a LangGraph interrupt: its flow is suspended at the hold poll."""
+
+    __slots__ = ("call", "effect", "flow", "governor")
+
+    def __init__(self, governor: Governor, call: Call, flow: Generator[Any, Any, EnforcementDecision],
+                 effect: PollHold) -> None:
+        self.governor = governor
+        self.call = call
+        self.flow = flow
+        self.effect = effect
+
+
+_pending: collections.OrderedDict[Any, _Pending] = collections.OrderedDict()
+_pending_lock = threading.Lock()
+
+
+class LangGraphIntegration(Integration):
+    identifier = "langgraph"
+    package = "langgraph"
+    supported = ((0, 2), (2,))
+
+    @classmethod
+    def setup_once(cls) -> None:
+        """Nothing of LangGraph's is patched: its tools are governed through `BaseTool.run`/`arun`."""
+
+    @classmethod
+    def teardown(cls) -> None:
+        super().teardown()
+        with _pending_lock:
+            entries = list(_pending.values())
+            _pending.clear()
+        for entry in entries:
+            _cancel(entry, "thoth_nb's LangGraph integration was unloaded")
+
+
+def pending() -> list[dict[str, Any]]:
+    """Governed calls paused by an interrupt in this process, waiting for `Command(resume=...)`."""
+    with _pending_lock:
+        entries = list(_pending.values())
+    return [_payload(e.call, e.effect) for e in entries]
+
+
+def hold_key(configurable: Mapping[str, Any], tool_name: str, tool_call_id: str | None,
+             args: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Identifies one tool call across the re-execution of its node after a resume."""
+    thread = str(configurable.get("thread_id", ""))
+    if tool_call_id:
+        return (thread, tool_call_id)
+    try:
+        text = _json.dumps(json_safe(dict(args)))
+    except Exception:
+        text = repr(sorted(args))
+    return (thread, str(configurable.get("checkpoint_ns", "")), tool_name, text)
+
+
+def _take(key: Any, tool_name: str, args: Mapping[str, Any]) -> _Pending | None:
+    with _pending_lock:
+        entry = _pending.pop(key, None)
+    if entry is None:
+        return None
+    if entry.call.tool_name != tool_name or json_safe(entry.call.tool_args) != json_safe(dict(args)):
+        _cancel(entry, "the resumed call did not match the held one")
+        return None
+    return entry
+
+
+def _stash(key: Any, entry: _Pending) -> None:
+    evicted: list[_Pending] = []
+    with _pending_lock:
+        old = _pending.pop(key, None)
+        if old is not None and old is not entry:
+            evicted.append(old)
+        _pending[key] = entry
+        while len(_pending) > _MAX_PENDING:
+            evicted.append(_pending.popitem(last=False)[1])
+    for item in evicted:
+        _cancel(item, "too many paused LangGraph calls; the oldest was dropped")
+
+
+def _cancel(entry: _Pending, reason: str) -> None:
+    try:
+        entry.governor.transport.cancel_hold(entry.effect.token, reason)
+    except Exception:
+        logger.debug("thoth: could not cancel hold %s", entry.effect.token, exc_info=True)
+    try:
+        entry.flow.close()
+    except Exception:
+        logger.debug("thoth: closing a paused flow failed", exc_info=True)
+
+
+def _payload(call: Call, effect: PollHold) -> dict[str, Any]:
+    decision = call.decision
+    return {
+        "type": INTERRUPT_TYPE,
+        "tool": call.tool_name,
+        "tool_args": json_safe(call.tool_args) if call.tool_args is not None else {},
+        "reason": decision.reason if decision is not None else "",
+        "hold_token": effect.token,
+        "violation_id": decision.violation_id if decision is not None else None,
+        "risk_score": decision.risk_score if decision is not None else None,
+        "agent_id": call.config.agent_id,
+        "tenant_id": call.config.tenant_id,
+        "resume_with": {"approve": True},
+        "message": f"Thoth holds {call.tool_name}: "
+                   f"{decision.reason if decision is not None else 'approval required'}. "
+                   "Resume with Command(resume={'approve': True}) or {'approve': False, 'reason': '...'}.",
+    }
+
+
+_YES = {"approve", "approved", "allow", "allowed", "yes", "y", "true", "ok"}
+_NO = {"deny", "denied", "block", "blocked", "reject", "rejected", "no", "n", "false"}
+
+
+def parse_resume(value: Any) -> tuple[bool, dict[str, Any]]:
+    """A resume value as (approve?, resolve options). Anything unrecognised denies (fail closed)."""
+    options: dict[str, Any] = {}
+    verdict: bool | None = None
+    if isinstance(value, bool):
+        verdict = value
+    elif isinstance(value, str):
+        verdict = True if value.strip().lower() in _YES else False if value.strip().lower() in _NO else None
+    elif isinstance(value, Mapping):
+        if isinstance(value.get("approve"), bool):
+            verdict = value["approve"]
+        elif isinstance(value.get("approved"), bool):
+            verdict = value["approved"]
+        elif isinstance(value.get("decision"), str):
+            word = value["decision"].strip().lower()
+            verdict = True if word in _YES else False if word in _NO else None
+        for name in ("reviewer", "scope"):
+            if isinstance(value.get(name), str):
+                options[name] = value[name]
+        note = value.get("note") or value.get("reason")
+        if isinstance(note, str):
+            options["note"] = note
+        if isinstance(value.get("modified_args"), Mapping):
+            options["modified_args"] = dict(value["modified_args"])
+    if verdict is None:
+        logger.warning("thoth: unrecognised resume value %r for a held call; denying it", value)
+        return False, {"note": f"unrecognised resume value: {value!r}"[:200]}
+    return verdict, options
+
+
+def _resolve(governor: Governor, token: str, value: Any) -> None:
+    approve, options = parse_resume(value)
+    config = governor.config
+    if approve:
+        options.setdefault("note", "approved by LangGraph resume")
+    else:
+        options.setdefault("note", "denied by LangGraph resume")
+    try:
+        resolve(token, approve=approve, api_url=config.api_url, api_key=config.api_key, **options)
+    except (LookupError, RuntimeError) as exc:  # already resolved (e.g. in the dashboard) or expired
+        logger.warning("thoth: resume value for hold %s not applied: %s", token, exc)
+
+
+def _ask(governor: Governor, call: Call, flow: Generator[Any, Any, EnforcementDecision], effect: PollHold,
+         key: Any) -> Any:
+    """LangGraph's interrupt: raises (pausing the run) the first time, returns the resume value after."""
+    try:
+        return interrupt(_payload(call, effect))
+    except GraphBubbleUp:
+        _stash(key, _Pending(governor, call, flow, effect))
+        raise
+
+
+def decide_sync(governor: Governor, tool_name: str, args: dict[str, Any], key: Any,
+                tool_call_id: str | None = None) -> tuple[Call, EnforcementDecision]:
+    """Drive the governance flow; a hold becomes a LangGraph interrupt instead of a blocking wait."""
+    entry = _take(key, tool_name, args)
+    effect: Any
+    if entry is None:
+        gov = governor
+        call = gov.begin(tool_name, (), {}, args)
+        flow = gov.flow(call)
+        effect = None
+    else:
+        gov, call, flow, effect = entry.governor, entry.call, entry.flow, entry.effect
+    transport = gov.transport
+    asked = False
+    try:
+        if effect is None:
+            effect = next(flow)
+        while True:
+            try:
+                if type(effect) is Enforce:
+                    result: Any = transport.enforce(effect.body)
+                elif type(effect) is PollHold:
+                    if not asked:
+                        asked = True
+                        _resolve(gov, effect.token, _ask(gov, call, flow, effect, key))
+                    result = transport.poll_hold(effect.token, effect.wait)
+                else:
+                    _instrument._sleep(effect.seconds)
+                    result = None
+            except EnforcerError as exc:
+                effect = flow.throw(exc)
+                continue
+            effect = flow.send(result)
+    except StopIteration as stop:
+        decision: EnforcementDecision = stop.value
+        return call, decision
+    except GraphBubbleUp:
+        raise  # paused: the hold stays pending and the flow waits in _pending for the resume
+    except BaseException:
+        _instrument._cancel(call, transport)
+        raise
+
+
+async def decide_async(governor: Governor, tool_name: str, args: dict[str, Any], key: Any,
+                       tool_call_id: str | None = None) -> tuple[Call, EnforcementDecision]:
+    """`decide_sync` for `arun` / `ainvoke`."""
+    entry = _take(key, tool_name, args)
+    effect: Any
+    if entry is None:
+        gov = governor
+        call = gov.begin(tool_name, (), {}, args)
+        flow = gov.flow(call)
+        effect = None
+    else:
+        gov, call, flow, effect = entry.governor, entry.call, entry.flow, entry.effect
+    transport = gov.transport
+    asked = False
+    try:
+        if effect is None:
+            effect = next(flow)
+        while True:
+            try:
+                if type(effect) is Enforce:
+                    result: Any = await transport.aenforce(effect.body)
+                elif type(effect) is PollHold:
+                    if not asked:
+                        asked = True
+                        value = _ask(gov, call, flow, effect, key)
+                        await asyncio.to_thread(_resolve, gov, effect.token, value)
+                    result = await transport.apoll_hold(effect.token, effect.wait)
+                else:
+                    await asyncio.sleep(effect.seconds)
+                    result = None
+            except EnforcerError as exc:
+                effect = flow.throw(exc)
+                continue
+            effect = flow.send(result)
+    except StopIteration as stop:
+        decision: EnforcementDecision = stop.value
+        return call, decision
+    except GraphBubbleUp:
+        raise
+    except BaseException:
+        _instrument._cancel(call, transport)
+        raise
+
+
+def instrument_object(obj: Any, governor: Governor, *, on_block: str = "message") -> Any:
+    """The `instrument()` adapter for LangGraph objects: govern every tool in place, return `obj`."""
+    LangGraphIntegration.install()
+    _lc.govern_all(obj, governor, on_block=on_block, framework="langgraph", what="LangGraph")
+    return obj
