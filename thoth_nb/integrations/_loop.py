@@ -182,7 +182,7 @@ def function_schema(fn: Callable[..., Any]) -> dict[str, Any]:
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
     model = pydantic.create_model(f"{getattr(target, '__name__', 'tool')}_arguments", **fields)
-    schema = model.model_json_schema()
+    schema: dict[str, Any] = model.model_json_schema()
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         if isinstance(prop, dict):
