@@ -272,9 +272,9 @@ def test_resolved_card_says_who_and_how_long(kernel: Kernel) -> None:
 def test_approve_with_edited_arguments(kernel: Kernel) -> None:
     _setup(kernel)
     msg_id = kernel.execute('print("RESULT", pay_g(5000, to="mallory"))')
-    kernel.button("Approve once")
-    editor = next(cid for cid, s in kernel.comms.items() if s.get("_model_name") == "TextareaModel")
     edited = kernel.button("Approve with these arguments")
+    editor = kernel.wait_for(lambda m: next((cid for cid, s in kernel.comms.items()
+                                             if s.get("_model_name") == "TextareaModel"), None), 10)
     time.sleep(0.3)
     kernel.set_value(editor, '{"amount": 50, "to": "mallory"}')
     kernel.click(edited)
@@ -305,7 +305,7 @@ def test_headless_timeout_denies(kernel: Kernel) -> None:
     msg_id = kernel.execute('pay_g(5, to="bob")')
     reply = kernel.run_until_idle(msg_id, 30)
     assert reply["status"] == "error" and reply["ename"] == "ThothPolicyViolation", reply
-    assert "timed out" in reply["evalue"], reply["evalue"]
+    assert "timed out" in reply["evalue"] or "timeout" in reply["evalue"], reply["evalue"]
 
 
 def test_two_held_calls_in_threads_resolve_independently(kernel: Kernel) -> None:
@@ -332,11 +332,15 @@ def test_two_held_calls_in_threads_resolve_independently(kernel: Kernel) -> None
 
     kernel.wait_for(two_cards, 30)
     time.sleep(0.3)
-    # the cards are in creation order; approve one card, deny the other
-    approve = [cid for cid, s in kernel.comms.items() if s.get("description") == "Approve once"]
-    deny = [cid for cid, s in kernel.comms.items() if s.get("description") == "Deny"]
-    kernel.click(approve[0])
-    kernel.click(deny[1])
+    # each button's tooltip ends with its hold's approval id: approve one card, deny the other
+    by_card: dict[str, dict[str, str]] = {}
+    for cid, s in kernel.comms.items():
+        if s.get("description") in ("Approve once", "Deny"):
+            by_card.setdefault(s["tooltip"].rsplit(" ", 1)[-1], {})[s["description"]] = cid
+    assert len(by_card) == 2, by_card
+    first, second = by_card.values()
+    kernel.click(first["Approve once"])
+    kernel.click(second["Deny"])
     reply = kernel.run_until_idle(msg_id, 40)
     assert reply["status"] == "ok", reply
     out = kernel.stdout_of(msg_id)

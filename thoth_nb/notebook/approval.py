@@ -302,13 +302,16 @@ class ApprovalCard:
         )
         self.countdown = w.HTML(self._countdown_html())
         layout = w.Layout(width="auto")
-        self.approve_once = w.Button(description="Approve once", button_style="success", icon="check", layout=layout,
-                                     tooltip="Run this call now")
-        self.approve_session = w.Button(description="Allow for this session", button_style="info", layout=layout,
-                                        tooltip="Allow this tool with these exact arguments for the rest of the session")
-        self.deny_button = w.Button(description="Deny", button_style="danger", icon="times", layout=layout)
+        hid = self.approval_id  # in every tooltip: tells cards apart for people and tests
+        self.approve_once = w.Button(description="Approve once", button_style="success", icon="check",
+                                     layout=layout, tooltip=f"Run this call now: {hid}")
+        self.approve_session = w.Button(
+            description="Allow for this session", button_style="info", layout=layout,
+            tooltip=f"Allow this tool with these exact arguments for the rest of the session: {hid}")
+        self.deny_button = w.Button(description="Deny", button_style="danger", icon="times", layout=layout,
+                                    tooltip=f"Deny this call: {hid}")
         self.edit_button = w.Button(description="Edit arguments…", layout=layout,
-                                    tooltip="Approve with edited arguments")
+                                    tooltip=f"Approve with edited arguments: {hid}")
         self.note = w.Text(placeholder="note (optional)", layout=w.Layout(width="220px"))
         self.editor = w.Textarea(value=json.dumps(call.tool_args or {}, indent=2, default=str),
                                  layout=w.Layout(width="100%", height="120px", display="none"))
