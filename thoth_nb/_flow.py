@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Call", "Enforce", "Governor", "PollHold", "Sleep", "build_event", "failure_decision"]
 
 logger = logging.getLogger("thoth")
+TIMEOUT_REASON = "step-up approval timed out — no approver response"
 _HOSTNAME = socket.gethostname()
 
 
@@ -217,7 +218,7 @@ class Governor:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.transport.cancel_hold(token, "step-up approval timed out")
-                return self._final(held, DecisionType.BLOCK, "step-up approval timed out", "step_up_timeout")
+                return self._final(held, DecisionType.BLOCK, TIMEOUT_REASON, "step_up_timeout")
             reply: dict[str, Any] | None = None
             try:
                 reply = yield PollHold(token, min(interval, remaining) if long_poll else 0.0)
@@ -252,6 +253,8 @@ class Governor:
         final.matched_rule_ids = final.matched_rule_ids or held.matched_rule_ids
         final.risk_score = final.risk_score or held.risk_score
         final.hold_token = held.hold_token
+        if final.decision_reason_code == "step_up_timeout":
+            final.reason = TIMEOUT_REASON  # the same words whichever side noticed the timeout first (D5)
         if final.decision is DecisionType.ALLOW and final.decision_reason_code == "allowed":
             final.decision_reason_code = "step_up_approved"
         return final

@@ -21,7 +21,7 @@ def _db_path(value: str | None) -> Path:
 
     if not value:
         return store_path()
-    return Path(value[len("sqlite:///"):] if value.startswith("sqlite:///") else value).expanduser()
+    return Path(value[len("sqlite:///") :] if value.startswith("sqlite:///") else value).expanduser()
 
 
 def _fail(message: str) -> int:
@@ -42,8 +42,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from thoth_nb.engine.store import SQLiteStore
 
     if args.no_auth and not is_loopback(args.host):
-        return _fail(f"--no-auth serves every request without a key, so it only binds to a loopback address "
-                     f"(127.0.0.1 or ::1), not {args.host!r}. Drop --no-auth and use API keys instead.")
+        return _fail(
+            f"--no-auth serves every request without a key, so it only binds to a loopback address "
+            f"(127.0.0.1 or ::1), not {args.host!r}. Drop --no-auth and use API keys instead."
+        )
     try:
         policy = load_policy(args.policy)
         db = _db_path(args.db)
@@ -51,11 +53,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store = SQLiteStore(db)  # runs the named migrations
     except ThothConfigError as exc:
         return _fail(str(exc))
-    settings = ServerSettings(no_auth=args.no_auth, local_tenant=args.tenant, max_body_bytes=args.max_body_bytes)
+    settings = ServerSettings(
+        no_auth=args.no_auth, local_tenant=args.tenant, max_body_bytes=args.max_body_bytes
+    )
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host_for_url}:{args.port}"
-    print(f"thoth-nb serve: {url}  (store {db}{', new' if new_store else ''}; "
-          f"policy {args.policy or 'built-in default'})")
+    print(
+        f"thoth-nb serve: {url}  (store {db}{', new' if new_store else ''}; "
+        f"policy {args.policy or 'built-in default'})"
+    )
     if args.no_auth:
         print(f"  no auth: every request acts as admin of tenant '{args.tenant}' (loopback only)")
     else:
@@ -119,25 +125,41 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if not done:
-        return _fail(f"no active key {args.key_id!r}" + (f" in tenant {args.tenant!r}" if args.tenant else ""))
+        return _fail(
+            f"no active key {args.key_id!r}" + (f" in tenant {args.tenant!r}" if args.tenant else "")
+        )
     print(f"{args.key_id} revoked")
     return 0
 
 
 def add_server_commands(subparsers: Any) -> None:
-    """Register `serve` and `keys` on an argparse subparsers object (each sets `fn`, returning an exit code)."""
-    serve = subparsers.add_parser("serve", help="run the enforcer server (HTTP API, approvals, reviewer page)")
+    """Register `serve` and `keys` on an argparse subparsers object; each sets `fn` (returns an exit code)."""
+    serve = subparsers.add_parser(
+        "serve", help="run the enforcer server (HTTP API, approvals, reviewer page)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument("--db", help="SQLite store path (default: $THOTH_DB, else $THOTH_HOME/thoth.db)")
     serve.add_argument("--policy", help="policy YAML for tenants without a stored policy (default: built-in)")
-    serve.add_argument("--no-auth", action="store_true",
-                       help="serve one local tenant without API keys (loopback addresses only)")
-    serve.add_argument("--tenant", default="local",
-                       help="tenant of the first admin key, and the only tenant under --no-auth (default local)")
-    serve.add_argument("--max-body-bytes", type=int, default=5 * 1024 * 1024,
-                       help="larger request bodies get 413 (default 5 MiB)")
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve one local tenant without API keys (loopback addresses only)",
+    )
+    serve.add_argument(
+        "--tenant",
+        default="local",
+        help="tenant of the first admin key, and the only tenant under --no-auth (default local)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=5 * 1024 * 1024,
+        help="larger request bodies get 413 (default 5 MiB)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     serve.set_defaults(fn=cmd_serve)
 
     keys = subparsers.add_parser("keys", help="manage API keys of a local store")

@@ -1,4 +1,4 @@
-"""A real `thoth-nb serve` (uvicorn, uvloop, httptools) on a free 127.0.0.1 port, with keys for two tenants."""
+"""A real `thoth-nb serve` (uvicorn, uvloop, httptools) on a free 127.0.0.1 port; keys for two tenants."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import httpx  # noqa: E402
+import httpx
 
-from thoth_nb.engine.store import SQLiteStore  # noqa: E402
-from thoth_nb.server import BackgroundServer, ServerSettings  # noqa: E402
+from thoth_nb.engine.store import SQLiteStore
+from thoth_nb.server import BackgroundServer, ServerSettings
 
 POLICY = """\
 version: 1
@@ -65,9 +65,16 @@ class Live:
 
 def enforce_body(tenant: str = "acme", **over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "agent_id": "agent-1", "tenant_id": tenant, "user_id": "u1", "tool_name": "lookup",
-        "session_id": "sess-1", "session_tool_calls": [], "approved_scope": ["lookup", "transfer", "drop_table"],
-        "enforcement_mode": "step_up", "environment": "test", "enforcement_trace_id": "sess-1",
+        "agent_id": "agent-1",
+        "tenant_id": tenant,
+        "user_id": "u1",
+        "tool_name": "lookup",
+        "session_id": "sess-1",
+        "session_tool_calls": [],
+        "approved_scope": ["lookup", "transfer", "drop_table"],
+        "enforcement_mode": "step_up",
+        "environment": "test",
+        "enforcement_trace_id": "sess-1",
     }
     body.update(over)
     return body

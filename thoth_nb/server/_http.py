@@ -36,8 +36,16 @@ _OPTS = orjson.OPT_NON_STR_KEYS
 class ApiError(Exception):
     """An error answered as `{"error", "message"}` (plus `field` for 422s) with an HTTP status."""
 
-    def __init__(self, status: int, error: str, message: str, *, field: str | None = None,
-                 extra: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        field: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
@@ -123,7 +131,9 @@ def query_ts(request: Request, name: str) -> str | None:
     try:
         parse_ts(raw)
     except ValueError:
-        raise invalid(name, f"must be an RFC 3339 timestamp, e.g. 2026-06-21T20:52:13Z; got {raw!r}") from None
+        raise invalid(
+            name, f"must be an RFC 3339 timestamp, e.g. 2026-06-21T20:52:13Z; got {raw!r}"
+        ) from None
     return raw
 
 
@@ -140,7 +150,12 @@ def decode_cursor(request: Request, kind: str) -> int:
         decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError):
         raise invalid("cursor", "is not a cursor this server issued") from None
-    if (not isinstance(decoded, list) or len(decoded) != 2 or decoded[0] != kind
-            or not isinstance(decoded[1], int) or decoded[1] < 0):
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != 2
+        or decoded[0] != kind
+        or not isinstance(decoded[1], int)
+        or decoded[1] < 0
+    ):
         raise invalid("cursor", "is not a cursor this server issued for this list")
     return int(decoded[1])

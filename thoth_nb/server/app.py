@@ -75,8 +75,12 @@ class ServerState:
         self._policies: dict[str, tuple[float, int, Policy | None]] = {}
         self._policy_lock = threading.Lock()
         self.engine = Engine(store, policy, policy_for=self.policy_for)
-        self.auth = Authenticator(store, no_auth=settings.no_auth, local_tenant=settings.local_tenant,
-                                  cache_seconds=settings.key_cache_seconds)
+        self.auth = Authenticator(
+            store,
+            no_auth=settings.no_auth,
+            local_tenant=settings.local_tenant,
+            cache_seconds=settings.key_cache_seconds,
+        )
         self._hold_changed: asyncio.Event | None = None
         self.put_lock = asyncio.Lock()
 
@@ -180,8 +184,9 @@ def _snake_keys(event: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def prepare_events(events: Sequence[Any], tenant_id: str) -> tuple[list[dict[str, Any]], list[int],
-                                                                    list[dict[str, Any]]]:
+def prepare_events(
+    events: Sequence[Any], tenant_id: str
+) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]:
     """Normalise a batch for the store: tenant from the key, prefixed ids, snake_case keys.
 
     Returns (events to store, their indexes in the batch, rejected entries). An event naming another
@@ -200,8 +205,12 @@ def prepare_events(events: Sequence[Any], tenant_id: str) -> tuple[list[dict[str
         if tenant in (None, ""):
             event["tenant_id"] = tenant_id
         elif tenant != tenant_id:
-            raise ApiError(403, "forbidden", f"events[{index}].tenant_id {tenant!r} is not the tenant of this API key",
-                           field=f"events[{index}].tenant_id")
+            raise ApiError(
+                403,
+                "forbidden",
+                f"events[{index}].tenant_id {tenant!r} is not the tenant of this API key",
+                field=f"events[{index}].tenant_id",
+            )
         event_id = event.get("event_id")
         if not isinstance(event_id, str) or not event_id:
             rejected.append({"index": index, "error": "event_id: must be a non-empty string"})
@@ -217,12 +226,45 @@ def prepare_events(events: Sequence[Any], tenant_id: str) -> tuple[list[dict[str
     return ready, indexes, rejected
 
 
-_VIOLATION_FIELDS = ("violation_id", "created_at", "session_id", "agent_id", "user_id", "tool_name", "decision",
-                     "observed", "reason", "decision_reason_code", "risk_score", "matched_rule_ids", "tool_args")
-_APPROVAL_FIELDS = ("approval_id", "hold_token", "status", "created_at", "expires_at", "session_id", "agent_id",
-                    "user_id", "tool_name", "tool_args", "args_hash", "reason", "decision_reason_code",
-                    "risk_score", "matched_rule_ids", "violation_id", "reviewer", "note", "resolved_at",
-                    "grant_scope", "modified_args", "allow_modify")
+_VIOLATION_FIELDS = (
+    "violation_id",
+    "created_at",
+    "session_id",
+    "agent_id",
+    "user_id",
+    "tool_name",
+    "decision",
+    "observed",
+    "reason",
+    "decision_reason_code",
+    "risk_score",
+    "matched_rule_ids",
+    "tool_args",
+)
+_APPROVAL_FIELDS = (
+    "approval_id",
+    "hold_token",
+    "status",
+    "created_at",
+    "expires_at",
+    "session_id",
+    "agent_id",
+    "user_id",
+    "tool_name",
+    "tool_args",
+    "args_hash",
+    "reason",
+    "decision_reason_code",
+    "risk_score",
+    "matched_rule_ids",
+    "violation_id",
+    "reviewer",
+    "note",
+    "resolved_at",
+    "grant_scope",
+    "modified_args",
+    "allow_modify",
+)
 
 
 def approval_record(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,7 +294,7 @@ def _static(name: str) -> bytes:
 
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -262,30 +304,44 @@ _SECURED = [{"bearer": []}, {"apiKey": []}]
 
 
 def _body_schema(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "description": description,
-                            "content": {"application/json": {"schema": schema}}},
-            "security": _SECURED}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        },
+        "security": _SECURED,
+    }
 
 
 _ENFORCE_SCHEMA = {
     "type": "object",
     "required": ["agent_id", "tenant_id", "tool_name", "session_id", "approved_scope", "enforcement_mode"],
     "properties": {
-        "agent_id": {"type": "string"}, "tenant_id": {"type": "string"}, "user_id": {"type": "string"},
-        "tool_name": {"type": "string"}, "tool_args": {"type": "object"}, "session_id": {"type": "string"},
+        "agent_id": {"type": "string"},
+        "tenant_id": {"type": "string"},
+        "user_id": {"type": "string"},
+        "tool_name": {"type": "string"},
+        "tool_args": {"type": "object"},
+        "session_id": {"type": "string"},
         "session_tool_calls": {"type": "array", "items": {"type": "string"}},
         "approved_scope": {"type": "array", "items": {"type": "string"}},
         "enforcement_mode": {"type": "string", "enum": ["observe", "step_up", "block", "progressive"]},
-        "environment": {"type": "string"}, "enforcement_trace_id": {"type": "string"},
-        "request_id": {"type": "string"}, "step_up_timeout_seconds": {"type": "number"},
+        "environment": {"type": "string"},
+        "enforcement_trace_id": {"type": "string"},
+        "request_id": {"type": "string"},
+        "step_up_timeout_seconds": {"type": "number"},
     },
     "additionalProperties": True,
 }
 _EVENTS_SCHEMA = {
     "oneOf": [
         {"type": "array", "items": {"type": "object"}, "maxItems": 500},
-        {"type": "object", "required": ["events"],
-         "properties": {"events": {"type": "array", "items": {"type": "object"}, "maxItems": 500}}},
+        {
+            "type": "object",
+            "required": ["events"],
+            "properties": {"events": {"type": "array", "items": {"type": "object"}, "maxItems": 500}},
+        },
     ]
 }
 _RESOLVE_SCHEMA = {
@@ -293,12 +349,15 @@ _RESOLVE_SCHEMA = {
     "required": ["decision"],
     "properties": {
         "decision": {"type": "string", "enum": ["approve", "deny"]},
-        "reviewer": {"type": "string"}, "note": {"type": "string"},
-        "modified_args": {"type": "object"}, "scope": {"type": "string", "enum": ["once", "session"]},
+        "reviewer": {"type": "string"},
+        "note": {"type": "string"},
+        "modified_args": {"type": "object"},
+        "scope": {"type": "string", "enum": ["once", "session"]},
     },
 }
 _POLICY_SCHEMA = {
-    "type": "object", "required": ["policy"],
+    "type": "object",
+    "required": ["policy"],
     "properties": {"policy": {"oneOf": [{"type": "string"}, {"type": "object"}]}},
 }
 
@@ -312,7 +371,7 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
     app = FastAPI(
         title="thoth-nb enforcer",
         version=__version__,
-        description="Wire-compatible Thoth enforcer (PROTOCOL.md) with approvals, tenants and a reviewer page.",
+        description="Wire-compatible Thoth enforcer (PROTOCOL.md): approvals, tenants, a reviewer page.",
     )
     app.state.thoth = state
 
@@ -320,7 +379,9 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return json_response(error_body(exc.error, exc.message, exc.field, **exc.extra), exc.status, exc.headers)
+        return json_response(
+            error_body(exc.error, exc.message, exc.field, **exc.extra), exc.status, exc.headers
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -331,7 +392,9 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
-        return json_response(error_body("invalid_request", f"{field}: {first.get('msg', 'invalid')}", field), 422)
+        return json_response(
+            error_body("invalid_request", f"{field}: {first.get('msg', 'invalid')}", field), 422
+        )
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         logger.exception("thoth: internal error on %s %s", request.method, request.url.path)
@@ -346,8 +409,12 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
 
     # -- PROTOCOL §3: enforce --------------------------------------------------------------------
 
-    @app.post("/v1/enforce", tags=["wire"], summary="Decide one tool call (PROTOCOL §3)",
-              openapi_extra=_body_schema(_ENFORCE_SCHEMA, "PROTOCOL §3.1 request; unknown fields are ignored"))
+    @app.post(
+        "/v1/enforce",
+        tags=["wire"],
+        summary="Decide one tool call (PROTOCOL §3)",
+        openapi_extra=_body_schema(_ENFORCE_SCHEMA, "PROTOCOL §3.1 request; unknown fields are ignored"),
+    )
     async def enforce(request: Request) -> Response:
         principal = auth.principal(request, "enforce")
         body = _check_enforce_body(await read_json(request, limit))
@@ -364,8 +431,12 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
 
     # -- PROTOCOL §4 and §11: hold polling, with long-poll -----------------------------------------
 
-    @app.get("/v1/enforce/hold/{hold_token}", tags=["wire"], summary="Poll a step-up hold (PROTOCOL §4)",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/enforce/hold/{hold_token}",
+        tags=["wire"],
+        summary="Poll a step-up hold (PROTOCOL §4)",
+        openapi_extra={"security": _SECURED},
+    )
     async def hold(hold_token: str, request: Request) -> Response:
         principal = auth.principal(request, "hold")
         raw_wait = request.query_params.get("wait")
@@ -391,8 +462,13 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
 
     # -- PROTOCOL §5: event ingest ---------------------------------------------------------------
 
-    @app.post("/v1/events/batch", status_code=202, tags=["wire"], summary="Ingest events (PROTOCOL §5)",
-              openapi_extra=_body_schema(_EVENTS_SCHEMA, "a bare array or {\"events\": [...]}, at most 500"))
+    @app.post(
+        "/v1/events/batch",
+        status_code=202,
+        tags=["wire"],
+        summary="Ingest events (PROTOCOL §5)",
+        openapi_extra=_body_schema(_EVENTS_SCHEMA, 'a bare array or {"events": [...]}, at most 500'),
+    )
     async def events_batch(request: Request) -> Response:
         principal = auth.principal(request, "ingest")
         body = await read_json(request, limit)
@@ -403,22 +479,31 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         elif isinstance(body, list):
             events = body
         else:
-            raise invalid("body", "must be an array of events or {\"events\": [...]}")
+            raise invalid("body", 'must be an array of events or {"events": [...]}')
         if len(events) > settings.max_events:
-            raise ApiError(413, "payload_too_large",
-                           f"{len(events)} events in one batch; send at most {settings.max_events}")
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"{len(events)} events in one batch; send at most {settings.max_events}",
+            )
         ready, indexes, rejected = prepare_events(events, principal.tenant_id)
         result = await run_in_threadpool(store.ingest_events, ready)  # answered only after the commit
         rejected += [{"index": indexes[r["index"]], "error": r["error"]} for r in result.rejected]
         rejected.sort(key=lambda r: int(r["index"]))
-        return json_response({"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected},
-                             202)
+        return json_response(
+            {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}, 202
+        )
 
     # -- PROTOCOL §6: explain and tool inventory -------------------------------------------------
 
-    @app.post("/v1/explain", tags=["wire"], summary="Explain a violation (PROTOCOL §6)",
-              openapi_extra=_body_schema({"type": "object", "required": ["violation_id"]},
-                                         "the enforce body plus the decision fields"))
+    @app.post(
+        "/v1/explain",
+        tags=["wire"],
+        summary="Explain a violation (PROTOCOL §6)",
+        openapi_extra=_body_schema(
+            {"type": "object", "required": ["violation_id"]}, "the enforce body plus the decision fields"
+        ),
+    )
     async def explain(request: Request) -> Response:
         principal = auth.principal(request, "explain")
         body = await read_json(request, limit)
@@ -431,14 +516,22 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         try:
             answer = await run_in_threadpool(engine.explain, principal.tenant_id, violation_id)
         except LookupError:
-            raise ApiError(404, "unknown_violation", f"no violation {violation_id!r} for this tenant") from None
+            raise ApiError(
+                404, "unknown_violation", f"no violation {violation_id!r} for this tenant"
+            ) from None
         answer["request_url"] = str(request.url)
         return json_response(answer)
 
-    @app.post("/{tenant_id}/thoth/tool-inventory", status_code=202, tags=["wire"],
-              summary="Advisory list of an agent's tools (PROTOCOL §6)",
-              openapi_extra=_body_schema({"type": "object", "required": ["agent_id", "tools"]},
-                                         "{agent_id, source, tools: [{name, description, input_schema}]}"))
+    @app.post(
+        "/{tenant_id}/thoth/tool-inventory",
+        status_code=202,
+        tags=["wire"],
+        summary="Advisory list of an agent's tools (PROTOCOL §6)",
+        openapi_extra=_body_schema(
+            {"type": "object", "required": ["agent_id", "tools"]},
+            "{agent_id, source, tools: [{name, description, input_schema}]}",
+        ),
+    )
     async def tool_inventory(tenant_id: str, request: Request) -> Response:
         principal = auth.principal(request, "inventory")
         principal.check_tenant(tenant_id, "path tenant_id")
@@ -457,17 +550,27 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         count = await run_in_threadpool(store.upsert_inventory, principal.tenant_id, agent_id, tools)
         return json_response({"accepted": count}, 202)
 
-    @app.get("/v1/inventory", tags=["read"], summary="Tools agents reported (feeds the coverage report)",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/inventory",
+        tags=["read"],
+        summary="Tools agents reported (feeds the coverage report)",
+        openapi_extra={"security": _SECURED},
+    )
     async def inventory(request: Request) -> Response:
         principal = auth.principal(request, "read")
-        rows = await run_in_threadpool(store.inventory, principal.tenant_id, request.query_params.get("agent_id"))
+        rows = await run_in_threadpool(
+            store.inventory, principal.tenant_id, request.query_params.get("agent_id")
+        )
         return json_response({"items": rows, "next_cursor": None})
 
     # -- §11: reads ------------------------------------------------------------------------------
 
-    @app.get("/v1/events", tags=["read"], summary="Query events (filters, cursor pages)",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/events",
+        tags=["read"],
+        summary="Query events (filters, cursor pages)",
+        openapi_extra={"security": _SECURED},
+    )
     async def list_events(request: Request) -> Response:
         principal = auth.principal(request, "read")
         q = request.query_params
@@ -476,28 +579,49 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         after = decode_cursor(request, "events")
         since, until = query_ts(request, "since"), query_ts(request, "until")
         rows = await run_in_threadpool(
-            lambda: store.events(principal.tenant_id, agent_id=q.get("agent_id") or None,
-                                 session_id=q.get("session_id") or None, tool_name=q.get("tool_name") or None,
-                                 event_type=q.get("event_type") or None, since=since, until=until,
-                                 after_seq=after, limit=count + 1))
+            lambda: store.events(
+                principal.tenant_id,
+                agent_id=q.get("agent_id") or None,
+                session_id=q.get("session_id") or None,
+                tool_name=q.get("tool_name") or None,
+                event_type=q.get("event_type") or None,
+                since=since,
+                until=until,
+                after_seq=after,
+                limit=count + 1,
+            )
+        )
         more = len(rows) > count
         rows = rows[:count]
-        return json_response({"items": rows,
-                              "next_cursor": encode_cursor("events", rows[-1]["seq"]) if more else None})
+        return json_response(
+            {"items": rows, "next_cursor": encode_cursor("events", rows[-1]["seq"]) if more else None}
+        )
 
-    @app.get("/v1/sessions", tags=["read"], summary="Sessions with counts", openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/sessions", tags=["read"], summary="Sessions with counts", openapi_extra={"security": _SECURED}
+    )
     async def list_sessions(request: Request) -> Response:
         principal = auth.principal(request, "read")
         q = request.query_params
         count, offset = query_limit(request), decode_cursor(request, "sessions")
         since = query_ts(request, "since")
         rows = await run_in_threadpool(
-            lambda: store.sessions(principal.tenant_id, agent_id=q.get("agent_id") or None,
-                                   user_id=q.get("user_id") or None, since=since, limit=offset + count + 1))
+            lambda: store.sessions(
+                principal.tenant_id,
+                agent_id=q.get("agent_id") or None,
+                user_id=q.get("user_id") or None,
+                since=since,
+                limit=offset + count + 1,
+            )
+        )
         return json_response(_page(rows, offset, count, "sessions"))
 
-    @app.get("/v1/sessions/{session_id}", tags=["read"], summary="One session and its events",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/sessions/{session_id}",
+        tags=["read"],
+        summary="One session and its events",
+        openapi_extra={"security": _SECURED},
+    )
     async def get_session(session_id: str, request: Request) -> Response:
         principal = auth.principal(request, "read")
         count = query_limit(request, default=500, maximum=500)
@@ -505,28 +629,42 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         if summary is None:
             raise ApiError(404, "unknown_session", f"no session {session_id!r} for this tenant")
         events = await run_in_threadpool(
-            lambda: store.events(principal.tenant_id, session_id=session_id, limit=count + 1))
+            lambda: store.events(principal.tenant_id, session_id=session_id, limit=count + 1)
+        )
         more = len(events) > count
         summary["events"] = events[:count]
         summary["events_next_cursor"] = encode_cursor("events", events[count - 1]["seq"]) if more else None
         return json_response(summary)
 
-    @app.get("/v1/violations", tags=["read"], summary="Violations, newest first",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/violations",
+        tags=["read"],
+        summary="Violations, newest first",
+        openapi_extra={"security": _SECURED},
+    )
     async def list_violations(request: Request) -> Response:
         principal = auth.principal(request, "read")
         q = request.query_params
         count, offset = query_limit(request), decode_cursor(request, "violations")
         since = query_ts(request, "since")
         rows = await run_in_threadpool(
-            lambda: store.violations(principal.tenant_id, agent_id=q.get("agent_id") or None,
-                                     session_id=q.get("session_id") or None, since=since,
-                                     limit=offset + count + 1))
+            lambda: store.violations(
+                principal.tenant_id,
+                agent_id=q.get("agent_id") or None,
+                session_id=q.get("session_id") or None,
+                since=since,
+                limit=offset + count + 1,
+            )
+        )
         page = _page([{k: r.get(k) for k in _VIOLATION_FIELDS} for r in rows], offset, count, "violations")
         return json_response(page)
 
-    @app.get("/v1/approvals", tags=["approvals"], summary="Held calls by status",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/approvals",
+        tags=["approvals"],
+        summary="Held calls by status",
+        openapi_extra={"security": _SECURED},
+    )
     async def list_approvals(request: Request) -> Response:
         principal = auth.principal(request, "read")
         status = request.query_params.get("status") or "pending"
@@ -534,11 +672,16 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
             raise invalid("status", f"must be one of {', '.join(HOLD_STATUSES)}")
         count, offset = query_limit(request), decode_cursor(request, "approvals")
         rows = await run_in_threadpool(
-            lambda: store.holds(principal.tenant_id, status=status, limit=offset + count + 1))
+            lambda: store.holds(principal.tenant_id, status=status, limit=offset + count + 1)
+        )
         return json_response(_page([approval_record(r) for r in rows], offset, count, "approvals"))
 
-    @app.get("/v1/approvals/{approval_id}", tags=["approvals"], summary="One held call",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/approvals/{approval_id}",
+        tags=["approvals"],
+        summary="One held call",
+        openapi_extra={"security": _SECURED},
+    )
     async def get_approval(approval_id: str, request: Request) -> Response:
         principal = auth.principal(request, "read")
         record = await run_in_threadpool(store.get_hold, approval_id, principal.tenant_id)
@@ -546,8 +689,12 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
             raise ApiError(404, "unknown_hold", f"no hold {approval_id!r} for this tenant")
         return json_response(approval_record(record))
 
-    @app.post("/v1/approvals/{approval_id}/resolve", tags=["approvals"], summary="Approve or deny a held call",
-              openapi_extra=_body_schema(_RESOLVE_SCHEMA, "the reviewer's decision"))
+    @app.post(
+        "/v1/approvals/{approval_id}/resolve",
+        tags=["approvals"],
+        summary="Approve or deny a held call",
+        openapi_extra=_body_schema(_RESOLVE_SCHEMA, "the reviewer's decision"),
+    )
     async def resolve(approval_id: str, request: Request) -> Response:
         principal = auth.principal(request, "resolve")
         body = await read_json(request, limit)
@@ -569,13 +716,25 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
                 raise invalid("modified_args", "only an approval can carry modified arguments")
         try:
             record = await run_in_threadpool(
-                lambda: engine.resolve(approval_id, approve=decision == "approve", reviewer=reviewer, note=note,
-                                       modified_args=modified, scope=scope, tenant_id=principal.tenant_id))
+                lambda: engine.resolve(
+                    approval_id,
+                    approve=decision == "approve",
+                    reviewer=reviewer,
+                    note=note,
+                    modified_args=modified,
+                    scope=scope,
+                    tenant_id=principal.tenant_id,
+                )
+            )
         except HoldNotFound:
             raise ApiError(404, "unknown_hold", f"no hold {approval_id!r} for this tenant") from None
         except HoldConflict as exc:
-            raise ApiError(409, "conflict", f"hold {exc.record['approval_id']} is already {exc.record['status']}",
-                           extra={"record": approval_record(exc.record)}) from None
+            raise ApiError(
+                409,
+                "conflict",
+                f"hold {exc.record['approval_id']} is already {exc.record['status']}",
+                extra={"record": approval_record(exc.record)},
+            ) from None
         except ValueError as exc:
             raise invalid("modified_args" if modified is not None else "body", str(exc)) from None
         finally:
@@ -585,31 +744,46 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
     # -- §11: policies ---------------------------------------------------------------------------
 
     def policy_reply(version: int, etag: str, text: str) -> Response:
-        return json_response({"version": version, "etag": etag, "policy": text, "format": "yaml"},
-                             headers={"ETag": f'"{etag}"'})
+        return json_response(
+            {"version": version, "etag": etag, "policy": text, "format": "yaml"},
+            headers={"ETag": f'"{etag}"'},
+        )
 
-    @app.get("/v1/policies", tags=["policies"], summary="The tenant's current policy",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/policies",
+        tags=["policies"],
+        summary="The tenant's current policy",
+        openapi_extra={"security": _SECURED},
+    )
     async def get_policy(request: Request) -> Response:
         principal = auth.principal(request, "read")
         return policy_reply(*await run_in_threadpool(state.current_policy, principal.tenant_id))
 
-    @app.get("/v1/policies/versions", tags=["policies"], summary="Every stored version, newest first",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/policies/versions",
+        tags=["policies"],
+        summary="Every stored version, newest first",
+        openapi_extra={"security": _SECURED},
+    )
     async def policy_versions(request: Request) -> Response:
         principal = auth.principal(request, "read")
         rows = await run_in_threadpool(store.policy_versions, principal.tenant_id)
         items = [{k: r[k] for k in ("version", "etag", "created_at", "created_by")} for r in rows]
         return json_response({"items": items, "next_cursor": None})
 
-    @app.put("/v1/policies", tags=["policies"], summary="Replace the tenant's policy (If-Match required)",
-             openapi_extra=_body_schema(_POLICY_SCHEMA, "{\"policy\": YAML text or mapping}, or raw YAML"))
+    @app.put(
+        "/v1/policies",
+        tags=["policies"],
+        summary="Replace the tenant's policy (If-Match required)",
+        openapi_extra=_body_schema(_POLICY_SCHEMA, '{"policy": YAML text or mapping}, or raw YAML'),
+    )
     async def put_policy(request: Request) -> Response:
         principal = auth.principal(request, "admin")
         if_match = request.headers.get("if-match")
         if not if_match:
-            raise ApiError(428, "precondition_required",
-                           "PUT /v1/policies needs If-Match: <etag from GET /v1/policies>")
+            raise ApiError(
+                428, "precondition_required", "PUT /v1/policies needs If-Match: <etag from GET /v1/policies>"
+            )
         content_type = request.headers.get("content-type", "")
         if "json" in content_type or not content_type:
             body = await read_json(request, limit)
@@ -627,26 +801,48 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         async with state.put_lock:
             version, etag, _ = await run_in_threadpool(state.current_policy, principal.tenant_id)
             if "*" not in wanted and etag not in wanted:
-                raise ApiError(412, "stale", f"the policy changed (current etag {etag}); GET it and retry",
-                               extra={"etag": etag, "version": version})
-            new_version = await run_in_threadpool(store.save_policy, principal.tenant_id, policy.text,
-                                                  policy.etag, principal.label)
+                raise ApiError(
+                    412,
+                    "stale",
+                    f"the policy changed (current etag {etag}); GET it and retry",
+                    extra={"etag": etag, "version": version},
+                )
+            new_version = await run_in_threadpool(
+                store.save_policy, principal.tenant_id, policy.text, policy.etag, principal.label
+            )
             state.policy_saved(principal.tenant_id, new_version, policy)
         return policy_reply(new_version, policy.etag, policy.text)
 
     # -- keys (admin, own tenant only; `thoth-nb keys` manages any tenant locally) -----------------
 
-    @app.get("/v1/keys", tags=["keys"], summary="API keys of this tenant (never the secrets)",
-             openapi_extra={"security": _SECURED})
+    @app.get(
+        "/v1/keys",
+        tags=["keys"],
+        summary="API keys of this tenant (never the secrets)",
+        openapi_extra={"security": _SECURED},
+    )
     async def list_keys(request: Request) -> Response:
         principal = auth.principal(request, "admin")
         rows = await run_in_threadpool(store.api_keys, principal.tenant_id)
         return json_response({"items": rows, "next_cursor": None})
 
-    @app.post("/v1/keys", status_code=201, tags=["keys"], summary="Create a key (the secret is shown once)",
-              openapi_extra=_body_schema({"type": "object", "required": ["role"], "properties": {
-                  "role": {"type": "string", "enum": ["agent", "reviewer", "admin"]},
-                  "name": {"type": "string"}}}, "role and an optional name"))
+    @app.post(
+        "/v1/keys",
+        status_code=201,
+        tags=["keys"],
+        summary="Create a key (the secret is shown once)",
+        openapi_extra=_body_schema(
+            {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"type": "string", "enum": ["agent", "reviewer", "admin"]},
+                    "name": {"type": "string"},
+                },
+            },
+            "role and an optional name",
+        ),
+    )
     async def create_key(request: Request) -> Response:
         principal = auth.principal(request, "admin")
         body = await read_json(request, limit)
@@ -656,12 +852,14 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         if role not in ("agent", "reviewer", "admin"):
             raise invalid("role", "must be agent, reviewer or admin")
         principal.check_tenant(body.get("tenant_id"))
-        record, secret = await run_in_threadpool(store.create_api_key, principal.tenant_id, role,
-                                                 _opt_str(body, "name") or "")
+        record, secret = await run_in_threadpool(
+            store.create_api_key, principal.tenant_id, role, _opt_str(body, "name") or ""
+        )
         return json_response({**record, "api_key": secret}, 201)
 
-    @app.delete("/v1/keys/{key_id}", tags=["keys"], summary="Revoke a key",
-                openapi_extra={"security": _SECURED})
+    @app.delete(
+        "/v1/keys/{key_id}", tags=["keys"], summary="Revoke a key", openapi_extra={"security": _SECURED}
+    )
     async def revoke_key(key_id: str, request: Request) -> Response:
         principal = auth.principal(request, "admin")
         done = await run_in_threadpool(store.revoke_api_key, key_id, principal.tenant_id)
@@ -681,15 +879,20 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         try:
             await run_in_threadpool(store.query, "SELECT 1")
         except Exception as exc:
-            return json_response({"status": "unavailable", "message": f"storage: {exc}", "long_poll": False}, 503)
-        return json_response({"status": "ok", "long_poll": True, "version": __version__,
-                              "auth": not settings.no_auth})
+            return json_response(
+                {"status": "unavailable", "message": f"storage: {exc}", "long_poll": False}, 503
+            )
+        return json_response(
+            {"status": "ok", "long_poll": True, "version": __version__, "auth": not settings.no_auth}
+        )
 
     # -- the reviewer page -----------------------------------------------------------------------
 
     page = _static("review.html")
-    assets = {"review.js": ("application/javascript", _static("review.js")),
-              "review.css": ("text/css", _static("review.css"))}
+    assets = {
+        "review.js": ("application/javascript", _static("review.js")),
+        "review.css": ("text/css", _static("review.css")),
+    }
 
     @app.get("/", include_in_schema=False)
     @app.get("/review", include_in_schema=False)

@@ -49,13 +49,20 @@ class Principal:
         if tenant_id is None or tenant_id == "":
             return
         if tenant_id != self.tenant_id:
-            raise ApiError(403, "forbidden", f"{field} {tenant_id!r} is not the tenant of this API key",
-                           field=field)
+            raise ApiError(
+                403, "forbidden", f"{field} {tenant_id!r} is not the tenant of this API key", field=field
+            )
 
 
 class Authenticator:
-    def __init__(self, store: SQLiteStore, *, no_auth: bool = False, local_tenant: str = "local",
-                 cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: SQLiteStore,
+        *,
+        no_auth: bool = False,
+        local_tenant: str = "local",
+        cache_seconds: float = 2.0,
+    ) -> None:
         self.store = store
         self.no_auth = no_auth
         self.local = Principal(local_tenant, "admin", "local", "local (no auth)")
@@ -72,18 +79,29 @@ class Authenticator:
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
-                raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <api key>'",
-                               headers={"WWW-Authenticate": "Bearer"})
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "Authorization must be 'Bearer <api key>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             bearer = value.strip()
         header_key = (headers.get("x-api-key") or "").strip() or None
         if bearer and header_key and bearer != header_key:
-            raise ApiError(401, "unauthorized", "Authorization and x-api-key carry different keys; send one key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Authorization and x-api-key carry different keys; send one key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         key = bearer or header_key
         if not key:
-            raise ApiError(401, "unauthorized",
-                           "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return key
 
     def principal(self, request: Request, action: str) -> Principal:
@@ -93,11 +111,17 @@ class Authenticator:
         key = self.presented_key(request)
         principal = self._lookup(key)
         if principal is None:
-            raise ApiError(401, "unauthorized", "API key not recognised (unknown or revoked)",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "API key not recognised (unknown or revoked)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if principal.role not in PERMISSIONS[action]:
             allowed = " or ".join(sorted(PERMISSIONS[action]))
-            raise ApiError(403, "forbidden", f"a {principal.role} key cannot {action}; this needs an {allowed} key")
+            raise ApiError(
+                403, "forbidden", f"a {principal.role} key cannot {action}; this needs an {allowed} key"
+            )
         return principal
 
     def _lookup(self, key: str) -> Principal | None:

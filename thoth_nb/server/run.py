@@ -53,9 +53,19 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "warning") -
         http = "httptools"
     except ImportError:  # pragma: no cover
         pass
-    return uvicorn.Config(app, host=host, port=port, loop=loop, http=http, ws="none", lifespan="off",
-                          log_level=log_level, access_log=False, server_header=False,
-                          timeout_graceful_shutdown=2)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        ws="none",
+        lifespan="off",
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=2,
+    )
 
 
 def _policy(policy: str | Path | Policy | None) -> Policy:
@@ -66,8 +76,15 @@ class BackgroundServer:
     """A real uvicorn server on 127.0.0.1 in a daemon thread; `stop()` and `start()` again on the
     same port (the store file survives, so a restart loses nothing)."""
 
-    def __init__(self, db: str | Path, *, policy: str | Path | Policy | None = None, host: str = "127.0.0.1",
-                 port: int = 0, settings: ServerSettings | None = None) -> None:
+    def __init__(
+        self,
+        db: str | Path,
+        *,
+        policy: str | Path | Policy | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: ServerSettings | None = None,
+    ) -> None:
         if settings is not None and settings.no_auth and not is_loopback(host):
             raise ThothConfigError("--no-auth serves without keys: bind it to 127.0.0.1 or ::1 only")
         self.db = Path(db)
@@ -100,8 +117,12 @@ class BackgroundServer:
         self.store = SQLiteStore(self.db)
         app = create_app(self.store, self.policy, self.settings)
         self._server = uvicorn.Server(uvicorn_config(app, self.host, self.port))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"thoth-nb-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"thoth-nb-server-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
