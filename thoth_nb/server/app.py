@@ -300,7 +300,7 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_SECURED = [{"bearer": []}, {"apiKey": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 
 
 def _body_schema(schema: dict[str, Any], description: str) -> dict[str, Any]:
