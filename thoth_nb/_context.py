@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from thoth_nb._flow import Call
 
-__all__ = ["Session", "add_listener", "config_override", "listeners", "remove_listener", "session", "set_wait_hook", "wait_hook"]
+__all__ = [
+    "Session", "add_listener", "config_override", "listeners", "remove_listener", "session", "set_wait_hook",
+    "wait_hook",
+]
 
 _TRIM_AT = 4096
 _KEEP = 128

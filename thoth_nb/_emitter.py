@@ -130,7 +130,7 @@ class Emitter:
                 return
 
     def _take(self) -> list[Any]:
-        batch = []
+        batch: list[Any] = []
         queue = self._queue
         with self._idle:
             while queue and len(batch) < self.batch_size:

@@ -66,8 +66,24 @@ class Call:
     """One governed invocation, from PRE to POST. Cheap to create: no ids, no clocks beyond two reads."""
 
     __slots__ = (
-        "args", "calls", "calls_len", "decision", "error", "governor", "hold_reply", "kwargs", "outcome",
-        "result", "result_type", "size", "started_ns", "t0", "t1", "tool_args", "tool_name", "chunks",
+        "args",
+        "calls",
+        "calls_len",
+        "chunks",
+        "decision",
+        "error",
+        "governor",
+        "hold_reply",
+        "kwargs",
+        "outcome",
+        "result",
+        "result_type",
+        "size",
+        "started_ns",
+        "t0",
+        "t1",
+        "tool_args",
+        "tool_name",
         "waited",
     )
 
@@ -322,14 +338,14 @@ _CONTENT = {
 _TYPES = {"pre": "TOOL_CALL_PRE", "post": "TOOL_CALL_POST", "block": "TOOL_CALL_BLOCK"}
 
 
-def _new_uuid() -> str:
-    return str(_uuid4())
-
-
 try:
-    from uuid_utils import uuid4 as _uuid4
+    import uuid_utils as _uuid_mod  # 10x faster uuid4 (Rust)
 except ImportError:  # pragma: no cover - without the `fast` extra
-    from uuid import uuid4 as _uuid4
+    import uuid as _uuid_mod  # type: ignore[no-redef]
+
+
+def _new_uuid() -> str:
+    return str(_uuid_mod.uuid4())
 
 
 def _event_base(config: ThothConfig) -> dict[str, Any]:

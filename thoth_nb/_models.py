@@ -29,43 +29,31 @@ __all__ = [
 logger = logging.getLogger("thoth_nb")
 
 
-class EnforcementMode(str, enum.Enum):
+class EnforcementMode(enum.StrEnum):
     OBSERVE = "observe"
     STEP_UP = "step_up"
     BLOCK = "block"
     PROGRESSIVE = "progressive"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class DecisionType(str, enum.Enum):
+class DecisionType(enum.StrEnum):
     ALLOW = "ALLOW"
     BLOCK = "BLOCK"
     STEP_UP = "STEP_UP"
     MODIFY = "MODIFY"
     DEFER = "DEFER"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     TOOL_CALL_PRE = "TOOL_CALL_PRE"
     TOOL_CALL_POST = "TOOL_CALL_POST"
     TOOL_CALL_BLOCK = "TOOL_CALL_BLOCK"
     LLM_INVOCATION = "LLM_INVOCATION"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class SourceType(str, enum.Enum):
+class SourceType(enum.StrEnum):
     AGENT_TOOL_CALL = "agent_tool_call"
     AGENT_LLM_INVOCATION = "agent_llm_invocation"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _DECISION_ALIASES = {

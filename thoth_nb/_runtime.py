@@ -76,7 +76,7 @@ def local_engine(policy: str | Path | Policy | None = None, *, store: SQLiteStor
 def transport_for(config: ThothConfig) -> Transport:
     if config.embedded:
         engine = local_engine(config.policy)
-        key = ("embedded", f"{engine.store.path}|{config.policy or ''}")
+        key: tuple[str, str | None] = ("embedded", f"{engine.store.path}|{config.policy or ''}")
         with _lock:
             found = _transports.get(key)
             if found is None:

@@ -1,4 +1,4 @@
-"""`thoth-nb`: demo | holds | approve | deny | events | policy check (plus serve and keys when the server is installed)."""
+"""`thoth-nb`: demo | holds | approve | deny | events | policy check, plus serve and keys (server extra)."""
 
 from __future__ import annotations
 

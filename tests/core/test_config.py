@@ -86,7 +86,7 @@ def test_instrument_reports_errors_before_any_call() -> None:
     class Agent:
         tools: list[object] = []
 
-    with pytest.raises(ThothConfigError, match="empty .tools"):
+    with pytest.raises(ThothConfigError, match=r"empty \.tools"):
         thoth_nb.instrument(Agent(), **BASE)
     with pytest.raises(ThothConfigError, match="cannot instrument a int"):
         thoth_nb.instrument(5, **BASE)

@@ -16,7 +16,7 @@ from thoth_nb._emitter import Emitter
 from thoth_nb._runtime import local_store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _sinks import FlakySink  # noqa: E402
+from _sinks import FlakySink
 
 
 def make_events(n: int, tenant: str = "t") -> list[dict[str, Any]]:

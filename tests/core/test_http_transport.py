@@ -159,7 +159,7 @@ def test_hold_token_is_percent_encoded() -> None:
     enforcer = ScriptedEnforcer(step_up("a/b c"))
     enforcer.holds["a/b c"] = {"resolved": True, "decision": "ALLOW", "resolution": "ALLOW"}
     assert governed(enforcer)("/x") == "ok"
-    poll = [r for r in enforcer.requests if "/hold/" in r.url.path][0]
+    poll = next(r for r in enforcer.requests if "/hold/" in r.url.path)
     assert poll.url.raw_path.endswith(b"/v1/enforce/hold/a%2Fb%20c")
 
 
@@ -182,6 +182,6 @@ def test_events_use_object_form_and_ingest_token() -> None:
     enforcer = ScriptedEnforcer()
     governed(enforcer, event_ingest_token="ing")("/x")
     thoth_nb.flush()
-    batch = [r for r in enforcer.requests if r.url.path == "/v1/events/batch"][0]
+    batch = next(r for r in enforcer.requests if r.url.path == "/v1/events/batch")
     assert batch.headers["x-thoth-event-ingest-token"] == "ing"
     assert isinstance(json.loads(batch.content), dict)

@@ -66,7 +66,7 @@ def test_approved_from_another_thread_resumes_fast(step_cfg: dict[str, Any]) -> 
     thoth_nb.flush()
     from thoth_nb._runtime import local_store
 
-    post = [e for e in local_store().events("t") if e["event_type"] == "TOOL_CALL_POST"][0]
+    post = next(e for e in local_store().events("t") if e["event_type"] == "TOOL_CALL_POST")
     assert post["metadata"]["hold_token"] == hold["hold_token"] and post["metadata"]["reviewer"] == "rev"
     assert post["metadata"]["decision_reason_code"] == "step_up_approved"
 

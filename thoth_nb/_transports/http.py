@@ -176,8 +176,8 @@ class HTTPTransport(Transport):
                 self._long_poll = False
         return self._long_poll
 
-    @property  # type: ignore[override]
-    def long_poll(self) -> bool:
+    @property
+    def long_poll(self) -> bool:  # type: ignore[override]
         return self._supports_long_poll()
 
     def _hold_url(self, token: str, wait: float) -> tuple[str, dict[str, str], httpx.Timeout]:

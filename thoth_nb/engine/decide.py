@@ -357,7 +357,7 @@ class Engine:
     def hold_status(self, token: str, tenant_id: str | None = None) -> dict[str, Any]:
         """§4 reply for a hold; HoldNotFound for an unknown token (or one of another tenant)."""
         record = self.store.get_hold(token, tenant_id)
-        if record is None or record["hold_token"] != token and record["approval_id"] != token:
+        if record is None or (record["hold_token"] != token and record["approval_id"] != token):
             raise HoldNotFound(token)
         if record["status"] == "pending" and parse_ts(record["expires_at"]).timestamp() <= time.time():
             self.store.expire_holds()

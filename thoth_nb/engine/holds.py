@@ -8,6 +8,7 @@ embedded hold resumes within ~50 ms of any approval instead of a full poll inter
 from __future__ import annotations
 
 import threading
+
 __all__ = ["HoldBoard"]
 
 

@@ -54,9 +54,9 @@ __all__ = [
     "Rule",
     "SequenceStep",
     "condition_matches",
-    "tool_matches",
     "load_policy",
     "parse_policy",
+    "tool_matches",
 ]
 
 SEVERITY_RISK = {"low": 25.0, "medium": 50.0, "high": 75.0, "critical": 95.0}
@@ -610,10 +610,7 @@ def _build(doc: _Doc, text: str) -> Policy:
 
 def parse_policy(source: str | Mapping[str, Any], *, name: str | None = None) -> Policy:
     """Parse YAML text (or an already-loaded mapping) into a `Policy`; `PolicyError` says where it is wrong."""
-    if isinstance(source, Mapping):
-        text = yaml.safe_dump(dict(source), sort_keys=False)
-    else:
-        text = source
+    text = yaml.safe_dump(dict(source), sort_keys=False) if isinstance(source, Mapping) else source
     return _build(_compose(text, name), text)
 
 

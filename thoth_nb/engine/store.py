@@ -573,8 +573,8 @@ class SQLiteStore(Store):
                 )
                 if status == "approved" and grant_scope == "session" and modified_args is None:
                     db.execute(
-                        "INSERT OR IGNORE INTO grants SELECT tenant_id, session_id, tool_name, args_hash, approval_id, ?"
-                        " FROM holds WHERE approval_id=?",
+                        "INSERT OR IGNORE INTO grants SELECT tenant_id, session_id, tool_name, args_hash, "
+                        "approval_id, ? FROM holds WHERE approval_id=?",
                         (now, found[0]),
                     )
         record = self.get_hold(found[0])

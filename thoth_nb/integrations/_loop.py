@@ -29,6 +29,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolLoopResult",
     "aexecute",
+    "blocked_message",
     "check_on_block",
     "drive_async",
     "drive_sync",
@@ -227,13 +228,18 @@ def _parse(name: str, arguments: Any, call_id: str) -> tuple[dict[str, Any] | No
     return parsed, None
 
 
-def _blocked(name: str, args: Any, call_id: str, exc: ThothPolicyViolation, on_block: str) -> ToolCallRecord:
-    if on_block == "raise":
-        raise exc
+def blocked_message(name: str, exc: ThothPolicyViolation) -> str:
+    """What the model is told about a call that was not allowed to run."""
     text = f"Tool call '{name}' was blocked by policy and did not run: {exc.reason}"
     if exc.violation_id:
         text += f" (violation {exc.violation_id})"
-    return ToolCallRecord(name, args, call_id, "blocked", text, error=exc)
+    return text
+
+
+def _blocked(name: str, args: Any, call_id: str, exc: ThothPolicyViolation, on_block: str) -> ToolCallRecord:
+    if on_block == "raise":
+        raise exc
+    return ToolCallRecord(name, args, call_id, "blocked", blocked_message(name, exc), error=exc)
 
 
 def _lookup(

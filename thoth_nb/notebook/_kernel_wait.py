@@ -62,6 +62,10 @@ class KernelWaiter:
         self._seen = threading.local()
         self._main = threading.main_thread()
         self._pump_lock = threading.Lock()
+        #: True while a synchronous cell runs (set from IPython's pre/post_run_cell events): the
+        #: kernel's loop cannot run then, so a worker thread may pump for a main thread blocked
+        #: in, say, Thread.join().
+        self.sync_cell_running = False
 
     # -- waking ---------------------------------------------------------------------------------
 
@@ -81,7 +85,8 @@ class KernelWaiter:
         self._seen.generation = generation
         if seen is not None and seen != generation:
             return  # something was resolved since this thread last looked: poll again at once
-        pump = self.strategy == "queue-pump" and threading.current_thread() is self._main
+        pump = self.strategy == "queue-pump" and (
+            threading.current_thread() is self._main or self.sync_cell_running)
         while True:
             if pump:
                 self.pump()
@@ -96,6 +101,38 @@ class KernelWaiter:
                 if self._generation != generation:
                     self._seen.generation = self._generation
                     return
+
+    def watch_cells(self, ipython: Any) -> None:
+        """Track whether a synchronous cell is running (only the queue pump needs it)."""
+        events = getattr(ipython, "events", None)
+        if events is None or self.strategy != "queue-pump":
+            return
+        events.register("pre_run_cell", self._pre_run_cell)
+        events.register("post_run_cell", self._post_run_cell)
+        self._ipython = ipython
+
+    def unwatch_cells(self) -> None:
+        ipython = getattr(self, "_ipython", None)
+        if ipython is None:
+            return
+        for name, fn in (("pre_run_cell", self._pre_run_cell), ("post_run_cell", self._post_run_cell)):
+            try:
+                ipython.events.unregister(name, fn)
+            except ValueError:
+                pass
+        self._ipython = None
+
+    def _pre_run_cell(self, info: Any) -> None:
+        ipython = getattr(self, "_ipython", None)
+        raw = getattr(info, "raw_cell", "") or ""
+        try:
+            is_async = bool(ipython.should_run_async(raw, transformed_cell=None, preprocessing_exc_tuple=None))
+        except Exception:
+            is_async = True  # when unsure, never pump from a worker thread
+        self.sync_cell_running = not is_async
+
+    def _post_run_cell(self, result: Any) -> None:
+        self.sync_cell_running = False
 
     # -- route-subshell (ipykernel >= 7.4) -------------------------------------------------------
 
@@ -178,7 +215,8 @@ class KernelWaiter:
                 comm._reply_subshell_for = lambda data, default, _s=subshell: _s
 
     def close(self) -> None:
-        """Delete our subshell, if any."""
+        """Delete our subshell, if any; stop watching cells."""
+        self.unwatch_cells()
         subshell, self.subshell_id = self.subshell_id, None
         if subshell is None or self.strategy != "route-subshell":
             return

@@ -599,6 +599,7 @@ def install(ipython: Any = None) -> ApprovalCards:
     if kernel is not None:
         _context.set_wait_hook(cards.waiter.wait)
         cards.waiter.ensure_subshell()
+        cards.waiter.watch_cells(ipython)
     _installed = cards
     return cards
 
