@@ -209,3 +209,9 @@ _LANGCHAIN = ("langchain_core.", "langchain.", "langchain_classic.", "langchain_
 # LangGraph first: its ToolNode and compiled graphs are also LangChain Runnables.
 register("langgraph", lambda obj: mro_module_startswith(obj, _LANGGRAPH), "langgraph")
 register("langchain", lambda obj: mro_module_startswith(obj, _LANGCHAIN), "langchain")
+
+# OpenAI Agents SDK (import name `agents`) and MCP (ClientSession, Client, MCPServer/FastMCP).
+# The OpenAI and Anthropic SDKs have loop helpers instead (thoth_nb.integrations.openai / .anthropic).
+register("openai_agents", lambda obj: mro_module_startswith(obj, ("agents.",)), "openai_agents",
+         extra="openai-agents")
+register("mcp", lambda obj: mro_module_startswith(obj, ("mcp.",)), "mcp")
