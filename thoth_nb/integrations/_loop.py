@@ -76,10 +76,7 @@ class ToolLoopResult:
 
     def __repr__(self) -> str:
         summary = ", ".join(f"{c.name}:{c.outcome}" for c in self.calls) or "no tool calls"
-        return (
-            f"ToolLoopResult(stopped={self.stopped!r}, turns={self.turns}, calls=[{summary}], "
-            f"text={self.text!r})"
-        )
+        return f"ToolLoopResult(stopped={self.stopped!r}, turns={self.turns}, calls=[{summary}], text={self.text!r})"
 
 
 class Model:
@@ -222,9 +219,7 @@ def _parse(name: str, arguments: Any, call_id: str) -> tuple[dict[str, Any] | No
             name, arguments, call_id, "error", f"Tool error: invalid JSON arguments ({exc})", error=exc
         )
     if not isinstance(parsed, dict):
-        return None, ToolCallRecord(
-            name, parsed, call_id, "error", "Tool error: arguments must be a JSON object"
-        )
+        return None, ToolCallRecord(name, parsed, call_id, "error", "Tool error: arguments must be a JSON object")
     return parsed, None
 
 
@@ -242,15 +237,11 @@ def _blocked(name: str, args: Any, call_id: str, exc: ThothPolicyViolation, on_b
     return ToolCallRecord(name, args, call_id, "blocked", blocked_message(name, exc), error=exc)
 
 
-def _lookup(
-    fns: Mapping[str, Callable[..., Any]], name: str, args: Any, call_id: str
-) -> ToolCallRecord | None:
+def _lookup(fns: Mapping[str, Callable[..., Any]], name: str, args: Any, call_id: str) -> ToolCallRecord | None:
     if name in fns:
         return None
     known = ", ".join(sorted(fns)) or "none"
-    return ToolCallRecord(
-        name, args, call_id, "error", f"Tool error: unknown tool '{name}' (available: {known})"
-    )
+    return ToolCallRecord(name, args, call_id, "error", f"Tool error: unknown tool '{name}' (available: {known})")
 
 
 def _run_coroutine(awaitable: Awaitable[Any]) -> Any:
@@ -376,6 +367,5 @@ def require_sync(client: Any, async_name: str) -> None:
 def require_async(client: Any, sync_name: str) -> None:
     if not is_async_client(client):
         raise TypeError(
-            f"{type(client).__name__} is a sync client; use `{sync_name}(client, ...)` "
-            "or pass an async client"
+            f"{type(client).__name__} is a sync client; use `{sync_name}(client, ...)` or pass an async client"
         )

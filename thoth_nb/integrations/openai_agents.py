@@ -60,8 +60,9 @@ class _Governance:
         self.on_block = on_block
         self.step_up = step_up
         # call_id -> (call, suspended flow, its next effect) decided in needs_approval, run in on_invoke
-        self.pending: collections.OrderedDict[str, tuple[Call, Generator[Any, Any, EnforcementDecision] | None,
-                                                         Any]] = collections.OrderedDict()
+        self.pending: collections.OrderedDict[
+            str, tuple[Call, Generator[Any, Any, EnforcementDecision] | None, Any]
+        ] = collections.OrderedDict()
 
     def remember(self, call_id: str, entry: tuple[Call, Any, Any]) -> None:
         self.pending[call_id] = entry
@@ -106,8 +107,12 @@ async def _approve_for_sdk(governor: Governor, token: str) -> None:
     config = governor.config
     try:
         await asyncio.to_thread(
-            _approvals.resolve, token, approve=True, note="approved in the OpenAI Agents SDK (RunState.approve)",
-            api_url=config.api_url, api_key=config.api_key,
+            _approvals.resolve,
+            token,
+            approve=True,
+            note="approved in the OpenAI Agents SDK (RunState.approve)",
+            api_url=config.api_url,
+            api_key=config.api_key,
         )
     except (LookupError, RuntimeError) as exc:  # already resolved (e.g. denied in thoth): polling tells
         logger.debug("thoth: hold %s not resolved from the SDK approval: %s", token, exc)
@@ -202,6 +207,9 @@ class _NeedsApproval:
             answer = original(run_context, params, call_id)
             wanted = bool(await answer) if asyncio.iscoroutine(answer) else bool(answer)
         state = self.state
+        known = state.pending.get(call_id)
+        if known is not None:  # evaluated again for the same call: one decision, one hold
+            return wanted or isinstance(known[2], PollHold)
         governor = state.governor
         args = dict(params)
         call = governor.begin(state.name, (), args, args)
@@ -279,7 +287,7 @@ def instrument_object(obj: Any, governor: Governor, *, on_block: str = "message"
     """`thoth_nb.instrument()` adapter: an Agent (with its handoffs and agents-as-tools), a FunctionTool,
     or a list of them, governed in place."""
     _check(on_block, step_up)
-    found_agents, tools, skipped = _agents_and_tools(obj)
+    _, tools, skipped = _agents_and_tools(obj)
     if not tools:
         raise ThothConfigError(
             f"cannot instrument a {type(obj).__name__} from the OpenAI Agents SDK: it has no function tools. "
@@ -296,8 +304,14 @@ def instrument_object(obj: Any, governor: Governor, *, on_block: str = "message"
     return obj
 
 
-def govern_agent(agent: Any, *, step_up: str = "approval", on_block: str = "message",
-                 transport: Transport | None = None, **config: Any) -> Any:
+def govern_agent(
+    agent: Any,
+    *,
+    step_up: str = "approval",
+    on_block: str = "message",
+    transport: Transport | None = None,
+    **config: Any,
+) -> Any:
     """Govern every function tool of `agent` in place (also its handoff agents and agents used as tools).
 
     `step_up="approval"` maps STEP_UP onto the SDK's tool approval (run interruptions); `"hold"` waits for
