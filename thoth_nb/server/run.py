@@ -86,7 +86,7 @@ class BackgroundServer:
         settings: ServerSettings | None = None,
     ) -> None:
         if settings is not None and settings.no_auth and not is_loopback(host):
-            raise ThothConfigError("--no-auth serves without keys: bind it to 127.0.0.1 or ::1 only")
+            raise ThothConfigError("--no-auth serves without keys: bind it to a loopback address (127.0.0.1 or ::1)")
         self.db = Path(db)
         self.policy = _policy(policy)
         self.host = host
