@@ -50,18 +50,22 @@ __all__ = [
     "ThothConfigError",
     "ThothPolicyViolation",
     "__version__",
+    "approvals",
     "approve",
     "configure",
     "deny",
+    "events",
     "flush",
     "governed",
     "holds",
     "instrument",
     "load_ipython_extension",
+    "sessions",
     "shutdown",
     "status",
     "unload_ipython_extension",
     "unwrap",
+    "violations",
     "wrap_anthropic_tools",
     "wrap_openai_tools",
 ]
@@ -75,6 +79,37 @@ for _name in __all__:
             pass
 
 configure_logging()
+
+
+# DataFrames (pandas is imported only when one of these is called; see thoth_nb/analytics/frames.py)
+
+
+def events(**filters: Any) -> Any:
+    """Recorded events as a pandas DataFrame (agent_id=, session_id=, tool_name=, since=, limit=, ...)."""
+    from thoth_nb.analytics.frames import events as frame
+
+    return frame(**filters)
+
+
+def sessions(**filters: Any) -> Any:
+    """Sessions as a pandas DataFrame: calls, blocks, holds and violations per session."""
+    from thoth_nb.analytics.frames import sessions as frame
+
+    return frame(**filters)
+
+
+def violations(**filters: Any) -> Any:
+    """Violations as a pandas DataFrame (blocks, holds, observe-mode would-be blocks)."""
+    from thoth_nb.analytics.frames import violations as frame
+
+    return frame(**filters)
+
+
+def approvals(status: str = "all", **filters: Any) -> Any:
+    """Step-up holds as a pandas DataFrame (status pending, approved, denied, expired or all)."""
+    from thoth_nb.analytics.frames import approvals as frame
+
+    return frame(status, **filters)
 
 
 def load_ipython_extension(ipython: Any) -> None:

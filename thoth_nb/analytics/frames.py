@@ -162,7 +162,7 @@ def events(
     if server is not None and store is None:
         items = _fetch_all(server, "/v1/events", {"tenant_id": tenant, **filters, "since": parse_since(since),
                                                   "until": parse_since(until)}, limit, api_key, transport)
-        return _events_from_items(pd, items, tenant)
+        return _events_from_items(pd, items, tenant)  # type: ignore[no-any-return]
     from thoth_nb import _runtime
 
     if store is None:
@@ -184,7 +184,7 @@ def events(
     frame.attrs["thoth"] = {"source": "store", "path": str(path), "tenant_id": tenant, "tool_args": False}
     if tool_args or (tool_args is None and len(frame) <= ARGS_AUTO_LIMIT):
         frame = frame.thoth.with_args()
-    return frame
+    return frame  # type: ignore[no-any-return]
 
 
 def _event_sql(where: Sequence[str], limit: int | None) -> str:
@@ -365,7 +365,7 @@ def sessions(
     frame = _finish(pd, frame, categories=("agent_id", "user_id"), times=("first_seen", "last_seen"))
     frame["duration"] = frame["last_seen"] - frame["first_seen"]
     frame.attrs["thoth"] = {"kind": "sessions", "tenant_id": tenant}
-    return frame
+    return frame  # type: ignore[no-any-return]
 
 
 def violations(
@@ -402,7 +402,7 @@ def violations(
     frame = _finish(pd, frame, categories=("agent_id", "user_id", "tool_name", "decision", "decision_reason_code"),
                     times=("created_at",))
     frame.attrs["thoth"] = {"kind": "violations", "tenant_id": tenant}
-    return frame
+    return frame  # type: ignore[no-any-return]
 
 
 def approvals(
@@ -441,7 +441,7 @@ def approvals(
     frame = _finish(pd, frame, categories=("status", "agent_id", "user_id", "tool_name"),
                     times=("created_at", "expires_at", "resolved_at"))
     frame.attrs["thoth"] = {"kind": "approvals", "tenant_id": tenant}
-    return frame
+    return frame  # type: ignore[no-any-return]
 
 
 def _store(store: Any) -> Any:

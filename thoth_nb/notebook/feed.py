@@ -54,8 +54,19 @@ def args_preview(tool_args: Any, width: int = 60) -> str:
 class FeedRow:
     """What the feed shows about one call; updated in place as the call moves through its phases."""
 
-    __slots__ = ("agent", "args", "decision", "duration_ms", "observed", "outcome", "reason", "risk", "state",
-                 "started_ns", "tool")
+    __slots__ = (
+        "agent",
+        "args",
+        "decision",
+        "duration_ms",
+        "observed",
+        "outcome",
+        "reason",
+        "risk",
+        "started_ns",
+        "state",
+        "tool",
+    )
 
     def __init__(self, call: Call) -> None:
         self.started_ns = call.started_ns
@@ -268,7 +279,7 @@ class CellFeed:
 def _ipython_display(obj: Any, **kwargs: Any) -> Any:
     from IPython.display import display
 
-    return display(obj, **kwargs)
+    return display(obj, **kwargs)  # type: ignore[no-untyped-call]
 
 
 class Feed:

@@ -43,7 +43,7 @@ def _run_state(tool: Any) -> Callable[[], None] | None:
     if not hasattr(tool, "run"):
         return None
     own = getattr(tool, "__dict__", None)
-    before = own.get("run", _MISSING) if isinstance(own, dict) else getattr(tool, "run")
+    before = own.get("run", _MISSING) if isinstance(own, dict) else tool.run
 
     def undo() -> None:
         if before is _MISSING:
