@@ -191,7 +191,10 @@ class Binding:
         if names is not None and args and len(args) <= len(names) and not (
             len(args) == 1 and not kwargs and isinstance(args[0], dict)
         ):
-            kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
+            named = dict(zip(names, args, strict=False))
+            if kwargs:
+                named.update(kwargs)
+            kwargs = named
             args = ()
         tool_args = tool_args_of(args, kwargs)
         return self.governor.begin(self.tool_name, args, kwargs, tool_args), args, kwargs
@@ -324,7 +327,7 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
             except BaseException as exc:
                 gov.failed(call, exc)
                 raise
-            if inspect.isawaitable(result):  # a sync callable returning a coroutine: POST when it completes
+            if hasattr(type(result), "__await__"):  # a sync callable returned an awaitable: POST when it completes
                 return _finish_awaitable(gov, call, result)
             gov.finished(call, result)
             return result

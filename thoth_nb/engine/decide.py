@@ -60,6 +60,10 @@ def wire_response(decision: EnforcementDecision) -> dict[str, Any]:
     return body
 
 
+#: Every plain ALLOW is this one object (never mutated): no allocation on the hot path.
+_ALLOWED = EnforcementDecision(DecisionType.ALLOW, "allowed", "allowed", "read", 0.0)
+
+
 class _Verdict:
     """The policy's answer before the enforcement mode is applied."""
 
@@ -178,7 +182,7 @@ class Engine:
         verdict = self._policy_verdict(policy, request, state, agent, tool, args)
         state.history.append((tool, args))
         if verdict is None:
-            return EnforcementDecision(DecisionType.ALLOW, "allowed", "allowed", "read", 0.0)
+            return _ALLOWED
         return self._apply_mode(policy, request, state, verdict)
 
     def _policy_verdict(self, policy: Policy, request: Mapping[str, Any], state: _SessionState, agent: str,

@@ -279,6 +279,31 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
             yield from _strings(v, depth + 1)
 
 
+_MISSING_OK = frozenset({"exists", "not_equals", "not_in", "not_contains"})
+
+
+def compile_condition(cond: Condition) -> Callable[[Mapping[str, Any] | None], bool]:
+    """One closure per condition: the hot path does a dict lookup and a test, nothing else."""
+    field, op, test = cond.field, cond.op, cond.test
+    if field == "*" or "." in field or op in _MISSING_OK:
+        return lambda args: condition_matches(cond, args)
+    if op == "regex":
+        search = re.compile(cond.value).search
+
+        def regex(args: Mapping[str, Any] | None) -> bool:
+            value = args.get(field) if args else None
+            return type(value) is str and search(value) is not None
+
+        return regex
+
+    def plain(args: Mapping[str, Any] | None) -> bool:
+        if not args or field not in args:
+            return False
+        return test(args[field])
+
+    return plain
+
+
 def condition_matches(cond: Condition, args: Mapping[str, Any] | None) -> bool:
     if cond.field == "*":
         if cond.op == "exists":
@@ -310,6 +335,12 @@ class Rule:
     any_of: tuple[tuple[Condition, ...], ...] = ()
     after: tuple[SequenceStep, ...] = ()
     agent_id: str | None = None
+    matches: Callable[[Mapping[str, Any] | None], bool] = dataclasses.field(
+        default=lambda args: True, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matches", _compile_rule(self.all_of, self.any_of))
 
     @property
     def risk(self) -> float:
@@ -318,11 +349,6 @@ class Rule:
     def applies_to(self, tool_name: str) -> bool:
         return tool_matches(self.tools, tool_name)
 
-    def matches(self, args: Mapping[str, Any] | None) -> bool:
-        if not all(condition_matches(c, args) for c in self.all_of):
-            return False
-        return not self.any_of or any(all(condition_matches(c, args) for c in group) for group in self.any_of)
-
     def describe(self) -> str:
         parts = [c.describe() for c in self.all_of]
         if self.any_of:
@@ -330,6 +356,31 @@ class Rule:
         if self.after:
             parts.append("after " + ", ".join("|".join(s.tool) for s in self.after))
         return " and ".join(parts) or "always"
+
+
+def _compile_rule(all_of: tuple[Condition, ...],
+                  any_of: tuple[tuple[Condition, ...], ...]) -> Callable[[Mapping[str, Any] | None], bool]:
+    """`Rule.matches`: every `when` condition, and one of the `any` groups if there are any."""
+    required = tuple(compile_condition(c) for c in all_of)
+    groups = tuple(tuple(compile_condition(c) for c in group) for group in any_of)
+    if len(required) == 1 and not groups:
+        return required[0]
+
+    def matches(args: Mapping[str, Any] | None) -> bool:
+        for check in required:
+            if not check(args):
+                return False
+        if not groups:
+            return True
+        for group in groups:
+            for check in group:
+                if not check(args):
+                    break
+            else:
+                return True
+        return False
+
+    return matches
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
