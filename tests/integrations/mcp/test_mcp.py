@@ -165,5 +165,5 @@ async def test_step_up_denied() -> None:
 
 def test_unsupported_mcp_object() -> None:
     lowlevel = mcp.server.Server("bare")  # no tool registry to govern
-    with pytest.raises(thoth_nb.ThothConfigError, match="ClientSession or mcp.Client"):
+    with pytest.raises(thoth_nb.ThothConfigError, match=r"ClientSession or mcp\.Client"):
         thoth_nb.instrument(lowlevel, **CONFIG)
