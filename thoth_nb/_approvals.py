@@ -89,14 +89,57 @@ def resolve(
     return data
 
 
-def approve(hold: str, **options: Any) -> dict[str, Any]:
-    """Approve a held call (see `resolve`)."""
-    return resolve(hold, approve=True, **options)
+def _hold_ids(holds: Any) -> list[str] | None:
+    """The ids in a bulk argument (a DataFrame from `thoth_nb.approvals()`, a Series, records or
+    ids), or None for a single id."""
+    if isinstance(holds, str):
+        return None
+    columns = getattr(holds, "columns", None)
+    if columns is not None:  # a DataFrame: its approval_id (or hold_token) column
+        for name in ("approval_id", "hold_token"):
+            if name in columns:
+                return [str(v) for v in holds[name].tolist() if v]
+        raise ValueError("the DataFrame needs an approval_id or hold_token column")
+    if hasattr(holds, "tolist") and not isinstance(holds, Mapping):  # a Series or an array of ids
+        holds = holds.tolist()
+    if isinstance(holds, Mapping):
+        holds = [holds]
+    ids = []
+    for item in holds:
+        if isinstance(item, Mapping):
+            item = item.get("approval_id") or item.get("hold_token")
+        if item:
+            ids.append(str(item))
+    return ids
 
 
-def deny(hold: str, **options: Any) -> dict[str, Any]:
-    """Deny a held call (see `resolve`); the waiting tool raises ThothPolicyViolation."""
-    return resolve(hold, approve=False, **options)
+def _bulk(holds: Any, approve: bool, options: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    ids = _hold_ids(holds)
+    if ids is None:
+        return resolve(holds, approve=approve, **options)
+    options = {**options, "reviewer": _reviewer(options.get("reviewer"))}
+    done: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for key in dict.fromkeys(ids):  # each once, in order
+        try:
+            done.append(resolve(key, approve=approve, **options))
+        except (LookupError, RuntimeError) as exc:
+            failed.append(f"{key}: {exc}")
+    if failed:
+        raise RuntimeError(f"{len(done)} resolved, {len(failed)} not: " + "; ".join(failed))
+    return done
+
+
+def approve(hold: Any, **options: Any) -> Any:
+    """Approve a held call (see `resolve`). Given a DataFrame (`thoth_nb.approvals("pending")`), a
+    list of ids or of records, approve each and return the list of resolved records."""
+    return _bulk(hold, True, options)
+
+
+def deny(hold: Any, **options: Any) -> Any:
+    """Deny a held call (see `resolve`); the waiting tool raises ThothPolicyViolation. Accepts the
+    same bulk arguments as `approve`."""
+    return _bulk(hold, False, options)
 
 
 def holds(status: str = "pending", *, api_url: str | None = None, api_key: str | None = None,

@@ -260,9 +260,14 @@ def test_resolved_card_says_who_and_how_long(kernel: Kernel) -> None:
     time.sleep(0.3)
     kernel.click(comm_id)
     assert kernel.run_until_idle(msg_id, 30)["status"] == "ok"
-    texts = " ".join(str(s.get("value", "")) for s in kernel.comms.values() if s.get("_model_name") == "HTMLModel")
-    assert "Approved for this session" in texts, texts
-    assert "the agent waited" in texts and "by <b>" in texts, texts
+
+    def card_text(msg: dict[str, Any]) -> str | None:  # card updates may trail the cell's idle status
+        texts = " ".join(str(s.get("value", "")) for s in kernel.comms.values()
+                         if s.get("_model_name") == "HTMLModel")
+        wanted = ("Approved for this session", "the agent waited", "by <b>")
+        return texts if all(w in texts for w in wanted) else None
+
+    kernel.wait_for(card_text, 10)
     # the session grant lets the same call through without a new card
     msg_id = kernel.execute('print("AGAIN", pay_g(7, to="eve"))')
     assert kernel.run_until_idle(msg_id, 30)["status"] == "ok"
@@ -358,7 +363,7 @@ def test_http_fallback_resolves_while_the_cell_runs(kernel: Kernel) -> None:
     state = kernel.wait_for(lambda m: next((s for s in kernel.comms.values() if s.get("secret")), None), 10)
     time.sleep(0.3)
     url = f"http://127.0.0.1:{state['port']}/thoth/resolve"
-    wrong = httpx.post(url, content=b'{"id": "%s", "secret": "nope", "action": "approve"}' % state["approval_id"].encode(),
+    wrong = httpx.post(url, json={"id": state["approval_id"], "secret": "nope", "action": "approve"},
                        timeout=5, trust_env=False)
     assert wrong.status_code == 403
     body = {"id": state["approval_id"], "secret": state["secret"], "action": "approve"}

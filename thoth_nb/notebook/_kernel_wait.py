@@ -62,6 +62,7 @@ class KernelWaiter:
         self._seen = threading.local()
         self._main = threading.main_thread()
         self._pump_lock = threading.Lock()
+        self._ipython: Any = None
         #: True while a synchronous cell runs (set from IPython's pre/post_run_cell events): the
         #: kernel's loop cannot run then, so a worker thread may pump for a main thread blocked
         #: in, say, Thread.join().
@@ -123,10 +124,11 @@ class KernelWaiter:
         self._ipython = None
 
     def _pre_run_cell(self, info: Any) -> None:
-        ipython = getattr(self, "_ipython", None)
+        ipython: Any = getattr(self, "_ipython", None)
         raw = getattr(info, "raw_cell", "") or ""
         try:
-            is_async = bool(ipython.should_run_async(raw, transformed_cell=None, preprocessing_exc_tuple=None))
+            transformed = ipython.transform_cell(raw)
+            is_async = bool(ipython.should_run_async(raw, transformed_cell=transformed, preprocessing_exc_tuple=None))
         except Exception:
             is_async = True  # when unsure, never pump from a worker thread
         self.sync_cell_running = not is_async
@@ -183,7 +185,7 @@ class KernelWaiter:
     def _create_via_control(self, timeout: float) -> str:
         """`create_subshell_request` on the control channel from a client built from our connection file."""
         from ipykernel.connect import get_connection_file
-        from jupyter_client import BlockingKernelClient
+        from jupyter_client.blocking.client import BlockingKernelClient
 
         client = BlockingKernelClient(connection_file=get_connection_file())
         client.load_connection_file()

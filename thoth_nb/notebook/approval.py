@@ -63,7 +63,8 @@ def format_args(tool_args: Any, fold_at: int = _FOLD_AT) -> str:
                      f"<pre style='white-space:pre-wrap;margin:2px 0'>{shown}</pre></details>")
         else:
             shown = f"<code style='white-space:pre-wrap'>{shown}</code>"
-        rows.append(f"<tr><td style='vertical-align:top;padding-right:8px'><b>{_esc(key)}</b></td><td>{shown}</td></tr>")
+        rows.append(f"<tr><td style='vertical-align:top;padding-right:8px'><b>{_esc(key)}</b></td>"
+                    f"<td>{shown}</td></tr>")
     return "<table style='border-collapse:collapse'>" + "".join(rows) + "</table>"
 
 
@@ -117,7 +118,7 @@ class LocalResolver:
             owner = self
 
             class Handler(BaseHTTPRequestHandler):
-                def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                def log_message(self, format: str, *args: Any) -> None:
                     logger.debug("thoth resolver: " + format, *args)
 
                 def _reply(self, status: int, body: dict[str, Any]) -> None:
@@ -129,14 +130,14 @@ class LocalResolver:
                     self.end_headers()
                     self.wfile.write(data)
 
-                def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
+                def do_OPTIONS(self) -> None:
                     self.send_response(204)
                     self.send_header("Access-Control-Allow-Origin", "*")
                     self.send_header("Access-Control-Allow-Methods", "POST")
                     self.send_header("Access-Control-Allow-Headers", "Content-Type")
                     self.end_headers()
 
-                def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+                def do_POST(self) -> None:
                     if self.path.split("?")[0].rstrip("/") not in ("/thoth/resolve", "/resolve"):
                         self._reply(404, {"error": "not found"})
                         return
@@ -444,7 +445,8 @@ class ApprovalCard:
         waited_s = out.get("waited")
         if waited_s is None:
             waited_s = time.monotonic() - self.started
-        self.header.value = (f"<div style='font-size:14px'>{icon} <b>{what}</b>: <code>{_esc(self.call.tool_name)}</code>"
+        self.header.value = (f"<div style='font-size:14px'>{icon} <b>{what}</b>: "
+                             f"<code>{_esc(self.call.tool_name)}</code>"
                              f" <small style='color:#888'>{_esc(self.approval_id)}</small></div>")
         self.countdown.value = (f"<div style='color:{accent}'>by <b>{_esc(who)}</b> at {_esc(when)} · "
                                 f"the agent waited {_fmt_duration(float(waited_s))}"
@@ -498,8 +500,8 @@ class ApprovalCards:
             if card is not None:
                 record = dict(call.hold_reply or {})
                 if not record and decision is not None:
-                    record = {"decision": decision.decision.value, "decision_reason_code": decision.decision_reason_code,
-                              "note": decision.reason, "reviewer": "thoth_nb"}
+                    record = {"decision": decision.decision.value, "note": decision.reason, "reviewer": "thoth_nb",
+                              "decision_reason_code": decision.decision_reason_code}
                 card.show_resolved(record, waited=call.waited)
 
     def held(self, call: Call) -> None:
@@ -522,7 +524,7 @@ class ApprovalCards:
     def _display(bundle: dict[str, Any]) -> None:
         from IPython.display import display
 
-        display(bundle, raw=True)
+        display(bundle, raw=True)  # type: ignore[no-untyped-call]
 
     # -- resolving ---------------------------------------------------------------------------------
 
