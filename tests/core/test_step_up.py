@@ -37,11 +37,12 @@ def first_hold(timeout: float = 5.0) -> dict[str, Any]:
     raise AssertionError("no hold appeared")
 
 
-def resolve_later(approve: bool, **options: Any) -> dict[str, float]:
+def resolve_later(approve: bool, delay: float = 0.0, **options: Any) -> dict[str, float]:
     stamp: dict[str, float] = {}
 
     def run() -> None:
         hold = first_hold()
+        time.sleep(delay)
         stamp["resolved"] = time.monotonic()
         (thoth_nb.approve if approve else thoth_nb.deny)(hold["approval_id"], reviewer="rev", **options)
 
@@ -105,10 +106,13 @@ async def test_async_tool_waits_without_blocking_the_loop(step_cfg: dict[str, An
             await asyncio.sleep(0.01)
 
     task = asyncio.create_task(ticker())
-    resolve_later(True)
+    resolve_later(True, delay=0.5)
+    started = time.monotonic()
     assert await tool(500) == "ok"
+    held_for = time.monotonic() - started
     task.cancel()
-    assert ticks > 3  # the event loop kept running while the call was held
+    # the event loop kept running while the call was held (a blocked loop would tick once at most)
+    assert held_for >= 0.4 and ticks >= 5, (held_for, ticks)
 
 
 def test_approve_from_another_process_via_cli(step_cfg: dict[str, Any], thoth_home: Any) -> None:
