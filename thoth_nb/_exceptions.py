@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class ThothPolicyViolation(Exception):
         self.reason = reason
         self.violation_id = violation_id
         self.decision = decision
+        self.explainer: Callable[[], dict[str, Any] | None] | None = None
+
+    def explain(self) -> dict[str, Any] | None:
+        """Ask the enforcer why (PROTOCOL §6): what happened, why, what to do next. None if unavailable."""
+        return self.explainer() if self.explainer is not None else None
 
     @property
     def decision_reason_code(self) -> str:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["Call", "Enforce", "Governor", "PollHold", "Sleep", "build_event", "failure_decision"]
 
 logger = logging.getLogger("thoth")
+_EXPLAIN_FIELDS = frozenset({
+    "decision", "decision_reason_code", "action_classification", "violation_id", "risk_score", "matched_rule_ids",
+    "step_up_timeout_seconds",
+})
 TIMEOUT_REASON = "step-up approval timed out — no approver response"
 _HOSTNAME = socket.gethostname()
 
@@ -289,7 +293,18 @@ class Governor:
         if _context.listeners:
             self._tell("blocked", call)
         error = ThothPolicyViolation(call.tool_name, reason, decision.violation_id, decision=decision)
+        error.explainer = lambda: self.explain(call, decision)
         return error
+
+    def explain(self, call: Call, decision: EnforcementDecision) -> dict[str, Any] | None:
+        """PROTOCOL §6 `/v1/explain`: the enforce body plus the decision; None if the enforcer has none."""
+        body = self.request(call)
+        body.update({k: v for k, v in decision.to_dict().items() if k in _EXPLAIN_FIELDS})
+        try:
+            return self.transport.explain(body)
+        except Exception:
+            logger.debug("thoth: explain failed", exc_info=True)
+            return None
 
     @staticmethod
     def apply(decision: EnforcementDecision, args: tuple[Any, ...],

@@ -239,3 +239,14 @@ def test_unserialisable_args_never_crash(cfg: dict[str, Any]) -> None:
     evs = events(cfg)
     assert evs[0]["metadata"]["tool_args"]["blob"] == "\x00\ufffd"
     assert "[circular]" in str(evs[2]["metadata"]["tool_args"])
+
+
+def test_violation_explains_itself(cfg: dict[str, Any]) -> None:
+    tool = thoth_nb.governed(**cfg)(read_file)
+    with pytest.raises(ThothPolicyViolation) as info:
+        tool("/etc/passwd")
+    explanation = info.value.explain()
+    assert explanation is not None
+    assert explanation["violation_id"] == info.value.violation_id
+    assert explanation["conditions"][0]["rule_id"] == "etc" and explanation["severity"] == "critical"
+    assert "rule etc" in explanation["why_it_was_blocked"]
