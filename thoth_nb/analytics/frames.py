@@ -120,7 +120,7 @@ def _utc(pd: Any, values: Any) -> Any:
 def _finish(pd: Any, frame: Any, *, categories: Iterable[str] = (), times: Iterable[str] = ()) -> Any:
     for column in times:
         if column in frame:
-            frame[column] = _utc(pd, frame[column].tolist()).values if len(frame) else pd.Series(
+            frame[column] = _utc(pd, frame[column].tolist()).array if len(frame) else pd.array(
                 [], dtype="datetime64[us, UTC]")
     for column in categories:
         if column in frame:
@@ -230,6 +230,7 @@ def _read_adbc(adbc: Any, path: Path, sql: str, params: list[Any]) -> Any:
     try:
         cursor = conn.cursor()
         try:
+            cursor.execute("PRAGMA busy_timeout=10000")  # parallel readers may meet the WAL writer
             cursor.execute("PRAGMA mmap_size=8589934592")  # scan through mmap: fewer copies, ~15% faster
             cursor.execute(sql, params)
             return cursor.fetch_arrow_table()

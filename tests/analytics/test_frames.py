@@ -1,0 +1,227 @@
+"""DataFrames from the embedded store and from a server (§11, httpx.MockTransport): dtypes, filters,
+lazy tool arguments, and the `df.thoth` accessor on known data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+import thoth_nb  # noqa: E402
+from thoth_nb.analytics import frames  # noqa: E402
+
+POLICY = """version: 1
+default: allow
+rules:
+  - {id: no-etc, tool: read_file, when: {path: {regex: "^/etc/"}}, decision: block, reason: system file}
+"""
+
+
+def _tool(name: str) -> Any:
+    def tool(**kwargs: Any) -> str:
+        return f"{name} ok"
+
+    tool.__name__ = name
+    return tool
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> dict[str, Any]:
+    """alice/research: 3 searches, 1 read, 2 blocked deletes (scope), 1 blocked read (rule);
+    bob/support: 2 reads allowed, 1 blocked delete."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    common = {"tenant_id": "acme", "policy": str(policy), "enforcement": "block"}
+    names = ["web_search", "read_file", "delete_file"]
+    alice = thoth_nb.wrap_openai_tools({n: _tool(n) for n in names}, agent_id="research", user_id="alice",
+                                       approved_scope=["web_search", "read_file"], session_id="s-alice", **common)
+    bob = thoth_nb.wrap_openai_tools({n: _tool(n) for n in names}, agent_id="support", user_id="bob",
+                                     approved_scope=["read_file"], session_id="s-bob", **common)
+    for query in ("a", "b", "c"):
+        alice["web_search"](query=query)
+    alice["read_file"](path="/home/a.txt")
+    blocked: list[str] = []
+    for fn, kwargs in ((alice["delete_file"], {"path": "/x"}), (alice["delete_file"], {"path": "/y"}),
+                       (alice["read_file"], {"path": "/etc/passwd"}), (bob["delete_file"], {"path": "/z"})):
+        with pytest.raises(thoth_nb.ThothPolicyViolation) as info:
+            fn(**kwargs)
+        blocked.append(str(info.value.violation_id))
+    bob["read_file"](path="/srv/1")
+    bob["read_file"](path="/srv/2")
+    thoth_nb.flush()
+    return {"violations": blocked}
+
+
+def test_events_dtypes_and_values(recorded: dict[str, Any]) -> None:
+    df = thoth_nb.events(tenant_id="acme")
+    assert len(df) == 2 * 10
+    assert str(df["occurred_at"].dtype) == "datetime64[us, UTC]"
+    for column in ("agent_id", "user_id", "session_id", "tool_name", "event_type", "decision", "outcome"):
+        assert isinstance(df[column].dtype, pd.CategoricalDtype), column
+    assert df["seq"].dtype == "int64"
+    assert df["risk_score"].dtype == "float64" and df["duration_ms"].dtype == "float64"
+    assert df["occurred_at"].is_monotonic_increasing
+    first = df.iloc[0]
+    assert first["tool_args"] == {"query": "a"} and first["event_type"] == "TOOL_CALL_PRE"
+    assert pd.isna(first["decision"])
+    blocks = df[df["event_type"] == "TOOL_CALL_BLOCK"]
+    assert sorted(blocks["violation_id"]) == sorted(recorded["violations"])
+    assert set(blocks["decision"]) == {"BLOCK"}
+    assert df.attrs["thoth"]["tool_args"] is True
+
+
+def test_event_filters(recorded: dict[str, Any]) -> None:
+    assert set(thoth_nb.events(tenant_id="acme", agent_id="support")["user_id"]) == {"bob"}
+    assert len(thoth_nb.events(tenant_id="acme", tool_name="web_search")) == 6
+    assert len(thoth_nb.events(tenant_id="acme", session_id="s-bob", event_type="TOOL_CALL_POST")) == 2
+    assert len(thoth_nb.events(tenant_id="acme", limit=5)) == 5
+    assert len(thoth_nb.events(tenant_id="acme", since="1h")) == 20
+    assert len(thoth_nb.events(tenant_id="acme", until="2000-01-01T00:00:00Z")) == 0
+    assert len(thoth_nb.events(tenant_id="other")) == 0  # tenants never mix
+    with pytest.raises(ValueError, match="cannot read the time"):
+        thoth_nb.events(tenant_id="acme", since="yesterday-ish")
+
+
+def test_lazy_tool_args(recorded: dict[str, Any]) -> None:
+    lean = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert "tool_args" not in lean.columns and lean.attrs["thoth"]["tool_args"] is False
+    subset = lean[lean["tool_name"] == "read_file"]
+    full = subset.thoth.with_args()
+    assert full["tool_args"].tolist()[:2] == [{"path": "/home/a.txt"}, {"path": "/home/a.txt"}]
+    assert full.index.equals(subset.index)
+    blocked = full[full["event_type"] == "TOOL_CALL_BLOCK"]
+    assert blocked["reason"].tolist() == ["system file"]
+    assert full.thoth.with_args() is full  # already loaded
+
+
+def test_sqlite3_fallback_matches_adbc(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("adbc_driver_sqlite")
+    fast = thoth_nb.events(tenant_id="acme")
+    monkeypatch.setattr(frames, "_adbc", lambda: None)
+    slow = thoth_nb.events(tenant_id="acme")
+    pd.testing.assert_frame_equal(fast, slow, check_categorical=False)
+
+
+def test_parallel_read_path_keeps_order(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("adbc_driver_sqlite")
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)  # split even this small store across workers
+    df = thoth_nb.events(tenant_id="acme")
+    assert df["seq"].is_monotonic_increasing and len(df) == 20
+
+
+def test_accessor_on_known_data(recorded: dict[str, Any]) -> None:
+    df = thoth_nb.events(tenant_id="acme")
+    counts = df.thoth.decision_counts()
+    assert counts.to_dict() == {"ALLOW": 6, "BLOCK": 4}
+    by_agent = df.thoth.decision_counts(by="agent_id")
+    assert by_agent.loc["research", "BLOCK"] == 3 and by_agent.loc["support", "ALLOW"] == 2
+    top = df.thoth.top_blocked_tools(2)
+    assert top.to_dict() == {"delete_file": 3, "read_file": 1}
+    users = df.thoth.calls_by_user()
+    assert users.loc["alice"].to_dict() == {"calls": 7, "allowed": 4, "blocked": 3, "sessions": 1, "tools": 3}
+    assert users.loc["bob"].to_dict() == {"calls": 3, "allowed": 2, "blocked": 1, "sessions": 1, "tools": 2}
+    timeline = df.thoth.timeline("s-bob")
+    assert timeline["tool_name"].tolist() == ["delete_file"] * 2 + ["read_file"] * 4
+    assert timeline["elapsed"].iloc[0] == pd.Timedelta(0) and timeline["elapsed"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="2 sessions"):
+        df.thoth.timeline()
+    with pytest.raises(AttributeError, match="needs the column"):
+        pd.DataFrame({"x": [1]}).thoth.decision_counts()
+
+
+def test_sessions_violations_approvals(recorded: dict[str, Any]) -> None:
+    sessions = thoth_nb.sessions(tenant_id="acme")
+    assert set(sessions["session_id"]) == {"s-alice", "s-bob"}
+    alice = sessions.set_index("session_id").loc["s-alice"]
+    assert alice["tool_calls"] == 7 and alice["blocked"] == 3 and alice["violations"] == 3
+    assert str(sessions["first_seen"].dtype) == "datetime64[us, UTC]"
+    assert sessions["duration"].dtype.kind == "m"
+    violations = thoth_nb.violations(tenant_id="acme")
+    assert len(violations) == 4 and isinstance(violations["tool_name"].dtype, pd.CategoricalDtype)
+    assert str(violations["created_at"].dtype) == "datetime64[us, UTC]"
+    assert {"path": "/etc/passwd"} in violations["tool_args"].tolist()
+    assert violations.thoth.top_blocked_tools().to_dict() == {"delete_file": 3, "read_file": 1}
+    assert len(thoth_nb.violations(tenant_id="acme", tool_name="read_file")) == 1
+    approvals = thoth_nb.approvals(tenant_id="acme")
+    assert len(approvals) == 0 and str(approvals["created_at"].dtype) == "datetime64[us, UTC]"
+
+
+def test_pandas_is_imported_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, thoth_nb; assert 'pandas' not in sys.modules; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+# --- from a server (PROTOCOL §11) ---------------------------------------------------------------
+
+
+def _event(i: int, **extra: Any) -> dict[str, Any]:
+    return {"event_id": f"acme:{i}", "seq": i, "tenant_id": "acme", "session_id": "s1", "agent_id": "research",
+            "user_id": "alice", "tool_name": "web_search", "event_type": "TOOL_CALL_POST",
+            "occurred_at": f"2026-03-01T10:00:0{i}.000000Z",
+            "metadata": {"authorization_decision": "ALLOW", "tool_args": {"query": f"q{i}"}, "duration_ms": 1.5,
+                         "risk_score": 0.0, "reason": "ok", "outcome": "ok"}, **extra}
+
+
+def test_events_from_a_server_follow_cursors() -> None:
+    seen: list[httpx.Request] = []
+    pages = {None: ([_event(1), _event(2)], "c2"), "c2": ([_event(3)], None)}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        assert request.url.path == "/v1/events"
+        items, cursor = pages[request.url.params.get("cursor")]
+        return httpx.Response(200, json={"items": items, "next_cursor": cursor})
+
+    df = thoth_nb.events(api_url="http://enforcer.test", api_key="k1", tenant_id="acme", agent_id="research",
+                         transport=httpx.MockTransport(handler))
+    assert df["tool_args"].tolist() == [{"query": "q1"}, {"query": "q2"}, {"query": "q3"}]
+    assert str(df["occurred_at"].dtype) == "datetime64[us, UTC]"
+    assert isinstance(df["decision"].dtype, pd.CategoricalDtype)
+    assert seen[0].headers["authorization"] == "Bearer k1"
+    assert seen[0].url.params["agent_id"] == "research" and seen[0].url.params["tenant_id"] == "acme"
+    assert seen[1].url.params["cursor"] == "c2"
+    assert df.thoth.decision_counts().to_dict() == {"ALLOW": 3}
+
+
+def test_server_limit_and_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/violations":
+            return httpx.Response(403, json={"error": "forbidden", "message": "reviewer role needed"})
+        limit = int(request.url.params["limit"])
+        return httpx.Response(200, json={"items": [_event(i) for i in range(limit)], "next_cursor": "more"})
+
+    transport = httpx.MockTransport(handler)
+    assert len(thoth_nb.events(api_url="http://s.test", tenant_id="acme", limit=3, transport=transport)) == 3
+    with pytest.raises(thoth_nb.ThothConfigError, match="reviewer role needed"):
+        thoth_nb.violations(api_url="http://s.test", tenant_id="acme", transport=transport)
+
+
+def test_sessions_and_approvals_from_a_server() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/sessions":
+            return httpx.Response(200, json={"items": [{
+                "session_id": "s1", "agent_id": "research", "user_id": "alice", "first_seen": "2026-03-01T10:00:00Z",
+                "last_seen": "2026-03-01T10:05:00Z", "tool_calls": 4, "blocked": 1, "stepped_up": 1,
+                "violations": 2}], "next_cursor": None})
+        assert request.url.params["status"] == "pending"
+        return httpx.Response(200, content=json.dumps({"items": [{
+            "approval_id": "apr_1", "hold_token": "h1", "status": "pending", "created_at": "2026-03-01T10:01:00Z",
+            "expires_at": "2026-03-01T10:16:00Z", "session_id": "s1", "tool_name": "send_email",
+            "tool_args": {"to": "x@y"}, "reason": "needs a human", "reviewer": None, "note": None,
+            "resolved_at": None}]}))
+
+    transport = httpx.MockTransport(handler)
+    sessions = thoth_nb.sessions(api_url="http://s.test", tenant_id="acme", transport=transport)
+    assert sessions["duration"].iloc[0] == pd.Timedelta(minutes=5)
+    approvals = thoth_nb.approvals("pending", api_url="http://s.test", tenant_id="acme", transport=transport)
+    assert approvals["tool_args"].tolist() == [{"to": "x@y"}]
+    assert str(approvals["expires_at"].dtype) == "datetime64[us, UTC]"
+    assert approvals["resolved_at"].isna().all()
