@@ -109,6 +109,9 @@ def live_factory(tmp_path: Path) -> Iterator[Any]:
         return found
 
     yield make
+    from thoth_nb import _runtime
+
+    _runtime.flush(timeout=5.0)  # deliver what the SDK queued while the servers are still up
     for found in started:
         for client in found.clients:
             client.close()

@@ -42,12 +42,13 @@ def _requests(body: Any) -> list[tuple[str, str, Any, set[str]]]:
 
 def test_every_endpoint_checks_key_and_role(live: Any, body: Any) -> None:
     anon = live.client(None)
+    clients = {role: live.client("acme", role) for role in ROLES}
     for method, path, payload, allowed in _requests(body):
         assert anon.request(method, path, json=payload).status_code == 401, (method, path)
         wrong = anon.request(method, path, json=payload, headers={"x-api-key": "thk_not_a_key"})
         assert wrong.status_code == 401, (method, path)
         for role in ROLES:
-            status = live.client("acme", role).request(method, path, json=payload).status_code
+            status = clients[role].request(method, path, json=payload).status_code
             if role in allowed:
                 assert status not in (401, 403), (method, path, role, status)
             else:
