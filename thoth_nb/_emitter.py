@@ -161,14 +161,17 @@ class Emitter:
         if not events:
             return True
         delays = (0.0, *self.retry_delays)
+        asked = 0.0
         for attempt, delay in enumerate(delays):
-            if delay:
-                time.sleep(delay if not self._stop else min(delay, 0.05))
+            wait = max(delay, asked) if delay else 0.0
+            if wait:
+                time.sleep(wait if not self._stop else min(wait, 0.05))
             try:
                 self.transport.send_events(events)
             except EnforcerError as exc:
                 self.failures += 1
                 self.last_error = exc.message
+                asked = exc.retry_after or 0.0  # honour the server's Retry-After (≤ 30 s)
                 retryable = exc.kind in ("network", "timeout", "internal") or exc.status in _RETRYABLE_STATUS
                 if not retryable:
                     logger.warning("thoth: %d events rejected by the sink and dropped: %s", len(events), exc.message)

@@ -73,8 +73,10 @@ class PolicyError(ThothConfigError):
 class EnforcerError(Exception):
     """The enforcer could not give a decision. `kind` is network, timeout, status or decode."""
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
+        self.retry_after = retry_after

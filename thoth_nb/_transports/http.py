@@ -53,6 +53,17 @@ def _hint(status: int) -> str:
     return ""
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (delta form; an HTTP date is treated as 'soon'), capped at 30 s."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, min(float(value), 30.0))
+    except ValueError:
+        return 1.0
+
+
 class HTTPTransport(Transport):
     def __init__(
         self,
@@ -224,11 +235,8 @@ class HTTPTransport(Transport):
         if not 200 <= response.status_code < 300:
             raise EnforcerError(
                 "status", f"event batch rejected (status={response.status_code}): {error_message(response)}",
-                status=response.status_code,
+                status=response.status_code, retry_after=_retry_after(response),
             )
-        retry = response.headers.get("Retry-After")
-        if retry:  # pragma: no cover - informational
-            logger.debug("thoth: event ingest asked to retry after %s", retry)
 
     def explain(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         try:

@@ -240,18 +240,24 @@ class SQLiteStore(Store):
     """One SQLite file in WAL mode. A lock serialises this process's writers; WAL and a busy
     timeout let other processes (CLI, server, another kernel) read and write beside it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path).expanduser()
         self.url = f"sqlite:///{self.path}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout)
         except (OSError, sqlite3.OperationalError) as exc:
             raise ThothConfigError(
                 f"cannot open the thoth_nb store at {self.path}: {exc}. Set THOTH_HOME to a writable folder."
             ) from None
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            raise ThothConfigError(
+                f"cannot use the thoth_nb store at {self.path}: {exc}. Set THOTH_HOME to a writable folder."
+            ) from None
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self.migrate()
