@@ -181,7 +181,7 @@ class CellFeed:
         self.mode = mode  # "widget", "html" or "text"
         self.max_rows = max_rows
         self.throttle = throttle
-        self.rows: dict[int, FeedRow] = {}
+        self.rows: dict[int, tuple[Call, FeedRow]] = {}  # calls still in flight, by id
         self._order: list[FeedRow] = []
         self._lock = threading.Lock()
         self._last = 0.0
@@ -200,11 +200,15 @@ class CellFeed:
             if self.closed:
                 return
             key = id(call)
-            row = self.rows.get(key)
-            if row is None:
-                row = self.rows[key] = FeedRow(call)
-                self._order.append(row)
+            entry = self.rows.get(key)
+            if entry is None or entry[0] is not call:
+                entry = self.rows[key] = (call, FeedRow(call))
+                self._order.append(entry[1])
+            row = entry[1]
             row.update(phase, call)
+            if phase in ("finished", "blocked"):
+                # the call is done: forget it (its id may be reused by the next Call object)
+                del self.rows[key]
             if self.mode == "text":
                 if phase in ("held", "finished", "blocked"):
                     self._printer(row.text())
