@@ -114,6 +114,7 @@ class EnforcementDecision:
     defer_timeout_seconds: float | None = None
     matched_rule_ids: list[str] = dataclasses.field(default_factory=list)
     observed_decision: DecisionType | None = None
+    score_components: dict[str, Any] | None = None  # what drove a progressive-mode risk score (§3.2 pass-through)
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -160,6 +161,8 @@ class EnforcementDecision:
             defer_timeout_seconds=_opt_float(data.get("defer_timeout_seconds")),
             matched_rule_ids=list(data.get("matched_rule_ids") or []),
             observed_decision=observed,
+            score_components=dict(data["score_components"]) if isinstance(data.get("score_components"), dict)
+            else None,
             raw=dict(body),
         )
 

@@ -20,6 +20,7 @@ from thoth_nb import _json
 from thoth_nb._models import DecisionType, EnforcementDecision, EnforcementMode, json_safe
 from thoth_nb.engine.holds import HoldBoard
 from thoth_nb.engine.policy import SEVERITY_RISK, Policy, Rule, condition_matches, tool_matches
+from thoth_nb.engine.risk import RiskModel, combine
 from thoth_nb.engine.store import HoldConflict, HoldNotFound, SQLiteStore, format_ts, parse_ts
 
 __all__ = ["Engine", "RequestError", "args_hash", "wire_response"]
@@ -29,6 +30,7 @@ REQUIRED = ("agent_id", "tenant_id", "tool_name", "session_id", "approved_scope"
 MAX_HOLD_SECONDS = 24 * 3600.0
 DEFAULT_HOLD_SECONDS = 15 * 60.0
 _HISTORY = 128
+_PLAIN_MODES = frozenset({"block", "observe", "step_up"})
 
 
 class RequestError(ValueError):
@@ -67,7 +69,7 @@ _ALLOWED = EnforcementDecision(DecisionType.ALLOW, "allowed", "allowed", "read",
 class _Verdict:
     """The policy's answer before the enforcement mode is applied."""
 
-    __slots__ = ("code", "decision", "hard", "matched", "reason", "risk")
+    __slots__ = ("code", "components", "decision", "floor", "hard", "matched", "reason", "risk")
 
     def __init__(self, decision: DecisionType, reason: str, code: str, risk: float,
                  matched: list[str], hard: bool = False) -> None:
@@ -77,14 +79,17 @@ class _Verdict:
         self.risk = risk
         self.matched = matched
         self.hard = hard
+        self.floor = DecisionType.ALLOW  # progressive mode: the decision the risk score asks for at least
+        self.components: dict[str, float] | None = None
 
 
 class _SessionState:
-    __slots__ = ("history", "rate", "violations")
+    __slots__ = ("history", "rate", "times", "violations")
 
     def __init__(self) -> None:
         self.history: collections.deque[tuple[str, Mapping[str, Any] | None]] = collections.deque(maxlen=_HISTORY)
         self.rate: dict[tuple[str, str], collections.deque[float]] = {}
+        self.times: collections.deque[float] = collections.deque()  # progressive mode: recent call times
         self.violations = 0
 
 
@@ -109,6 +114,7 @@ class Engine:
         self._recent: collections.OrderedDict[tuple[str, str], tuple[float, EnforcementDecision]] = (
             collections.OrderedDict()
         )
+        self.risk = RiskModel(clock)
 
     # -- policy ----------------------------------------------------------------------------------
 
@@ -180,10 +186,43 @@ class Engine:
         policy = self.policy(tenant)
         state = self._session(tenant, request["session_id"])
         verdict = self._policy_verdict(policy, request, state, agent, tool, args)
-        state.history.append((tool, args))
+        mode = request["enforcement_mode"]
+        if mode == "progressive" or (mode not in _PLAIN_MODES and str(mode).lower() == "progressive"):
+            verdict = self._progressive_risk(policy, tenant, agent, tool, state, verdict)
         if verdict is None:
+            state.history.append((tool, args))
             return _ALLOWED
-        return self._apply_mode(policy, request, state, verdict)
+        decision = self._apply_mode(policy, request, state, verdict)
+        if decision.decision is not DecisionType.BLOCK:  # a blocked call never ran: sequence rules skip it
+            state.history.append((tool, args))
+        return decision
+
+    def _progressive_risk(self, policy: Policy, tenant: str, agent: str, tool: str, state: _SessionState,
+                          verdict: _Verdict | None) -> _Verdict | None:
+        """Progressive mode: combine the verdict with the risk score (thoth_nb.engine.risk explains how)."""
+        components = self.risk.assess(tenant, agent, tool, state.times)
+        if verdict is None and not components:
+            return None  # the common case: nothing matched, nothing unusual
+        if verdict is not None:
+            components = {"rule": verdict.risk, **components}
+        risk = combine(components)
+        floor = (DecisionType.BLOCK if risk >= policy.risk_block else
+                 DecisionType.STEP_UP if risk >= policy.risk_step_up else DecisionType.ALLOW)
+        if verdict is None:
+            if floor is DecisionType.ALLOW:
+                return None
+            drivers = [k for k in components if k != "rule"]
+            verdict = _Verdict(floor, f"unusual call for agent '{agent}': " + ", ".join(
+                f"{k.replace('_', ' ')} (+{components[k]:g})" for k in drivers) + f"; risk {risk:g} ≥ "
+                f"{policy.risk_block if floor is DecisionType.BLOCK else policy.risk_step_up:g}",
+                "step_up_high_risk" if floor is DecisionType.STEP_UP else "high_risk_score", risk, [])
+        if floor is not DecisionType.ALLOW:
+            verdict.matched = [*verdict.matched, *(f"risk:{k}" for k in components if k != "rule")]
+        verdict.risk = risk
+        verdict.floor = floor
+        verdict.components = {**components, "risk_score": risk, "step_up_at": policy.risk_step_up,
+                              "block_at": policy.risk_block}
+        return verdict
 
     def _policy_verdict(self, policy: Policy, request: Mapping[str, Any], state: _SessionState, agent: str,
                         tool: str, args: Mapping[str, Any] | None) -> _Verdict | None:
@@ -273,6 +312,8 @@ class Engine:
                 final = DecisionType.STEP_UP
             else:
                 final = v
+            if _RANK[verdict.floor] > _RANK.get(final, 0):  # the risk score only ever raises it
+                final = verdict.floor
         violation_id = new_violation_id()
         tool_args = request.get("tool_args")
         classification = "scope" if verdict.code == "policy_scope_violation" else "policy"
@@ -284,6 +325,7 @@ class Engine:
             risk_score=verdict.risk,
             violation_id=violation_id,
             matched_rule_ids=verdict.matched,
+            score_components=verdict.components,
         )
         if mode == "observe":
             decision.observed_decision = v
