@@ -338,3 +338,22 @@ def test_http_transport_error_message_reads_our_errors(live: Any) -> None:
         f"{live.url}/v1/enforce", json={}, headers={"x-api-key": live.key("acme", "agent")}, trust_env=False
     )
     assert error_message(r) == "agent_id: field required"
+
+
+def test_fast_wire_body_equals_the_engines_wire_response() -> None:
+    from thoth_nb._models import DecisionType, EnforcementDecision
+    from thoth_nb.engine.decide import wire_response
+    from thoth_nb.server.app import wire_body
+
+    samples = [
+        EnforcementDecision(DecisionType.ALLOW, "allowed", "allowed", "read", 0.0),
+        EnforcementDecision(DecisionType.BLOCK, "no", "forbidden_action_static_policy", "policy", 95.0, "vio_1",
+                            matched_rule_ids=["r1", "r2"], raw={"approval_id": "x"}),
+        EnforcementDecision(DecisionType.STEP_UP, "", "", "", 75.0, "vio_2", "hold_x", 900.0),
+        EnforcementDecision(DecisionType.MODIFY, "redacted", "minimum_necessary_transform", "policy", 40.0,
+                            modified_tool_args={"q": "x", "n": [1, {"a": None}]}, modification_reason="pii"),
+        EnforcementDecision(DecisionType.ALLOW, "observe", "observe_mode", "policy", 50.0, "vio_3",
+                            observed_decision=DecisionType.BLOCK, defer_timeout_seconds=0.0),
+    ]
+    for decision in samples:
+        assert wire_body(decision) == wire_response(decision)
