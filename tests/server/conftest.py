@@ -128,3 +128,9 @@ def live(live_factory: Any) -> Live:
 def body() -> Any:
     """`body(tenant="acme", **fields)`: a valid PROTOCOL §3.1 enforce request."""
     return enforce_body
+
+
+@pytest.fixture
+def policy_yaml() -> str:
+    """The servers' test policy: transfers over 100 step up, drop_table is a hard block."""
+    return POLICY

@@ -227,3 +227,38 @@ def test_restart_mid_run_loses_no_event(live: Any) -> None:
     assert len(blocked) == 2 and all("enforcer unavailable" in e["content"] for e in blocked)
     assert fresh.replay_spill() == 0  # nothing left to replay, nothing doubled
 
+
+
+def test_server_on_the_embedded_store_resolves_a_notebook_hold(tmp_path: Any, policy_yaml: str) -> None:
+    """D5: `thoth-nb serve` on the notebook's own store lets a reviewer release an embedded hold."""
+    from thoth_nb import _runtime
+    from thoth_nb.engine.store import SQLiteStore
+    from thoth_nb.server import BackgroundServer
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml)
+    embedded = Agent()
+    thoth_nb.instrument(embedded, agent_id="nb-agent", tenant_id="acme", approved_scope=SCOPE,
+                        enforcement="step_up", policy=str(policy), tool_inventory=False)
+    db = _runtime.local_store().path
+    store = SQLiteStore(db)
+    _, key = store.create_api_key("acme", "reviewer", "page")
+    store.close()
+    with BackgroundServer(db, policy=policy) as server, httpx.Client(
+            base_url=server.url, headers={"x-api-key": key}, trust_env=False) as reviewer:
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            outcome["result"] = embedded.call(1, to="bob", amount=700)
+            outcome["at"] = time.monotonic()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        hold = pending_hold(reviewer)
+        assert hold["agent_id"] == "nb-agent" and hold["tool_args"] == {"to": "bob", "amount": 700}
+        clicked = time.monotonic()
+        assert reviewer.post(f"/v1/approvals/{hold['approval_id']}/resolve",
+                             json={"decision": "approve"}).status_code == 200
+        thread.join(5)
+        assert outcome.get("result") == "sent 700 to bob"
+        assert outcome["at"] - clicked < 1.0
