@@ -225,3 +225,16 @@ def test_sessions_and_approvals_from_a_server() -> None:
     assert approvals["tool_args"].tolist() == [{"to": "x@y"}]
     assert str(approvals["expires_at"].dtype) == "datetime64[us, UTC]"
     assert approvals["resolved_at"].isna().all()
+
+
+def test_cards_for_violations_and_sessions(recorded: dict[str, Any]) -> None:
+    violation = thoth_nb.violations(tenant_id="acme", tool_name="read_file").thoth.card()
+    html = violation._repr_html_()
+    assert "system file" in html and "#cf222e" in html and "%thoth explain vio_" in html
+    assert repr(violation).startswith("BLOCK read_file (vio_")
+    sessions = thoth_nb.sessions(tenant_id="acme")
+    card = sessions[sessions["session_id"] == "s-alice"].thoth.card()
+    assert "7 calls" in card._repr_html_() and "3 blocked" in card._repr_html_()
+    assert "session s-alice agent research user alice: 7 calls, 3 blocked" in repr(card)
+    with pytest.raises(ValueError, match="card"):
+        thoth_nb.events(tenant_id="acme").thoth.card()
