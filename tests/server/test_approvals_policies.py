@@ -196,3 +196,27 @@ def test_sessions_and_violations_views(live: Any, body: Any) -> None:
     assert len(page["items"]) == 1 and page["next_cursor"]
     rest = reviewer.get("/v1/violations", params={"limit": 1, "cursor": page["next_cursor"]}).json()
     assert rest["items"][0]["violation_id"] != page["items"][0]["violation_id"] and rest["next_cursor"] is None
+
+
+def test_python_and_cli_approvals_talk_to_the_server(live: Any, body: Any) -> None:
+    """`thoth_nb.holds/approve/deny(api_url=...)` (and so `thoth-nb approve --api-url`) use these endpoints."""
+    import pytest
+
+    import thoth_nb
+    from thoth_nb._exceptions import ThothConfigError
+
+    agent = live.client("acme", "agent")
+    first, second = _hold(agent, body, 500), _hold(agent, body, 600)
+    options = {"api_url": live.url, "api_key": live.key("acme", "reviewer")}
+    listed = thoth_nb.holds(**options)
+    assert [h["hold_token"] for h in listed] == [first["hold_token"], second["hold_token"]]
+    record = thoth_nb.approve(listed[0]["approval_id"], reviewer="ann", note="ok", **options)
+    assert record["status"] == "approved" and record["reviewer"] == "ann"
+    with pytest.raises(RuntimeError, match="already"):
+        thoth_nb.deny(listed[0]["approval_id"], **options)
+    with pytest.raises(LookupError):
+        thoth_nb.approve("apr_missing", **options)
+    with pytest.raises(ThothConfigError):
+        thoth_nb.deny(second["hold_token"], api_url=live.url, api_key=live.key("acme", "agent"))
+    assert thoth_nb.deny(second["hold_token"], **options)["status"] == "denied"
+    assert [h["status"] for h in thoth_nb.holds("all", **options)] == ["approved", "denied"]
