@@ -92,6 +92,14 @@ def _add_server_commands(sub: Any) -> None:
     add_server_commands(sub)
 
 
+def _add_db_commands(sub: Any) -> None:
+    try:
+        from thoth_nb.cli_db import add_db_commands
+    except ImportError:
+        return
+    add_db_commands(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thoth-nb", description="Govern AI agents' tool calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(fn=cmd_policy_check)
 
     _add_server_commands(sub)
+    _add_db_commands(sub)
     return parser
 
 

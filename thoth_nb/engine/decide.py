@@ -93,8 +93,41 @@ class _SessionState:
         self.violations = 0
 
 
+class _SharedSessionState(_SessionState):
+    """One call's view of a session whose state lives in the store (`store.shared_state`): the
+    history and rate-window counts were read (and this call counted) in one store round trip."""
+
+    __slots__ = ("counts", "record")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.record = False  # the tenant's policy has sequence rules: remember this call in the store
+
+
+_BURST_KEY = "__risk_burst__"
+
+
+def _decision_from(data: Mapping[str, Any]) -> EnforcementDecision:
+    """An EnforcementDecision back from the {"decision": to_dict(), "raw": raw} a store dedupe row holds."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(EnforcementDecision)}
+    body = {k: v for k, v in dict(data["decision"]).items() if k in fields and k != "raw"}
+    body["decision"] = DecisionType(body["decision"])
+    if body.get("observed_decision") is not None:
+        body["observed_decision"] = DecisionType(body["observed_decision"])
+    return EnforcementDecision(**body, raw=dict(data.get("raw") or {}))
+
+
 class Engine:
-    """Decides tool calls for any number of tenants over one store."""
+    """Decides tool calls for any number of tenants over one store.
+
+    With a store whose `shared_state` is true (PostgreSQL, several server replicas) nothing that
+    decides a call stays in this process: rate windows, session history for sequence rules, the
+    progressive-mode violation count and burst window, and request-id dedupe live in the store, and
+    the clock is wall time so every replica counts the same windows. With SQLite (one process) they
+    stay in memory, and the ALLOW path touches no storage."""
 
     def __init__(
         self,
@@ -104,6 +137,10 @@ class Engine:
         policy_for: Callable[[str], Policy | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.shared = bool(getattr(store, "shared_state", False))
+        if self.shared and clock is time.monotonic:
+            clock = time.time  # windows are compared across processes (and hosts)
+        self._sequences: dict[int, tuple[Policy, bool]] = {}
         self.store = store
         self.default_policy = policy
         self._policy_for = policy_for
@@ -165,6 +202,8 @@ class Engine:
     def decide(self, request: Mapping[str, Any], *, dedupe: bool = False) -> EnforcementDecision:
         """Decide one call. `request` is the §3.1 body (already validated by the caller)."""
         tenant = request["tenant_id"]
+        if self.shared and dedupe and request.get("request_id"):
+            return self._decide_once(request)
         if dedupe and request.get("request_id"):
             key = (tenant, str(request["request_id"]))
             cached = self._recent.get(key)
@@ -178,23 +217,78 @@ class Engine:
                     self._recent.popitem(last=False)
         return decision
 
+    def _decide_once(self, request: Mapping[str, Any]) -> EnforcementDecision:
+        """Request-id dedupe in the store: a retry through any replica gets the first decision."""
+        tenant, request_id = request["tenant_id"], str(request["request_id"])
+        stored = self.store.dedupe_get(tenant, request_id, 600.0, now=self._clock())
+        if stored is not None:
+            return _decision_from(stored)
+        decision = self._decide(request)
+        kept = self.store.dedupe_put(tenant, request_id, {"decision": decision.to_dict(), "raw": decision.raw},
+                                     600.0, now=self._clock())
+        return decision if kept["decision"] == decision.to_dict() else _decision_from(kept)
+
+    def _has_sequences(self, policy: Policy) -> bool:
+        cached = self._sequences.get(id(policy))
+        if cached is None or cached[0] is not policy:
+            cached = (policy, any(rule.after for rule in policy.rules))
+            with self._lock:
+                if len(self._sequences) > 1000:
+                    self._sequences.clear()
+                self._sequences[id(policy)] = cached
+        return cached[1]
+
+    def _shared_session(self, policy: Policy, request: Mapping[str, Any]) -> _SessionState:
+        """Read this session's history and count this call in its rate windows, in the store."""
+        state = _SharedSessionState()
+        agent, tool = request["agent_id"], request["tool_name"]
+        state.record = self._has_sequences(policy)
+        wants_history = state.record and any(rule.after for rule in policy.rules_for(agent, tool))
+        windows = [(limit.id, tool, float(limit.per_seconds), int(limit.max_calls) + 1)
+                   for limit in policy.limits_for(agent, tool)]
+        progressive = str(request["enforcement_mode"]).lower() == "progressive"
+        if progressive:
+            windows.append((_BURST_KEY, "*", float(self.risk.burst_seconds), 3 * int(self.risk.burst_calls) + 1))
+        if not wants_history and not windows:
+            return state
+        history, hits = self.store.session_step(
+            request["tenant_id"], request["session_id"], history=wants_history, keep=_HISTORY, windows=windows,
+            now=self._clock(),
+        )
+        state.history.extend(history)
+        if progressive:
+            burst = hits.pop()
+            state.times.extend(burst[:-1])  # the risk model appends this call itself
+        for (limit_id, limit_tool, _, _), window in zip(windows, hits, strict=False):
+            state.counts[(limit_id, limit_tool)] = len(window)
+        return state
+
+    def _remember(self, state: _SessionState, request: Mapping[str, Any], tool: str,
+                  args: Mapping[str, Any] | None) -> None:
+        if isinstance(state, _SharedSessionState):
+            if state.record:
+                self.store.record_call(request["tenant_id"], request["session_id"], tool, json_safe(args),
+                                       keep=_HISTORY, now=self._clock())
+        else:
+            state.history.append((tool, args))
+
     def _decide(self, request: Mapping[str, Any]) -> EnforcementDecision:
         tenant = request["tenant_id"]
         agent = request["agent_id"]
         tool = request["tool_name"]
         args = request.get("tool_args")
         policy = self.policy(tenant)
-        state = self._session(tenant, request["session_id"])
+        state = self._shared_session(policy, request) if self.shared else self._session(tenant, request["session_id"])
         verdict = self._policy_verdict(policy, request, state, agent, tool, args)
         mode = request["enforcement_mode"]
         if mode == "progressive" or (mode not in _PLAIN_MODES and str(mode).lower() == "progressive"):
             verdict = self._progressive_risk(policy, tenant, agent, tool, state, verdict)
         if verdict is None:
-            state.history.append((tool, args))
+            self._remember(state, request, tool, args)
             return _ALLOWED
         decision = self._apply_mode(policy, request, state, verdict)
         if decision.decision is not DecisionType.BLOCK:  # a blocked call never ran: sequence rules skip it
-            state.history.append((tool, args))
+            self._remember(state, request, tool, args)
         return decision
 
     def _progressive_risk(self, policy: Policy, tenant: str, agent: str, tool: str, state: _SessionState,
@@ -276,8 +370,14 @@ class Engine:
         limits = policy.limits_for(agent, tool)
         if not limits:
             return None
-        now = self._clock()
         hit: _Verdict | None = None
+        if isinstance(state, _SharedSessionState):  # counted in the store, this call included
+            for limit in limits:
+                if state.counts.get((limit.id, tool), 0) > limit.max_calls and (
+                        hit is None or _RANK[limit.decision] > _RANK[hit.decision]):
+                    hit = _Verdict(limit.decision, limit.reason, "rate_limited", 60.0, [limit.id])
+            return hit
+        now = self._clock()
         for limit in limits:
             window = state.rate.get((limit.id, tool))
             if window is None:
@@ -295,8 +395,12 @@ class Engine:
         """PROTOCOL §8: map the policy's verdict through the enforcement mode."""
         mode = str(request["enforcement_mode"]).lower()
         v = verdict.decision
-        first_violation = state.violations == 0
-        state.violations += 1
+        if isinstance(state, _SharedSessionState):
+            first_violation = self.store.bump_violations(request["tenant_id"], request["session_id"],
+                                                         now=self._clock()) == 0
+        else:
+            first_violation = state.violations == 0
+            state.violations += 1
         if mode == "observe":
             final = DecisionType.ALLOW
         elif mode == "block":

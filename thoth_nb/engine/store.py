@@ -200,7 +200,64 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[tuple[str, Migration]] = [("m001_initial", _m001_initial)]
+def _m002_shared_state(db: sqlite3.Connection) -> None:
+    """Decision state the engine keeps in the store when several processes decide (`shared_state`)."""
+    _script(
+        db,
+        """
+        CREATE TABLE session_state (
+            tenant_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            history TEXT NOT NULL DEFAULT '[]',
+            violations INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (tenant_id, session_id)
+        );
+        CREATE TABLE rate_windows (
+            tenant_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            limit_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            hits TEXT NOT NULL DEFAULT '[]',
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (tenant_id, session_id, limit_id, tool_name)
+        );
+        CREATE TABLE request_dedupe (
+            tenant_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            decision TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, request_id)
+        );
+        """
+    )
+
+
+def _m003_volume_indexes(db: sqlite3.Connection) -> None:
+    """Indexes for retention (time), the dashboard's tool filter and tenant-wide pages, session counts."""
+    _script(
+        db,
+        """
+        CREATE INDEX events_time ON events (occurred_at);
+        CREATE INDEX events_tenant_tool ON events (tenant_id, tool_name, occurred_at);
+        CREATE INDEX events_tenant_seq ON events (tenant_id, seq);
+        CREATE INDEX violations_tenant_session ON violations (tenant_id, session_id);
+        CREATE INDEX holds_tenant_session ON holds (tenant_id, session_id);
+        CREATE INDEX holds_pending_expiry ON holds (expires_at) WHERE status = 'pending'
+        """
+    )
+
+
+#: The named migrations, in order. Every store (SQLiteStore, store_pg.PostgresStore) applies exactly
+#: these names, each in its own SQL dialect, so `schema_migrations` reads the same on both.
+MIGRATION_NAMES: tuple[str, ...] = ("m001_initial", "m002_shared_state", "m003_volume_indexes")
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("m001_initial", _m001_initial),
+    ("m002_shared_state", _m002_shared_state),
+    ("m003_volume_indexes", _m003_volume_indexes),
+]
+assert tuple(name for name, _ in MIGRATIONS) == MIGRATION_NAMES
 
 
 @dataclasses.dataclass(slots=True)
@@ -211,9 +268,12 @@ class IngestResult:
 
 
 class Store:
-    """What the engine needs from storage; `SQLiteStore` implements it (PostgreSQL: issue 10)."""
+    """What the engine needs from storage; `SQLiteStore` and `store_pg.PostgresStore` implement it."""
 
     url: str
+    #: True when several processes decide over this store (PostgreSQL): the engine then keeps rate
+    #: windows, session history, violation counts and request dedupe in the store, not in memory.
+    shared_state: bool = False
 
     def close(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -737,11 +797,184 @@ class SQLiteStore(Store):
         )[0]["n"])
         return row
 
-def open_store(url_or_path: str | Path) -> SQLiteStore:
-    """Open a store from `sqlite:///path`, a plain path, or (issue 10) a PostgreSQL URL."""
-    text = str(url_or_path)
-    if text.startswith(("postgresql://", "postgres://")):
-        raise ThothConfigError("PostgreSQL stores are not available in this version; use a SQLite path")
+    # -- shared decision state (issue 10; used by the engine only when `shared_state` is true) ---
+
+    def session_step(
+        self,
+        tenant_id: str,
+        session_id: str,
+        *,
+        history: bool = False,
+        keep: int = 128,
+        windows: Sequence[tuple[str, str, float, int]] = (),
+        now: float | None = None,
+    ) -> tuple[list[tuple[str, Any]], list[list[float]]]:
+        """One call's session bookkeeping: the session's recorded calls (tool, args), at most `keep`, if
+        `history`; and for each window (key, tool, per_seconds, cap) count this call and return the
+        window's hits in (now - per_seconds, now], this one included, at most `cap` (the most recent).
+        Each window changes atomically, so calls through several processes are all counted."""
+        stamp = time.time() if now is None else now
+        calls: list[tuple[str, Any]] = []
+        hits_out: list[list[float]] = []
+        with self.transaction() as db:
+            if history:
+                row = db.execute("SELECT history FROM session_state WHERE tenant_id=? AND session_id=?",
+                                 (tenant_id, session_id)).fetchone()
+                calls = [(str(t), a) for t, a in (_json.loads(row[0]) if row else [])[-keep:]]
+            for key, tool, per_seconds, cap in windows:
+                row = db.execute(
+                    "SELECT hits FROM rate_windows WHERE tenant_id=? AND session_id=? AND limit_id=? AND tool_name=?",
+                    (tenant_id, session_id, key, tool),
+                ).fetchone()
+                cutoff = stamp - per_seconds
+                hits = sorted([h for h in (_json.loads(row[0]) if row else []) if h > cutoff] + [stamp])[-cap:]
+                db.execute(
+                    "INSERT INTO rate_windows (tenant_id, session_id, limit_id, tool_name, hits, updated_at) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (tenant_id, session_id, limit_id, tool_name) DO UPDATE SET "
+                    "hits=excluded.hits, updated_at=excluded.updated_at",
+                    (tenant_id, session_id, key, tool, _json.dumps(hits), stamp),
+                )
+                hits_out.append(hits)
+        return calls, hits_out
+
+    def record_call(self, tenant_id: str, session_id: str, tool_name: str, tool_args: Any, *, keep: int = 128,
+                    now: float | None = None) -> None:
+        """Append one call to the session's history (the most recent `keep` are kept)."""
+        stamp = time.time() if now is None else now
+        with self.transaction() as db:
+            row = db.execute("SELECT history FROM session_state WHERE tenant_id=? AND session_id=?",
+                             (tenant_id, session_id)).fetchone()
+            stored = [*(_json.loads(row[0]) if row else []), [tool_name, tool_args]][-keep:]
+            db.execute(
+                "INSERT INTO session_state (tenant_id, session_id, history, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (tenant_id, session_id) DO UPDATE SET history=excluded.history, "
+                "updated_at=excluded.updated_at",
+                (tenant_id, session_id, _json.dumps(stored), stamp),
+            )
+
+    def bump_violations(self, tenant_id: str, session_id: str, now: float | None = None) -> int:
+        """Count one more violation in the session; returns the count before it (0: the first)."""
+        stamp = time.time() if now is None else now
+        with self.transaction() as db:
+            row = db.execute(
+                "INSERT INTO session_state (tenant_id, session_id, violations, updated_at) VALUES (?,?,1,?) "
+                "ON CONFLICT (tenant_id, session_id) DO UPDATE SET violations=violations+1, "
+                "updated_at=excluded.updated_at RETURNING violations",
+                (tenant_id, session_id, stamp),
+            ).fetchone()
+        return int(row[0]) - 1
+
+    def dedupe_get(self, tenant_id: str, request_id: str, max_age: float,
+                   now: float | None = None) -> dict[str, Any] | None:
+        """The decision stored for a request id within `max_age` seconds, else None."""
+        stamp = time.time() if now is None else now
+        rows = self.query(
+            "SELECT decision FROM request_dedupe WHERE tenant_id=? AND request_id=? AND created_at > ?",
+            (tenant_id, request_id, stamp - max_age),
+        )
+        return _json.loads(rows[0]["decision"]) if rows else None  # type: ignore[no-any-return]
+
+    def dedupe_put(self, tenant_id: str, request_id: str, decision: Mapping[str, Any], max_age: float,
+                   now: float | None = None) -> dict[str, Any]:
+        """Store a request id's decision unless a fresh one is there; returns the one that stays."""
+        stamp = time.time() if now is None else now
+        with self.transaction() as db:
+            row = db.execute(
+                "INSERT INTO request_dedupe (tenant_id, request_id, created_at, decision) VALUES (?,?,?,?) "
+                "ON CONFLICT (tenant_id, request_id) DO UPDATE SET created_at=excluded.created_at, "
+                "decision=excluded.decision WHERE request_dedupe.created_at <= ? RETURNING decision",
+                (tenant_id, request_id, stamp, _json.dumps(decision), stamp - max_age),
+            ).fetchone()
+            if row is None:
+                row = db.execute("SELECT decision FROM request_dedupe WHERE tenant_id=? AND request_id=?",
+                                 (tenant_id, request_id)).fetchone()
+        return _json.loads(row[0])  # type: ignore[no-any-return]
+
+    # -- retention and export (`thoth-nb db prune|export`) ----------------------------------------
+
+    def prune(self, before: dt.datetime | str, *, tenant_id: str | None = None) -> dict[str, int]:
+        """Delete what is older than `before`: events (by occurred_at), violations, resolved holds,
+        session grants, and idle session state. Pending holds are kept. Returns rows deleted per table."""
+        cutoff = normalize_ts(before)
+        epoch = parse_ts(cutoff).timestamp()
+        scope = " AND tenant_id = ?" if tenant_id is not None else ""
+        extra: tuple[Any, ...] = (tenant_id,) if tenant_id is not None else ()
+        plan = [
+            ("events", f"DELETE FROM events WHERE occurred_at < ?{scope}", (cutoff, *extra)),
+            ("violations", f"DELETE FROM violations WHERE created_at < ?{scope}", (cutoff, *extra)),
+            ("holds", f"DELETE FROM holds WHERE status <> 'pending' AND created_at < ?{scope}", (cutoff, *extra)),
+            ("grants", f"DELETE FROM grants WHERE created_at < ?{scope}", (cutoff, *extra)),
+            ("session_state", f"DELETE FROM session_state WHERE updated_at < ?{scope}", (epoch, *extra)),
+            ("rate_windows", f"DELETE FROM rate_windows WHERE updated_at < ?{scope}", (epoch, *extra)),
+            ("request_dedupe", f"DELETE FROM request_dedupe WHERE created_at < ?{scope}", (epoch, *extra)),
+        ]
+        counts: dict[str, int] = {}
+        for table, sql, params in plan:
+            with self.transaction() as db:
+                counts[table] = db.execute(sql, params).rowcount
+        return counts
+
+    EXPORT_COLUMNS = ("seq", "event_id", "tenant_id", "session_id", "agent_id", "user_id", "tool_name",
+                      "event_type", "occurred_at", "ingested_at", "decision", "violation_id", "chain_index",
+                      "hash", "previous_hash", "body")
+
+    def iter_event_rows(self, tenant_id: str | None = None, *, since: Any = None, until: Any = None,
+                        batch: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+        """Every stored event row in `seq` order, in batches (for bulk export); `occurred_at` and
+        `ingested_at` as UTC datetimes, `body` as the stored JSON text. `tenant_id=None`: all tenants."""
+        where = ["seq > ?"]
+        params: list[Any] = [0]
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if since is not None:
+            where.append("occurred_at >= ?")
+            params.append(normalize_ts(since))
+        if until is not None:
+            where.append("occurred_at < ?")
+            params.append(normalize_ts(until))
+        sql = (f"SELECT {', '.join(self.EXPORT_COLUMNS)} FROM events WHERE {' AND '.join(where)} "
+               f"ORDER BY seq LIMIT {int(batch)}")
+        while True:
+            rows = self.query(sql, params)
+            if not rows:
+                return
+            for row in rows:
+                row["occurred_at"] = parse_ts(row["occurred_at"])
+                row["ingested_at"] = parse_ts(row["ingested_at"])
+            yield rows
+            params[0] = rows[-1]["seq"]
+
+
+def is_postgres_url(value: str | Path | None) -> bool:
+    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+
+
+def database_url(value: str | Path | None = None) -> str | Path:
+    """What a store should open: `value` if given, else `THOTH_DATABASE_URL`, else `THOTH_DB`, else
+    the embedded `$THOTH_HOME/thoth.db`."""
+    import os
+
+    if value:
+        return value
+    env = os.environ.get("THOTH_DATABASE_URL")
+    if env:
+        return env
+    from thoth_nb._runtime import store_path
+
+    return store_path()
+
+
+def open_store(url_or_path: str | Path | None = None) -> Any:
+    """Open a store from `sqlite:///path`, a plain path or a `postgresql://` URL (psycopg 3, the
+    `postgres` extra); None: `THOTH_DATABASE_URL`, else the embedded SQLite file. Returns a
+    `SQLiteStore` or a `store_pg.PostgresStore` (same public methods)."""
+    target = database_url(url_or_path)
+    if is_postgres_url(target):
+        from thoth_nb.engine.store_pg import PostgresStore
+
+        return PostgresStore(str(target))
+    text = str(target)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]
     return SQLiteStore(text)

@@ -1,0 +1,319 @@
+"""PostgresStore against a real PostgreSQL: the same methods and answers as SQLiteStore, concurrent
+ingest, and engines sharing decision state through the store (issue 10).
+
+Needs THOTH_TEST_DATABASE_URL (`.ci/start-postgres` sets it). Each test runs in its own schema."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thoth_nb import _json
+from thoth_nb._models import DecisionType
+from thoth_nb.engine import Engine, HoldConflict, SQLiteStore, parse_policy
+from thoth_nb.engine.store import MIGRATION_NAMES, open_store
+
+# read at import: the autouse fixture in tests/conftest.py clears THOTH_* before each test
+PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")
+pytestmark = pytest.mark.postgres
+
+
+def _need_postgres() -> str:
+    if PG_URL:
+        return PG_URL
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but THOTH_TEST_DATABASE_URL is not: .ci/start-postgres did not start PostgreSQL")
+    pytest.skip("PostgreSQL tests need THOTH_TEST_DATABASE_URL=postgresql://... (.ci/start-postgres sets it)")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    import psycopg
+
+    base = _need_postgres()
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[Any]:
+    store = open_store(pg_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+POLICY = """
+rules:
+  - {id: etc, tool: read_file, when: {path: {regex: "^/etc/"}}, decision: block, severity: high}
+  - {id: big, tool: pay, when: {amount: {gt: 100}}, decision: step_up}
+  - {id: seq, tool: send_email, after: [{tool: read_file, when: {path: {contains: secrets}}}], decision: block}
+rate_limits:
+  - {id: burst, tool: search, max_calls: 3, per_seconds: 60, decision: block}
+"""
+SCOPE = ["read_file", "pay", "search", "send_email"]
+
+
+def request(tool: str, args: dict[str, Any] | None = None, mode: str = "block", session: str = "s") -> dict[str, Any]:
+    return {"agent_id": "a", "tenant_id": "t", "user_id": "u", "tool_name": tool, "session_id": session,
+            "approved_scope": SCOPE, "enforcement_mode": mode, "tool_args": args or {}}
+
+
+def event(session: str = "s1", tenant: str = "t", n: int = 0, **over: Any) -> dict[str, Any]:
+    body = {"event_id": f"{tenant}:{uuid.uuid4()}", "tenant_id": tenant, "session_id": session, "agent_id": "a",
+            "user_id": "u", "tool_name": f"tool{n % 3}", "event_type": "TOOL_CALL_PRE" if n % 2 else "TOOL_CALL_POST",
+            "occurred_at": f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z",
+            "metadata": {"authorization_decision": "ALLOW"}}
+    body.update(over)
+    return body
+
+
+def verify_chain(rows: list[dict[str, Any]]) -> None:
+    """Every event's hash is sha256(previous hash + its stored body), indexes 0..n-1 per session."""
+    previous = ""
+    for index, row in enumerate(rows):
+        body = {k: v for k, v in row.items() if k not in ("hash", "seq")}
+        assert body["chain_index"] == index and body["previous_hash"] == previous
+        assert hashlib.sha256((previous + _json.dumps(body)).encode()).hexdigest() == row["hash"]
+        previous = row["hash"]
+
+
+def public(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def test_same_public_methods_as_sqlite() -> None:
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    lite, pg = public(SQLiteStore), public(PostgresStore)
+    assert pg == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite}"
+
+
+def test_same_named_migrations(pg: Any, tmp_path: Path, pg_url: str) -> None:
+    lite = SQLiteStore(tmp_path / "x.db")
+    assert pg.migrations() == lite.migrations() == sorted(MIGRATION_NAMES)
+    assert pg.migrate() == [] and lite.migrate() == []
+    assert pg.shared_state is True and lite.shared_state is False
+
+
+def test_replicas_migrating_together(pg_url: str) -> None:
+    errors: list[BaseException] = []
+    stores: list[Any] = []
+
+    def start() -> None:
+        try:
+            stores.append(open_store(pg_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(stores) == 4
+    assert stores[0].migrations() == sorted(MIGRATION_NAMES)
+    for s in stores:
+        s.close()
+
+
+def test_same_answers_as_sqlite(pg: Any, tmp_path: Path) -> None:
+    """One script of store calls against both stores: the same rows come back (ids and clocks aside)."""
+    lite = SQLiteStore(tmp_path / "same.db")
+    events = [event("s1", n=n) for n in range(5)] + [event("s2", n=n) for n in range(3)] + [event("s1", "other")]
+    for store in (pg, lite):
+        first = store.ingest_events(events)
+        again = store.ingest_events([*events[:2], {"tenant_id": "t"}, "nope"])
+        assert (first.accepted, first.duplicates, first.rejected) == (9, 0, [])
+        assert (again.accepted, again.duplicates) == (0, 2) and [r["index"] for r in again.rejected] == [2, 3]
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k not in ("hash", "previous_hash", "ingested_at")} for r in rows]
+
+    for kwargs in ({}, {"session_id": "s1"}, {"tool_name": "tool1"}, {"event_type": "TOOL_CALL_PRE"},
+                   {"since": "2026-01-01T00:00:02Z", "until": "2026-01-01T00:00:04Z"}, {"after_seq": 3, "limit": 2}):
+        assert strip(pg.events("t", **kwargs)) == strip(lite.events("t", **kwargs)), kwargs
+    verify_chain(pg.events("t", session_id="s1"))
+    assert pg.count_events("t") == lite.count_events("t") == 8
+    assert pg.count_events("other") == 1
+    assert pg.sessions("t") == lite.sessions("t")
+    assert pg.sessions("t", since="2026-01-01T00:00:03Z") == lite.sessions("t", since="2026-01-01T00:00:03Z")
+    assert pg.session_summary("t", "s1") == lite.session_summary("t", "s1")
+    assert pg.session_summary("t", "nope") is None
+
+    for store in (pg, lite):
+        store.record_violation({"violation_id": "v1", "tenant_id": "t", "session_id": "s1", "agent_id": "a",
+                                "user_id": "u", "tool_name": "pay", "decision": "STEP_UP", "reason": "r",
+                                "decision_reason_code": "c", "risk_score": 50, "matched_rule_ids": ["big"],
+                                "tool_args": {"amount": 500}, "request": {"x": 1},
+                                "created_at": "2026-01-01T00:00:00Z"})
+        store.record_violation({"violation_id": "v1", "tenant_id": "t", "session_id": "s1", "agent_id": "a",
+                                "user_id": "u", "tool_name": "x", "decision": "BLOCK", "reason": "dup ignored",
+                                "decision_reason_code": "c", "risk_score": 1})
+        hold = {"approval_id": "apr_1", "hold_token": "hold_1", "tenant_id": "t", "agent_id": "a", "user_id": "u",
+                "session_id": "s1", "tool_name": "pay", "args_hash": "h", "tool_args": {"amount": 500},
+                "reason": "r", "decision_reason_code": "c", "risk_score": 50.0, "matched_rule_ids": ["big"],
+                "violation_id": "v1", "allow_modify": True, "created_at": "2026-01-01T00:00:00.000000Z",
+                "expires_at": "2999-01-01T00:00:00.000000Z"}
+        store.create_hold(hold)
+        store.create_hold({**hold, "approval_id": "apr_2", "hold_token": "hold_2"})
+    assert pg.violations("t") == lite.violations("t") and pg.violations("other") == []
+    assert pg.get_hold("hold_1") == lite.get_hold("hold_1")
+    assert pg.get_hold("apr_1", "other") is None
+    assert pg.holds("t") == lite.holds("t")
+    resolved = [s.resolve_hold("apr_1", status="approved", reviewer="r", grant_scope="session") for s in (pg, lite)]
+    for r in resolved:
+        r.pop("resolved_at")
+    assert resolved[0] == resolved[1]
+    for store in (pg, lite):
+        with pytest.raises(HoldConflict):
+            store.resolve_hold("hold_1", status="denied", reviewer="r")
+        assert store.has_grant("t", "s1", "pay", "h") == "apr_1" and store.has_grant("t", "s2", "pay", "h") is None
+        assert store.expire_holds("3000-01-01T00:00:00.000000Z") == 1
+    assert [h["status"] for h in pg.holds("t", status="all")] == [h["status"] for h in lite.holds("t", status="all")]
+    assert pg.sessions("t") == lite.sessions("t")
+
+    for store in (pg, lite):
+        assert store.save_policy("t", "version: 1", "e1") == 1 and store.save_policy("t", "version: 2", "e2") == 2
+        store.upsert_inventory("t", "a", [{"name": "x", "description": "d", "input_schema": {"type": "object"}},
+                                          {"name": "y"}, {"description": "no name"}])
+        store.upsert_inventory("t", "a", [{"name": "x", "description": "d2"}])
+    strip_time = lambda rows: [{k: v for k, v in r.items() if k not in ("created_at", "updated_at")} for r in rows]  # noqa: E731
+    assert strip_time(pg.policy_versions("t")) == strip_time(lite.policy_versions("t"))
+    assert pg.latest_policy("t")["version"] == 2 and pg.latest_policy("nobody") is None
+    assert strip_time(pg.inventory("t")) == strip_time(lite.inventory("t"))
+
+    record, secret = pg.create_api_key("t", "agent", "ci")
+    assert pg.api_key_for(secret)["key_id"] == record["key_id"] and pg.api_key_for(secret + "x") is None
+    assert [k["key_id"] for k in pg.api_keys("t")] == [record["key_id"]] and pg.count_api_keys() == 1
+    assert not pg.revoke_api_key(record["key_id"], "other") and pg.revoke_api_key(record["key_id"])
+    assert pg.api_key_for(secret) is None and pg.count_api_keys() == 0 and pg.api_keys("t", include_revoked=False) == []
+    with pytest.raises(ValueError):
+        pg.create_api_key("t", "root")
+    assert pg.query("SELECT ? AS one", (1,)) == [{"one": 1}]
+
+
+def test_concurrent_ingest_lands_once_with_one_chain(pg: Any, pg_url: str) -> None:
+    """Eight writers (two store objects, as two replicas) retry overlapping batches of one session."""
+    other = open_store(pg_url)
+    events = [event("hot", n=n) for n in range(200)]
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        store = pg if i % 2 else other
+        try:
+            for start in range(0, 200, 50):
+                results.append(store.ingest_events(events[start: start + 50 + 10 * (i % 3)]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    other.close()
+    assert not errors
+    assert sum(r.accepted for r in results) == 200
+    rows = pg.events("t", session_id="hot")
+    assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in events)
+    verify_chain(rows)
+
+
+def test_engines_share_state_through_the_store(pg: Any, pg_url: str) -> None:
+    """Two engines on two store objects decide like one: rate limits, sequences, progressive, holds, dedupe."""
+    other = open_store(pg_url)
+    policy = parse_policy(POLICY)
+    one, two = Engine(pg, policy), Engine(other, policy)
+    try:
+        assert one.shared and two.shared
+        decisions = [(one if i % 2 else two).decide(request("search", {"q": i}, session="r")).decision
+                     for i in range(5)]
+        assert decisions == [DecisionType.ALLOW] * 3 + [DecisionType.BLOCK] * 2
+        assert one.decide(request("search", {}, session="elsewhere")).decision is DecisionType.ALLOW
+
+        assert two.decide(request("send_email", {"to": "x"}, session="q")).decision is DecisionType.ALLOW
+        one.decide(request("read_file", {"path": "/home/secrets/key"}, session="q"))
+        blocked = two.decide(request("send_email", {"to": "x"}, session="q"))
+        assert blocked.decision is DecisionType.BLOCK and blocked.matched_rule_ids == ["seq"]
+
+        first = one.decide(request("read_file", {"path": "/etc/a"}, "progressive", "p"))
+        second = two.decide(request("read_file", {"path": "/etc/b"}, "progressive", "p"))
+        assert first.decision is DecisionType.STEP_UP and second.decision is DecisionType.BLOCK
+
+        held = one.decide(request("pay", {"amount": 500}, "step_up", "h"))
+        assert held.hold_token
+        waiter: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: waiter.update(one.wait_hold(held.hold_token, 10)))
+        thread.start()
+        two.resolve(held.hold_token, approve=True, reviewer="bob")
+        thread.join(10)
+        assert waiter["resolved"] and waiter["decision"] == "ALLOW" and waiter["reviewer"] == "bob"
+
+        body = {**request("pay", {"amount": 900}, "step_up", "d"), "request_id": "req-1"}
+        a = one.decide(body, dedupe=True)
+        b = two.decide(body, dedupe=True)
+        assert a.hold_token and a.hold_token == b.hold_token and a.violation_id == b.violation_id
+        assert len([h for h in pg.holds("t") if h["session_id"] == "d"]) == 1
+        assert b.raw == a.raw
+    finally:
+        other.close()
+
+
+def test_rate_window_slides_with_the_engine_clock(pg: Any) -> None:
+    now = [1000.0]
+    engine = Engine(pg, parse_policy(POLICY), clock=lambda: now[0])
+    for _ in range(3):
+        assert engine.decide(request("search", session="w")).decision is DecisionType.ALLOW
+    assert engine.decide(request("search", session="w")).decision is DecisionType.BLOCK
+    now[0] += 61.0
+    assert engine.decide(request("search", session="w")).decision is DecisionType.ALLOW
+
+
+def test_sqlite_shared_state_path_matches(tmp_path: Path) -> None:
+    """The store-backed engine path also runs on SQLite (several kernels on one file)."""
+    stores = [SQLiteStore(tmp_path / "shared.db"), SQLiteStore(tmp_path / "shared.db")]
+    for store in stores:
+        store.shared_state = True
+    one, two = (Engine(store, parse_policy(POLICY)) for store in stores)
+    assert one.shared and two.shared
+    decisions = [(one if i % 2 else two).decide(request("search", session="r")).decision for i in range(4)]
+    assert decisions == [DecisionType.ALLOW] * 3 + [DecisionType.BLOCK]
+    one.decide(request("read_file", {"path": "/srv/secrets"}, session="q"))
+    assert two.decide(request("send_email", session="q")).decision is DecisionType.BLOCK
+
+
+def test_prune_and_export(pg: Any, tmp_path: Path) -> None:
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from thoth_nb.cli_db import export_parquet
+
+    old = [event("old", n=n, occurred_at="2020-01-01T00:00:00Z") for n in range(5)]
+    new = [event("new", n=n, occurred_at="2999-01-01T00:00:00Z") for n in range(7)]
+    pg.ingest_events(old + new)
+    target = tmp_path / "events.parquet"
+    assert export_parquet(pg, target, batch=4) == 12
+    table = pq.read_table(target)
+    assert table.num_rows == 12 and table.schema.field("occurred_at").type == pyarrow.timestamp("us", tz="UTC")
+    assert sorted(set(table.column("session_id").to_pylist())) == ["new", "old"]
+    counts = pg.prune("2021-01-01T00:00:00Z")
+    assert counts["events"] == 5
+    assert [e["session_id"] for e in pg.events("t")] == ["new"] * 7
