@@ -52,6 +52,8 @@ __all__ = [
     "__version__",
     "approvals",
     "approve",
+    "arun_anthropic_tools",
+    "arun_openai_tools",
     "configure",
     "deny",
     "events",
@@ -60,6 +62,8 @@ __all__ = [
     "holds",
     "instrument",
     "load_ipython_extension",
+    "run_anthropic_tools",
+    "run_openai_tools",
     "sessions",
     "shutdown",
     "status",
@@ -110,6 +114,42 @@ def approvals(status: str = "all", **filters: Any) -> Any:
     from thoth_nb.analytics.frames import approvals as frame
 
     return frame(status, **filters)
+
+
+# Tool loops for the provider SDKs (the SDK is imported only when one of these is called)
+
+
+def _integration(name: str) -> Any:
+    import importlib
+
+    from thoth_nb.integrations import DidNotEnable
+
+    try:
+        return importlib.import_module(f"thoth_nb.integrations.{name}")
+    except DidNotEnable as exc:
+        raise ThothConfigError(f'{exc}. Install the integration with: pip install "thoth-nb[{name}]"') from None
+
+
+def run_openai_tools(client: Any, **options: Any) -> Any:
+    """Run an OpenAI tool-calling loop (chat or responses) with every tool call governed; see
+    `thoth_nb.integrations.openai.run_openai_tools`."""
+    return _integration("openai").run_openai_tools(client, **options)
+
+
+async def arun_openai_tools(client: Any, **options: Any) -> Any:
+    """`run_openai_tools` for `AsyncOpenAI`."""
+    return await _integration("openai").arun_openai_tools(client, **options)
+
+
+def run_anthropic_tools(client: Any, **options: Any) -> Any:
+    """Run an Anthropic tool_use loop with every tool call governed; see
+    `thoth_nb.integrations.anthropic.run_anthropic_tools`."""
+    return _integration("anthropic").run_anthropic_tools(client, **options)
+
+
+async def arun_anthropic_tools(client: Any, **options: Any) -> Any:
+    """`run_anthropic_tools` for `AsyncAnthropic`."""
+    return await _integration("anthropic").arun_anthropic_tools(client, **options)
 
 
 def load_ipython_extension(ipython: Any) -> None:

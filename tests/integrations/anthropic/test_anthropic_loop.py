@@ -51,9 +51,7 @@ def events(kind: str) -> list[dict[str, Any]]:
     return [e for e in _runtime.local_store().events(TENANT) if e["event_type"] == kind]
 
 
-def review_first_hold(
-    *, deny: bool = False, timeout: float = 10.0
-) -> tuple[threading.Thread, dict[str, Any]]:
+def review_first_hold(*, deny: bool = False, timeout: float = 10.0) -> tuple[threading.Thread, dict[str, Any]]:
     seen: dict[str, Any] = {}
 
     def review() -> None:
@@ -112,9 +110,7 @@ def test_block_and_failure_are_is_error_results_in_one_message() -> None:
         raise OSError("no such file")
 
     functions = {**tools.functions(), "broken": broken}
-    turn = call_tools(
-        ("delete_file", {"path": "notes.txt"}), ("broken", {"path": "x"}), ("read_file", {"path": "a"})
-    )
+    turn = call_tools(("delete_file", {"path": "notes.txt"}), ("broken", {"path": "x"}), ("read_file", {"path": "a"}))
     with FakeLLMServer([turn]) as server:
         result = run_anthropic_tools(
             client_for(server),
@@ -208,3 +204,18 @@ def test_specs_raise_and_client_kind() -> None:
     with pytest.raises(TypeError, match="arun_anthropic_tools"):
         run_anthropic_tools(async_client, model="m", messages="x", functions=tools.functions(), **CONFIG)
     assert tools.runs["delete_file"] == 0
+
+
+async def test_top_level_helpers() -> None:
+    tools = Tools()
+    with FakeLLMServer([call_tool("read_file", path="a"), reply("ok"), call_tool("delete_file", path="b")]) as s:
+        result = thoth_nb.run_anthropic_tools(
+            client_for(s), model="m", messages="x", functions=tools.functions(), **CONFIG
+        )
+        client = anthropic.AsyncAnthropic(base_url=s.anthropic_base_url, api_key="t", max_retries=0)
+        blocked = await thoth_nb.arun_anthropic_tools(
+            client, model="m", messages="x", functions=tools.functions(), **CONFIG
+        )
+        await client.close()
+    assert result.calls[0].outcome == "ok" and blocked.calls[0].outcome == "blocked"
+    assert tools.runs == {"read_file": 1, "delete_file": 0}

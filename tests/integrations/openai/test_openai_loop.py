@@ -50,9 +50,7 @@ def events(kind: str | None = None) -> list[dict[str, Any]]:
     return [e for e in found if kind is None or e["event_type"] == kind]
 
 
-def approve_when_held(
-    *, deny: bool = False, timeout: float = 10.0
-) -> tuple[threading.Thread, dict[str, Any]]:
+def approve_when_held(*, deny: bool = False, timeout: float = 10.0) -> tuple[threading.Thread, dict[str, Any]]:
     """A reviewer on another thread: waits for the first pending hold, then approves (or denies) it."""
     seen: dict[str, Any] = {}
 
@@ -127,9 +125,7 @@ def test_blocked_call_never_runs_and_the_model_is_told(tools: Tools, api: str) -
 
 def test_step_up_approved_from_another_thread(tools: Tools) -> None:
     thread, seen = approve_when_held()
-    with FakeLLMServer(
-        [call_tool("send_email", to="bob@example.com", body="report"), reply("Sent.")]
-    ) as server:
+    with FakeLLMServer([call_tool("send_email", to="bob@example.com", body="report"), reply("Sent.")]) as server:
         client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
         result = run_openai_tools(
             client,
@@ -270,10 +266,26 @@ def test_wrong_client_kind_and_bad_options(tools: Tools) -> None:
     with pytest.raises(TypeError, match="arun_openai_tools"):
         run_openai_tools(async_client, model="m", messages="x", functions=tools.functions(), **CONFIG)
     with pytest.raises(thoth_nb.ThothConfigError, match="api must be"):
-        run_openai_tools(
-            sync_client, model="m", messages="x", functions=tools.functions(), api="assistants", **CONFIG
-        )
+        run_openai_tools(sync_client, model="m", messages="x", functions=tools.functions(), api="assistants", **CONFIG)
     with pytest.raises(thoth_nb.ThothConfigError, match="on_block"):
-        run_openai_tools(
-            sync_client, model="m", messages="x", functions=tools.functions(), on_block="ignore", **CONFIG
+        run_openai_tools(sync_client, model="m", messages="x", functions=tools.functions(), on_block="ignore", **CONFIG)
+
+
+async def test_top_level_helpers(tools: Tools) -> None:
+    with FakeLLMServer(
+        [call_tool("get_weather", city="Lima"), reply("ok"), call_tool("send_email", to="a", body="b")]
+    ) as s:
+        result = thoth_nb.run_openai_tools(
+            openai.OpenAI(base_url=s.openai_base_url, api_key="t", max_retries=0),
+            model="m",
+            messages="x",
+            functions=tools.functions(),
+            **CONFIG,
         )
+        client = openai.AsyncOpenAI(base_url=s.openai_base_url, api_key="t", max_retries=0)
+        blocked = await thoth_nb.arun_openai_tools(
+            client, model="m", messages="x", functions=tools.functions(), **CONFIG
+        )
+        await client.close()
+    assert result.calls[0].outcome == "ok" and blocked.calls[0].outcome == "blocked"
+    assert tools.runs == {"get_weather": 1, "send_email": 0}
