@@ -27,8 +27,15 @@ Outcomes, as the agent sees them:
 * STEP_UP without a checkpointer: the call waits for `thoth_nb.approve()` / `deny()` (from another
   thread, the notebook widget, the CLI or the server) like any governed call, up to the step-up timeout.
 
-Several held tool calls in one ToolNode step each raise their own interrupt; resume them one by one
-(`Command(resume=...)` answers the first pending interrupt) or with a map of interrupt id to value.
+Limits. LangGraph matches resume values to interrupts by their position within a task. The prebuilt
+agents (`langchain.agents.create_agent`, `create_react_agent`) run every tool call as a task of its
+own, so each held call has its own interrupt and resume. A hand-built graph whose ToolNode gets
+several tool calls in one step runs them in one task, in parallel: only one held call surfaces per
+pause, the others ask again after each resume, and a call approved and run in a step that is then
+interrupted again runs again when the step re-executes (LangGraph re-runs the whole node), governed
+again. To make sure an answer only ever resolves the hold it was meant for, put the hold token in
+it: `Command(resume={"approve": True, "hold_token": value["hold_token"]})`; a value naming another
+hold denies the call it reached (fail closed).
 Events carry `metadata.framework = "langgraph"`.
 """
 
@@ -167,7 +174,7 @@ def _payload(call: Call, effect: PollHold) -> dict[str, Any]:
         "risk_score": decision.risk_score if decision is not None else None,
         "agent_id": call.config.agent_id,
         "tenant_id": call.config.tenant_id,
-        "resume_with": {"approve": True},
+        "resume_with": {"approve": True, "hold_token": effect.token},
         "message": f"Thoth holds {call.tool_name}: "
                    f"{decision.reason if decision is not None else 'approval required'}. "
                    "Resume with Command(resume={'approve': True}) or {'approve': False, 'reason': '...'}.",
@@ -208,8 +215,36 @@ def parse_resume(value: Any) -> tuple[bool, dict[str, Any]]:
     return verdict, options
 
 
-def _resolve(governor: Governor, token: str, value: Any) -> None:
+def _meant_for(governor: Governor, call: Call, token: str, value: Any) -> bool:
+    """A resume value naming a hold (`{"approve": True, "hold_token": ...}`) only answers that hold, so
+    an answer can never approve a different call (several held calls in one ToolNode step). A named
+    hold of the same tool and arguments is the same call asked again after the paused process was
+    lost: accepted, and the stale hold is cancelled."""
+    named = value.get("hold_token") if isinstance(value, Mapping) else None
+    if not isinstance(named, str) or named == token:
+        return True
+    if not governor.config.embedded:
+        logger.warning("thoth: resume value names hold %s but this call holds %s; applying it", named, token)
+        return True
+    from thoth_nb import _runtime
+
+    record = _runtime.local_store().get_hold(named, governor.config.tenant_id)
+    same = record is not None and record.get("tool_name") == call.tool_name and json_safe(
+        record.get("tool_args")) == json_safe(call.tool_args)
+    if same and record is not None and record.get("status") == "pending":
+        try:
+            governor.transport.cancel_hold(named, "superseded by the same call asked again after a resume")
+        except Exception:
+            logger.debug("thoth: could not cancel superseded hold %s", named, exc_info=True)
+    if not same:
+        logger.warning("thoth: resume value for hold %s reached the call holding %s; denying it", named, token)
+    return same
+
+
+def _resolve(governor: Governor, call: Call, token: str, value: Any) -> None:
     approve, options = parse_resume(value)
+    if not _meant_for(governor, call, token, value):
+        approve, options = False, {"note": "the resume value was for another held call"}
     config = governor.config
     if approve:
         options.setdefault("note", "approved by LangGraph resume")
@@ -255,7 +290,7 @@ def decide_sync(governor: Governor, tool_name: str, args: dict[str, Any], key: A
                 elif type(effect) is PollHold:
                     if not asked:
                         asked = True
-                        _resolve(gov, effect.token, _ask(gov, call, flow, effect, key))
+                        _resolve(gov, call, effect.token, _ask(gov, call, flow, effect, key))
                     result = transport.poll_hold(effect.token, effect.wait)
                 else:
                     _instrument._sleep(effect.seconds)
@@ -299,7 +334,7 @@ async def decide_async(governor: Governor, tool_name: str, args: dict[str, Any],
                     if not asked:
                         asked = True
                         value = _ask(gov, call, flow, effect, key)
-                        await asyncio.to_thread(_resolve, gov, effect.token, value)
+                        await asyncio.to_thread(_resolve, gov, call, effect.token, value)
                     result = await transport.apoll_hold(effect.token, effect.wait)
                 else:
                     await asyncio.sleep(effect.seconds)

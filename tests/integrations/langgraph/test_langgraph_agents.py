@@ -332,3 +332,46 @@ def test_graph_without_tools_is_an_error() -> None:
     graph = builder.compile()
     with pytest.raises(thoth_nb.ThothConfigError, match="no LangGraph tools"):
         govern(graph)
+
+
+def test_resume_value_naming_another_hold_denies(tools: list[BaseTool], counter: dict[str, int],
+                                                 policy: str) -> None:
+    def paused_agent(thread: str, to: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        model = ScriptedChatModel(responses=[tool_call("send_email", {"to": to, "body": "hi"}, f"c-{thread}"),
+                                             AIMessage("finished")])
+        agent = govern(react_agent(model, tools, checkpointer=InMemorySaver()), policy=policy,
+                       enforcement="step_up")
+        config = {"configurable": {"thread_id": thread}}
+        held = agent.invoke({"messages": [("user", "mail")]}, config)["__interrupt__"][0].value
+        return agent, config, held
+
+    first, first_config, first_held = paused_agent("one", "ann")
+    second, second_config, second_held = paused_agent("two", "bob")
+    assert first_held["resume_with"] == {"approve": True, "hold_token": first_held["hold_token"]}
+
+    # an approval meant for the second call reaches the first: it must not approve it
+    done = first.invoke(Command(resume={"approve": True, "hold_token": second_held["hold_token"]}), first_config)
+    reply = next(m for m in done["messages"] if isinstance(m, ToolMessage))
+    assert reply.status == "error" and "the resume value was for another held call" in str(reply.content)
+    assert counter["send_email"] == 0
+    assert [h["hold_token"] for h in thoth_nb.holds(tenant_id=TENANT)] == [second_held["hold_token"]]
+
+    done = second.invoke(Command(resume=second_held["resume_with"]), second_config)
+    assert [m.content for m in done["messages"] if isinstance(m, ToolMessage)] == ["sent to bob"]
+    assert counter["send_email"] == 1
+
+
+def test_resume_naming_the_lost_hold_of_the_same_call_is_accepted(tools: list[BaseTool], counter: dict[str, int],
+                                                                  policy: str) -> None:
+    model = ScriptedChatModel(responses=[tool_call("send_email", {"to": "bob", "body": "hi"}, "c1"),
+                                         AIMessage("finished")])
+    agent = govern(react_agent(model, tools, checkpointer=InMemorySaver()), policy=policy, enforcement="step_up")
+    config = {"configurable": {"thread_id": "t-3"}}
+    held = agent.invoke({"messages": [("user", "mail bob")]}, config)["__interrupt__"][0].value
+    with lg_integration._pending_lock:  # the paused flow is lost (as after a kernel restart), the hold is not
+        lg_integration._pending.clear()
+    done = agent.invoke(Command(resume=held["resume_with"]), config)
+    assert [m.content for m in done["messages"] if isinstance(m, ToolMessage)] == ["sent to bob"]
+    assert counter["send_email"] == 1
+    records = {h["hold_token"]: h["status"] for h in thoth_nb.holds("all", tenant_id=TENANT)}
+    assert records[held["hold_token"]] != "pending" and "approved" in records.values()
