@@ -308,3 +308,35 @@ def test_completion(loaded: Shell) -> None:
     assert set(complete("%thoth mode research ")) == {"observe", "step_up", "block", "progressive"}
     assert set(complete("%thoth feed ")) == {"on", "off"}
     assert "agent" in complete("%thoth instrument ag")
+
+
+def test_explain_from_a_server() -> None:
+    import httpx
+
+    from thoth_nb.notebook.magics import _explain_remote
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/explain"
+        body = request.read()
+        if b"vio_gone" in body:
+            return httpx.Response(404, json={"error": "not found"})
+        return httpx.Response(200, json={"violation_id": "vio_1", "what_happened": "called x",
+                                         "why_it_was_blocked": "rule r", "what_to_do_next": "ask",
+                                         "business_impact": "none", "severity": "high"})
+
+    transport = httpx.MockTransport(handler)
+    data = _explain_remote("http://s.test", "acme", "vio_1", transport)
+    assert data["why_it_was_blocked"] == "rule r"
+    with pytest.raises(UsageError, match="no violation 'vio_gone'"):
+        _explain_remote("http://s.test", "acme", "vio_gone", transport)
+
+
+def test_config_traitlets_are_the_defaults(loaded: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    loaded.magic("config ThothMagics.mode = 'OBSERVE'")
+    loaded.magic("config ThothMagics.tenant = 'acme'")
+    loaded.magic("thoth instrument agent --scope web_search")
+    assert "in observe mode" in capsys.readouterr().out
+    assert loaded.cell("agent.tools[1].run('/tmp/q')") == "deleted /tmp/q"  # observe: runs, is recorded
+    assert thoth_nb.violations(tenant_id="acme")["observed"].tolist() == [True]
+    loaded.magic("config ThothMagics.mode = 'sometimes'")  # %config logs the trait error
+    assert loaded.ip.magics_manager.registry["ThothMagics"].mode == "observe"

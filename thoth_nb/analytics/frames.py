@@ -590,6 +590,20 @@ class ThothAccessor:
         return result.astype("int64")
 
 
+    def card(self, row: int = 0) -> Any:
+        """Row `row` of a violations or sessions frame as a card with `_repr_html_` (notebooks) and a
+        plain repr (terminals)."""
+        from thoth_nb.notebook.reprs import SessionView, ViolationView
+
+        kind = (self._df.attrs.get("thoth") or {}).get("kind")
+        record = {str(k): v for k, v in self._df.iloc[row].to_dict().items()}
+        if kind == "violations" or (kind is None and "created_at" in record and "violation_id" in record):
+            return ViolationView(record)
+        if kind == "sessions" or (kind is None and "first_seen" in record):
+            return SessionView(record)
+        raise ValueError("card() shows rows of thoth_nb.violations() or thoth_nb.sessions()")
+
+
 def _register() -> None:
     pd = _pd()
     from pandas.api.extensions import register_dataframe_accessor
