@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(900)  # mypy with a cold cache on a 2-core machine takes minutes
 @pytest.mark.parametrize(
     "command",
     [
