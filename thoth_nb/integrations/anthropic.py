@@ -20,7 +20,7 @@ from typing import Any
 
 from thoth_nb._instrument import wrap_anthropic_tools
 from thoth_nb._transports.base import Transport
-from thoth_nb.integrations import DidNotEnable
+from thoth_nb.integrations import DidNotEnable, Integration
 from thoth_nb.integrations._loop import (
     LoopGen,
     Model,
@@ -41,6 +41,22 @@ try:
     import anthropic
 except ImportError:  # pragma: no cover - exercised without the extra
     raise DidNotEnable("the anthropic package is not installed") from None
+
+
+class AnthropicIntegration(Integration):
+    """Version check (a warning naming the tested range) and install-once bookkeeping;
+    the loop helpers govern per call: nothing is patched globally."""
+
+    identifier = "anthropic"
+    package = "anthropic"
+    supported = ((0, 34), (3,))
+
+    @classmethod
+    def setup_once(cls) -> None:
+        pass
+
+
+AnthropicIntegration.install()
 
 __all__ = [
     "ToolCallRecord",
@@ -89,9 +105,7 @@ def _loop(
     max_turns: int,
     extra: Mapping[str, Any],
 ) -> LoopGen:
-    transcript: list[Any] = (
-        [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-    )
+    transcript: list[Any] = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
     records: list[ToolCallRecord] = []
     message: Any = None
     base: dict[str, Any] = {**extra, "model": model, "max_tokens": max_tokens, "tools": tools}

@@ -26,7 +26,7 @@ from thoth_nb import _instrument, _runtime
 from thoth_nb._exceptions import ThothConfigError, ThothPolicyViolation
 from thoth_nb._flow import Governor
 from thoth_nb._transports.base import Transport
-from thoth_nb.integrations import DidNotEnable
+from thoth_nb.integrations import DidNotEnable, Integration
 from thoth_nb.integrations._loop import ON_BLOCK, blocked_message, set_framework
 
 try:
@@ -34,6 +34,22 @@ try:
     from mcp import types as mcp_types
 except ImportError:  # pragma: no cover - exercised without the extra
     raise DidNotEnable("the mcp package is not installed") from None
+
+
+class MCPIntegration(Integration):
+    """Version check (a warning naming the tested range) and install-once bookkeeping;
+    sessions and servers are governed per instance: nothing is patched globally."""
+
+    identifier = "mcp"
+    package = "mcp"
+    supported = ((1, 2), (3,))
+
+    @classmethod
+    def setup_once(cls) -> None:
+        pass
+
+
+MCPIntegration.install()
 
 __all__ = ["govern_client", "govern_server", "govern_session", "instrument_object", "ungovern"]
 

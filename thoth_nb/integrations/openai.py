@@ -22,7 +22,7 @@ from typing import Any
 from thoth_nb._exceptions import ThothConfigError
 from thoth_nb._instrument import wrap_openai_tools
 from thoth_nb._transports.base import Transport
-from thoth_nb.integrations import DidNotEnable
+from thoth_nb.integrations import DidNotEnable, Integration
 from thoth_nb.integrations._loop import (
     LoopGen,
     Model,
@@ -43,6 +43,22 @@ try:
     import openai
 except ImportError:  # pragma: no cover - exercised without the extra
     raise DidNotEnable("the openai package is not installed") from None
+
+
+class OpenAIIntegration(Integration):
+    """Version check (a warning naming the tested range) and install-once bookkeeping;
+    the loop helpers govern per call: nothing is patched globally."""
+
+    identifier = "openai"
+    package = "openai"
+    supported = ((1, 40), (4,))
+
+    @classmethod
+    def setup_once(cls) -> None:
+        pass
+
+
+OpenAIIntegration.install()
 
 __all__ = [
     "ToolCallRecord",
@@ -79,17 +95,13 @@ def openai_tool_specs(functions: Functions, api: str = "chat") -> list[dict[str,
                 }
             )
         else:
-            specs.append(
-                {"type": "function", "name": name, "description": description, "parameters": parameters}
-            )
+            specs.append({"type": "function", "name": name, "description": description, "parameters": parameters})
     return specs
 
 
 def _check_api(api: str) -> None:
     if api not in APIS:
-        raise ThothConfigError(
-            f"api must be 'chat' (Chat Completions) or 'responses' (Responses API); got {api!r}"
-        )
+        raise ThothConfigError(f"api must be 'chat' (Chat Completions) or 'responses' (Responses API); got {api!r}")
 
 
 def _responses_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,9 +132,7 @@ def _tools(
 def _chat_loop(
     model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int, extra: Mapping[str, Any]
 ) -> LoopGen:
-    transcript: list[Any] = (
-        [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-    )
+    transcript: list[Any] = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
     records: list[ToolCallRecord] = []
     message: Any = None
     for turn in range(1, max_turns + 1):
@@ -167,9 +177,7 @@ def _assistant(message: Any) -> dict[str, Any]:
 def _responses_loop(
     model: str, messages: Any, tools: list[dict[str, Any]], max_turns: int, extra: Mapping[str, Any]
 ) -> LoopGen:
-    items: list[Any] = (
-        [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-    )
+    items: list[Any] = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
     records: list[ToolCallRecord] = []
     response: Any = None
     for turn in range(1, max_turns + 1):

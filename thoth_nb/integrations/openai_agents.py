@@ -32,7 +32,7 @@ from thoth_nb._exceptions import EnforcerError, ThothConfigError
 from thoth_nb._flow import Call, Enforce, Governor, PollHold
 from thoth_nb._models import EnforcementDecision
 from thoth_nb._transports.base import Transport
-from thoth_nb.integrations import DidNotEnable
+from thoth_nb.integrations import DidNotEnable, Integration
 from thoth_nb.integrations._loop import ON_BLOCK, blocked_message, set_framework
 
 try:
@@ -40,6 +40,22 @@ try:
     from agents import Agent, FunctionTool
 except ImportError:  # pragma: no cover - exercised without the extra
     raise DidNotEnable("the openai-agents package is not installed") from None
+
+
+class OpenAIAgentsIntegration(Integration):
+    """Version check (a warning naming the tested range) and install-once bookkeeping;
+    tools are governed per instance by instrument()/govern_agent(): nothing is patched globally."""
+
+    identifier = "openai_agents"
+    package = "openai-agents"
+    supported = ((0, 2), (0, 30))
+
+    @classmethod
+    def setup_once(cls) -> None:
+        pass
+
+
+OpenAIAgentsIntegration.install()
 
 __all__ = ["govern_agent", "instrument_object", "ungovern_agent"]
 

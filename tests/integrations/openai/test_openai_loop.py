@@ -289,3 +289,23 @@ async def test_top_level_helpers(tools: Tools) -> None:
         await client.close()
     assert result.calls[0].outcome == "ok" and blocked.calls[0].outcome == "blocked"
     assert tools.runs == {"get_weather": 1, "send_email": 0}
+
+
+def test_sync_and_async_helpers_take_the_same_arguments() -> None:
+    import inspect
+
+    from thoth_nb.integrations import anthropic as anthropic_integration
+    from thoth_nb.integrations import openai as openai_integration
+
+    for module, name in ((openai_integration, "openai"), (anthropic_integration, "anthropic")):
+        sync = inspect.signature(getattr(module, f"run_{name}_tools"))
+        asynchronous = inspect.signature(getattr(module, f"arun_{name}_tools"))
+        assert list(sync.parameters.items()) == list(asynchronous.parameters.items())
+
+
+def test_version_outside_the_tested_range_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from thoth_nb.integrations.openai import OpenAIIntegration
+
+    monkeypatch.setattr(OpenAIIntegration, "supported", ((9,), (10,)))
+    with pytest.warns(RuntimeWarning, match=r"openai >=9,<10; you have"):
+        OpenAIIntegration.check_version()

@@ -238,3 +238,43 @@ def test_shapes_reinstrument_and_restore() -> None:
         thoth_nb.instrument(Agent(name="empty"), **CONFIG)
     with pytest.raises(thoth_nb.ThothConfigError, match="step_up"):
         govern_agent(agent, step_up="later", **CONFIG)
+
+
+async def test_streamed_run_is_governed_too() -> None:
+    tools = Tools()
+    agent, model = agent_with(
+        tools,
+        [
+            [function_call("get_weather", {"city": "Lima"}, call_id="c1")],
+            [function_call("send_email", {"to": "x@y.z", "body": "b"}, call_id="c2")],
+            [assistant_message("Done.")],
+        ],
+    )
+    thoth_nb.instrument(agent, **CONFIG)
+    streamed = Runner.run_streamed(agent, "go")
+    kinds = [event.type async for event in streamed.stream_events()]
+    assert "run_item_stream_event" in kinds and streamed.final_output == "Done."
+    assert tools.runs == {"get_weather": 1, "send_email": 0}
+    assert "blocked by policy" in tool_outputs(model)["c2"]
+
+
+async def test_reviewer_can_modify_the_arguments() -> None:
+    tools = Tools()
+    agent, model = agent_with(
+        tools,
+        [
+            [function_call("send_email", {"to": "everyone@example.com", "body": "report"}, call_id="c1")],
+            [assistant_message("Sent.")],
+        ],
+    )
+    govern_agent(agent, step_up="hold", **{**CONFIG, "enforcement": "step_up"})
+
+    def reviewer() -> None:
+        hold = wait_for_hold()
+        thoth_nb.approve(hold["approval_id"], modified_args={"to": "team@example.com", "body": "report"})
+
+    thread = threading.Thread(target=reviewer, daemon=True)
+    thread.start()
+    await Runner.run(agent, "email everyone")
+    thread.join(5)
+    assert tool_outputs(model)["c1"] == "sent to team@example.com"
