@@ -16,12 +16,34 @@ __all__ = ["add_server_commands", "cmd_keys_create", "cmd_keys_list", "cmd_keys_
 ROLES = ("agent", "reviewer", "admin")
 
 
-def _db_path(value: str | None) -> Path:
-    from thoth_nb._runtime import store_path
+def _db_path(value: str | None) -> Any:
+    """A SQLite path, or a postgresql:// URL (from the value or THOTH_DATABASE_URL) kept as a string."""
+    import os
 
+    from thoth_nb._runtime import store_path
+    from thoth_nb.engine.store import is_postgres_url
+
+    value = value or os.environ.get("THOTH_DATABASE_URL") or None
+    if is_postgres_url(value):
+        return value
     if not value:
         return store_path()
     return Path(value[len("sqlite:///") :] if value.startswith("sqlite:///") else value).expanduser()
+
+
+def _policy_path(value: str | None) -> str | None:
+    """--policy, else $THOTH_POLICY, else $THOTH_HOME/policy.yaml when present: what the embedded
+    enforcer would use (D4), so a notebook and `serve` decide alike."""
+    import os
+
+    from thoth_nb._runtime import default_policy_path
+
+    if value:
+        return value
+    if os.environ.get("THOTH_POLICY"):
+        return os.environ["THOTH_POLICY"]
+    found = default_policy_path()
+    return str(found) if found is not None else None
 
 
 def _fail(message: str) -> int:
@@ -39,18 +61,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"the server needs its extra: pip install 'thoth-nb[server]' ({exc})")
     from thoth_nb._exceptions import ThothConfigError
     from thoth_nb.engine.policy import load_policy
-    from thoth_nb.engine.store import SQLiteStore
+    from thoth_nb.engine.store import SQLiteStore, open_store
 
     if args.no_auth and not is_loopback(args.host):
         return _fail(
             f"--no-auth serves every request without a key, so it only binds to a loopback address "
             f"(127.0.0.1 or ::1), not {args.host!r}. Drop --no-auth and use API keys instead."
         )
+    policy_path = _policy_path(args.policy)
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(policy_path)
         db = _db_path(args.db)
-        new_store = not db.exists()
-        store = SQLiteStore(db)  # runs the named migrations
+        new_store = isinstance(db, Path) and not db.exists()
+        store = SQLiteStore(db) if isinstance(db, Path) else open_store(db)  # runs the named migrations
+        if not isinstance(db, Path):
+            db = repr(store)  # PostgreSQL: the URL without its password
     except ThothConfigError as exc:
         return _fail(str(exc))
     settings = ServerSettings(
@@ -60,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = f"http://{host_for_url}:{args.port}"
     print(
         f"thoth-nb serve: {url}  (store {db}{', new' if new_store else ''}; "
-        f"policy {args.policy or 'built-in default'})"
+        f"policy {policy_path or 'built-in default'})"
     )
     if args.no_auth:
         print(f"  no auth: every request acts as admin of tenant '{args.tenant}' (loopback only)")
@@ -69,7 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if secret is not None:
             print(f"  first admin key for tenant '{args.tenant}' (shown once, store it now):\n    {secret}")
             print(f"  reviewer page: {url}/#key={secret}")
-            print(f"  agent keys: thoth-nb keys create --tenant {args.tenant} --role agent --db {db}")
+            where = db if isinstance(db, Path) else "postgresql://..."
+            print(f"  agent keys: thoth-nb keys create --tenant {args.tenant} --role agent --db {where}")
     print(f"  reviewer page: {url}/   API docs: {url}/docs", flush=True)
     app = create_app(store, policy, settings)
     config = uvicorn_config(app, args.host, args.port, log_level=args.log_level)
@@ -82,9 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from thoth_nb.engine.store import SQLiteStore
+    from thoth_nb.engine.store import SQLiteStore, open_store
 
-    return SQLiteStore(_db_path(args.db))
+    db = _db_path(args.db)
+    return SQLiteStore(db) if isinstance(db, Path) else open_store(db)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -139,8 +166,10 @@ def add_server_commands(subparsers: Any) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8787)
-    serve.add_argument("--db", help="SQLite store path (default: $THOTH_DB, else $THOTH_HOME/thoth.db)")
-    serve.add_argument("--policy", help="policy YAML for tenants without a stored policy (default: built-in)")
+    serve.add_argument("--db", help="SQLite store path or postgresql:// URL "
+                       "(default: $THOTH_DATABASE_URL, else $THOTH_DB, else $THOTH_HOME/thoth.db)")
+    serve.add_argument("--policy", help="policy YAML for tenants without a stored policy (default: $THOTH_POLICY, else "
+                       "$THOTH_HOME/policy.yaml, else the built-in default)")
     serve.add_argument(
         "--no-auth",
         action="store_true",

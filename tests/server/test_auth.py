@@ -109,7 +109,9 @@ def test_tenants_never_see_or_touch_each_other(live: Any, body: Any) -> None:
     # tenant B reads nothing of A
     for path in ("/v1/events", "/v1/sessions", "/v1/violations", "/v1/approvals?status=all", "/v1/inventory"):
         assert b_admin.get(path).json()["items"] == [], path
-    assert b_admin.get("/v1/events", params={"tenant_id": "acme"}).status_code == 403
+    for path in ("/v1/events", "/v1/sessions", "/v1/violations", "/v1/approvals", "/v1/policies", "/v1/inventory"):
+        assert b_admin.get(path, params={"tenant_id": "acme"}).status_code == 403, path
+        assert b_admin.get(path, params={"tenant_id": "globex"}).status_code == 200, path
     assert b_admin.get("/v1/sessions/a-sess").status_code == 404
     assert b_admin.get(f"/v1/approvals/{held['hold_token']}").status_code == 404
     assert b_agent.get(f"/v1/enforce/hold/{held['hold_token']}").status_code == 404

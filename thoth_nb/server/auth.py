@@ -105,7 +105,15 @@ class Authenticator:
         return key
 
     def principal(self, request: Request, action: str) -> Principal:
-        """Who is calling, checked against `action`: 401 for no or a bad key, 403 for the wrong role."""
+        """Who is calling, checked against `action`: 401 for no or a bad key, 403 for the wrong role
+        or for a `?tenant_id=` that is not the key's (every list accepts the parameter, none widens by it)."""
+        principal = self._authenticate(request, action)
+        asked = request.query_params.get("tenant_id")
+        if asked:
+            principal.check_tenant(asked)
+        return principal
+
+    def _authenticate(self, request: Request, action: str) -> Principal:
         if self.no_auth:
             return self.local
         key = self.presented_key(request)

@@ -1,0 +1,242 @@
+"""Two `thoth-nb serve` replicas (real uvicorn servers on two 127.0.0.1 ports) sharing one PostgreSQL:
+holds, rate limits, sequence rules, progressive counts, sessions and event ingest work across them.
+
+Needs THOTH_TEST_DATABASE_URL (`.ci/start-postgres` sets it). Each test runs in its own schema."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+import httpx
+
+import thoth_nb
+from thoth_nb import _json
+from thoth_nb.engine.policy import parse_policy
+from thoth_nb.engine.store import open_store
+
+PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")  # read at import: tests/conftest.py clears THOTH_*
+pytestmark = pytest.mark.postgres
+
+POLICY = """\
+version: 1
+default: allow
+rules:
+  - {id: big-transfer, tool: transfer, when: {amount: {gt: 100}}, decision: step_up, reason: big transfers need a human}
+  - {id: etc, tool: read_file, when: {path: {regex: "^/etc/"}}, decision: block, severity: high}
+  - {id: exfil, tool: send_email, after: [{tool: read_file, when: {path: {contains: secrets}}}], decision: block}
+rate_limits:
+  - {id: burst, tool: search, max_calls: 3, per_seconds: 60, decision: block}
+"""
+SCOPE = ["lookup", "search", "transfer", "read_file", "send_email"]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but THOTH_TEST_DATABASE_URL is not: .ci/start-postgres did not start PostgreSQL")
+        pytest.skip("replica tests need THOTH_TEST_DATABASE_URL=postgresql://... (.ci/start-postgres sets it)")
+    import psycopg
+
+    schema = "r_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class Replica:
+    """One server process's worth: its own PostgresStore, engine and uvicorn server on a free port."""
+
+    def __init__(self, url: str) -> None:
+        import uvicorn
+
+        from thoth_nb.server.app import ServerSettings, create_app
+        from thoth_nb.server.run import uvicorn_config
+
+        self.store = open_store(url)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.sock = sock
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        app = create_app(self.store, parse_policy(POLICY), ServerSettings())
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", sock.getsockname()[1]))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "replica did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+        self.store.close()
+
+
+@pytest.fixture
+def replicas(pg_url: str) -> Iterator[tuple[Replica, Replica, dict[str, str]]]:
+    one = Replica(pg_url)
+    two = Replica(pg_url)
+    keys = {role: one.store.create_api_key("acme", role, role)[1] for role in ("agent", "reviewer", "admin")}
+    clients: list[httpx.Client] = []
+    try:
+        yield one, two, keys
+    finally:
+        for client in clients:
+            client.close()
+        thoth_nb.shutdown() if hasattr(thoth_nb, "shutdown") else None
+        one.stop()
+        two.stop()
+
+
+def client(replica: Replica, key: str) -> httpx.Client:
+    return httpx.Client(base_url=replica.url, headers={"Authorization": f"Bearer {key}"}, timeout=10.0,
+                        trust_env=False)
+
+
+def enforce(c: httpx.Client, tool: str, session: str, mode: str = "block", **args: Any) -> dict[str, Any]:
+    body = {"agent_id": "agent-1", "tenant_id": "acme", "user_id": "u1", "tool_name": tool, "session_id": session,
+            "session_tool_calls": [], "approved_scope": SCOPE, "enforcement_mode": mode, "tool_args": args,
+            "environment": "test", "enforcement_trace_id": session}
+    r = c.post("/v1/enforce", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, Any]] = []
+
+        def lookup(q: str) -> str:
+            self.ran.append(("lookup", q))
+            return f"found {q}"
+
+        def transfer(to: str, amount: int) -> str:
+            self.ran.append(("transfer", (to, amount)))
+            return f"sent {amount} to {to}"
+
+        self.tools = [lookup, transfer]
+
+
+def test_hold_created_on_one_replica_is_approved_on_the_other(replicas: Any) -> None:
+    one, two, keys = replicas
+    session = str(uuid.uuid4())
+    agent = Agent()
+    thoth_nb.instrument(agent, api_url=one.url, api_key=keys["agent"], agent_id="agent-1", tenant_id="acme",
+                        approved_scope=SCOPE, enforcement="step_up", session_id=session,
+                        step_up_poll_interval_ms=5000, tool_inventory=False)
+    assert agent.tools[0](q="x") == "found x"
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = agent.tools[1](to="bob", amount=500)
+        except BaseException as exc:
+            outcome["error"] = exc
+        outcome["at"] = time.monotonic()
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    with client(two, keys["reviewer"]) as reviewer:
+        deadline = time.monotonic() + 10
+        items: list[dict[str, Any]] = []
+        while not items and time.monotonic() < deadline:
+            items = reviewer.get("/v1/approvals").json()["items"]
+            time.sleep(0.05)
+        assert [h["tool_name"] for h in items] == ["transfer"] and "value" not in outcome
+        approved_at = time.monotonic()
+        r = reviewer.post(f"/v1/approvals/{items[0]['approval_id']}/resolve", json={"decision": "approve"})
+        assert r.status_code == 200, r.text
+    worker.join(15)
+    assert outcome.get("value") == "sent 500 to bob", outcome
+    assert outcome["at"] - approved_at < 2.0  # the long-poll on replica 1 saw replica 2's write
+    assert agent.ran == [("lookup", "x"), ("transfer", ("bob", 500))]
+
+    thoth_nb.flush()
+    with client(two, keys["reviewer"]) as reviewer:  # events went to replica 1; replica 2 reads them
+        deadline = time.monotonic() + 10
+        summary: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = reviewer.get(f"/v1/sessions/{session}")
+            if r.status_code == 200 and r.json().get("tool_calls", r.json().get("session", {}).get("tool_calls")) == 2:
+                summary = r.json()
+                break
+            time.sleep(0.1)
+        assert summary, r.text
+
+
+def test_rate_limits_sequences_and_progressive_count_across_replicas(replicas: Any) -> None:
+    one, two, keys = replicas
+    with client(one, keys["agent"]) as a, client(two, keys["agent"]) as b:
+        session = str(uuid.uuid4())
+        decisions = [enforce(c, "search", session, q=i)["decision"] for i, c in enumerate([a, b, a, b, a])]
+        assert decisions == ["ALLOW", "ALLOW", "ALLOW", "BLOCK", "BLOCK"]
+        assert enforce(b, "search", str(uuid.uuid4()))["decision"] == "ALLOW"
+
+        session = str(uuid.uuid4())
+        assert enforce(b, "send_email", session, to="x")["decision"] == "ALLOW"
+        assert enforce(a, "read_file", session, path="/srv/secrets/key")["decision"] == "ALLOW"
+        blocked = enforce(b, "send_email", session, to="x")
+        assert blocked["decision"] == "BLOCK" and blocked["matched_rule_ids"] == ["exfil"]
+
+        session = str(uuid.uuid4())
+        first = enforce(a, "read_file", session, "progressive", path="/etc/a")
+        second = enforce(b, "read_file", session, "progressive", path="/etc/b")
+        assert (first["decision"], second["decision"]) == ("STEP_UP", "BLOCK")
+
+        session = str(uuid.uuid4())
+        decisions = []
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # racing replicas still count every call
+            decisions = list(pool.map(lambda i: enforce((a, b)[i % 2], "search", session)["decision"], range(8)))
+        assert sorted(decisions) == ["ALLOW"] * 3 + ["BLOCK"] * 5
+
+
+def test_event_ingest_through_both_replicas_lands_once(replicas: Any) -> None:
+    one, two, keys = replicas
+    session = str(uuid.uuid4())
+    events = [{"event_id": f"acme:{uuid.uuid4()}", "tenant_id": "acme", "session_id": session, "agent_id": "agent-1",
+               "user_id": "u1", "tool_name": "lookup", "event_type": "TOOL_CALL_PRE", "source_type": "agent_tool_call",
+               "occurred_at": f"2026-01-01T00:00:{n:02d}Z", "content": None, "metadata": {}} for n in range(60)]
+    clients = [client(one, keys["agent"]), client(two, keys["agent"])]
+    batches = [events[s: s + 25] for s in range(0, 60, 20)] * 3  # overlapping batches, each sent three times
+
+    def post(i: int) -> dict[str, Any]:
+        r = clients[i % 2].post("/v1/events/batch", json={"events": batches[i]})
+        assert r.status_code == 202, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(post, range(len(batches))))
+    for c in clients:
+        c.close()
+    assert sum(r["accepted"] for r in results) == 60
+    assert sum(r["accepted"] + r["duplicates"] for r in results) == sum(len(b) for b in batches)
+    with client(two, keys["reviewer"]) as reviewer:
+        rows = reviewer.get("/v1/events", params={"session_id": session, "limit": 500}).json()["items"]
+    assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in events)
+    previous = ""
+    for index, row in enumerate(sorted(rows, key=lambda r: r["chain_index"])):
+        body = {k: v for k, v in row.items() if k not in ("hash", "seq")}
+        assert body["chain_index"] == index and body["previous_hash"] == previous
+        assert hashlib.sha256((previous + _json.dumps(body)).encode()).hexdigest() == row["hash"]
+        previous = row["hash"]
