@@ -50,20 +50,25 @@ __all__ = [
     "ThothConfigError",
     "ThothPolicyViolation",
     "__version__",
+    "anomaly_scores",
     "approvals",
     "approve",
     "arun_anthropic_tools",
     "arun_openai_tools",
+    "baseline",
     "configure",
     "deny",
+    "drift",
     "events",
     "flush",
     "governed",
     "holds",
     "instrument",
     "load_ipython_extension",
+    "replay",
     "run_anthropic_tools",
     "run_openai_tools",
+    "session_scores",
     "sessions",
     "shutdown",
     "status",
@@ -114,6 +119,44 @@ def approvals(status: str = "all", **filters: Any) -> Any:
     from thoth_nb.analytics.frames import approvals as frame
 
     return frame(status, **filters)
+
+
+# Behavioral analytics and what-if replay (thoth_nb/analytics/; pandas is imported when called)
+
+
+def baseline(events: Any, **options: Any) -> Any:
+    """Per-agent baseline (tool usage, argument shapes, bigrams, call rate) of an events frame."""
+    from thoth_nb.analytics.baseline import baseline as learn
+
+    return learn(events, **options)
+
+
+def drift(events: Any, baseline: Any = None, **options: Any) -> Any:
+    """Jensen-Shannon drift of each time window's tool usage from the baseline."""
+    from thoth_nb.analytics.drift import drift as measure
+
+    return measure(events, baseline, **options)
+
+
+def anomaly_scores(events: Any, baseline: Any = None, **options: Any) -> Any:
+    """Anomaly score (0-100) of every call, with its contributing factors."""
+    from thoth_nb.analytics.anomaly import anomaly_scores as score
+
+    return score(events, baseline, **options)
+
+
+def session_scores(events: Any, baseline: Any = None, **options: Any) -> Any:
+    """Anomaly score per session, most anomalous first."""
+    from thoth_nb.analytics.anomaly import session_scores as score
+
+    return score(events, baseline, **options)
+
+
+def replay(events: Any, policy: Any, **options: Any) -> Any:
+    """Re-decide recorded calls under a candidate policy (no tool runs); the calls that would change."""
+    from thoth_nb.analytics.replay import replay as run
+
+    return run(events, policy, **options)
 
 
 # Tool loops for the provider SDKs (the SDK is imported only when one of these is called)
