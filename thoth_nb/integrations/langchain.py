@@ -254,22 +254,28 @@ def _governed_run(binding: ToolBinding, original: Callable[..., Any], tool: Base
     if key is not None:
         from thoth_nb.integrations import langgraph as lg
 
+        done, output = lg.completed(key, tool.name, targs)
+        if done:
+            return output
         call, decision = lg.decide_sync(gov, tool.name, targs, key, kwargs.get("tool_call_id"))
     else:
         call = gov.begin(tool.name, (), {}, targs)
         decision = _instrument.drive_sync(gov.flow(call), gov.transport, call)
     if not decision.allowed:
-        return _blocked(binding, tool, call, decision, kwargs.get("tool_call_id"))
-    tool_input = _modified_input(tool, tool_input, decision)
-    token = _active.set(_active.get() | {id(tool)})
-    try:
-        result = original(tool, tool_input, *args, **kwargs)
-    except BaseException as exc:
-        gov.failed(call, exc)
-        raise
-    finally:
-        _active.reset(token)
-    _finish(gov, call, result)
+        result = _blocked(binding, tool, call, decision, kwargs.get("tool_call_id"))
+    else:
+        tool_input = _modified_input(tool, tool_input, decision)
+        token = _active.set(_active.get() | {id(tool)})
+        try:
+            result = original(tool, tool_input, *args, **kwargs)
+        except BaseException as exc:
+            gov.failed(call, exc)
+            raise
+        finally:
+            _active.reset(token)
+        _finish(gov, call, result)
+    if key is not None:
+        lg.remember(key, tool.name, targs, result)
     return result
 
 
@@ -281,22 +287,28 @@ async def _governed_arun(binding: ToolBinding, original: Callable[..., Any], too
     if key is not None:
         from thoth_nb.integrations import langgraph as lg
 
+        done, output = lg.completed(key, tool.name, targs)
+        if done:
+            return output
         call, decision = await lg.decide_async(gov, tool.name, targs, key, kwargs.get("tool_call_id"))
     else:
         call = gov.begin(tool.name, (), {}, targs)
         decision = await _instrument.drive_async(gov.flow(call), gov.transport, call)
     if not decision.allowed:
-        return _blocked(binding, tool, call, decision, kwargs.get("tool_call_id"))
-    tool_input = _modified_input(tool, tool_input, decision)
-    token = _active.set(_active.get() | {id(tool)})
-    try:
-        result = await original(tool, tool_input, *args, **kwargs)
-    except BaseException as exc:
-        gov.failed(call, exc)
-        raise
-    finally:
-        _active.reset(token)
-    _finish(gov, call, result)
+        result = _blocked(binding, tool, call, decision, kwargs.get("tool_call_id"))
+    else:
+        tool_input = _modified_input(tool, tool_input, decision)
+        token = _active.set(_active.get() | {id(tool)})
+        try:
+            result = await original(tool, tool_input, *args, **kwargs)
+        except BaseException as exc:
+            gov.failed(call, exc)
+            raise
+        finally:
+            _active.reset(token)
+        _finish(gov, call, result)
+    if key is not None:
+        lg.remember(key, tool.name, targs, result)
     return result
 
 

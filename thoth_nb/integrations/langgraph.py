@@ -27,15 +27,16 @@ Outcomes, as the agent sees them:
 * STEP_UP without a checkpointer: the call waits for `thoth_nb.approve()` / `deny()` (from another
   thread, the notebook widget, the CLI or the server) like any governed call, up to the step-up timeout.
 
-Limits. LangGraph matches resume values to interrupts by their position within a task. The prebuilt
-agents (`langchain.agents.create_agent`, `create_react_agent`) run every tool call as a task of its
-own, so each held call has its own interrupt and resume. A hand-built graph whose ToolNode gets
-several tool calls in one step runs them in one task, in parallel: only one held call surfaces per
-pause, the others ask again after each resume, and a call approved and run in a step that is then
-interrupted again runs again when the step re-executes (LangGraph re-runs the whole node), governed
-again. To make sure an answer only ever resolves the hold it was meant for, put the hold token in
-it: `Command(resume={"approve": True, "hold_token": value["hold_token"]})`; a value naming another
-hold denies the call it reached (fail closed).
+Limits. LangGraph re-runs a whole node after a resume and matches resume values to interrupts by
+their position within a task. The prebuilt agents (`langchain.agents.create_agent`,
+`create_react_agent`) run every tool call as a task of its own, so each held call has its own
+interrupt. A hand-built graph whose ToolNode gets several tool calls in one step runs them in one
+task: governed calls that already finished in an earlier run of that task return their earlier output
+(the tool does not run twice, the call is recorded once). With several *held* calls in one step, one
+surfaces per pause and the others ask after each resume, in an order LangGraph does not fix: answer
+with the hold token (`Command(resume=value["resume_with"])`) so an answer only resolves the hold it
+was meant for; one that reaches another call denies that call (fail closed).
+
 Events carry `metadata.framework = "langgraph"`.
 """
 
@@ -63,7 +64,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from thoth_nb.integrations import langchain as _lc
 
-__all__ = ["LangGraphIntegration", "decide_async", "decide_sync", "hold_key", "instrument_object", "pending"]
+__all__ = [
+    "LangGraphIntegration", "completed", "decide_async", "decide_sync", "hold_key", "instrument_object", "pending",
+    "remember",
+]
 
 logger = logging.getLogger("thoth_nb")
 
@@ -85,6 +89,9 @@ class _Pending:
 
 
 _pending: collections.OrderedDict[Any, _Pending] = collections.OrderedDict()
+#: outputs of governed calls that finished inside a checkpointed task, for the task's re-run after a resume
+_done: collections.OrderedDict[Any, tuple[str, Any, Any]] = collections.OrderedDict()
+_MAX_DONE = 1024
 _pending_lock = threading.Lock()
 
 
@@ -103,6 +110,7 @@ class LangGraphIntegration(Integration):
         with _pending_lock:
             entries = list(_pending.values())
             _pending.clear()
+            _done.clear()
         for entry in entries:
             _cancel(entry, "thoth_nb's LangGraph integration was unloaded")
 
@@ -118,13 +126,35 @@ def hold_key(configurable: Mapping[str, Any], tool_name: str, tool_call_id: str 
              args: Mapping[str, Any]) -> tuple[Any, ...]:
     """Identifies one tool call across the re-execution of its node after a resume."""
     thread = str(configurable.get("thread_id", ""))
+    namespace = str(configurable.get("checkpoint_ns", ""))  # names the task; stable when it re-runs
     if tool_call_id:
-        return (thread, tool_call_id)
+        return (thread, namespace, tool_call_id)
     try:
         text = _json.dumps(json_safe(dict(args)))
     except Exception:
         text = repr(sorted(args))
-    return (thread, str(configurable.get("checkpoint_ns", "")), tool_name, text)
+    return (thread, namespace, tool_name, text)
+
+
+def completed(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+    """The output of this call if it already finished in an earlier run of the same task.
+
+    LangGraph re-runs a whole node after a resume, so a tool that ran (or was blocked) next to a held
+    call in the same ToolNode step would run again; the governed call returns what it returned then,
+    without running the tool or recording the call twice."""
+    with _pending_lock:
+        found = _done.get(key)
+    if found is None or found[0] != tool_name or found[1] != json_safe(dict(args)):
+        return False, None
+    return True, found[2]
+
+
+def remember(key: Any, tool_name: str, args: Mapping[str, Any], output: Any) -> None:
+    with _pending_lock:
+        _done[key] = (tool_name, json_safe(dict(args)), output)
+        _done.move_to_end(key)
+        while len(_done) > _MAX_DONE:
+            _done.popitem(last=False)
 
 
 def _take(key: Any, tool_name: str, args: Mapping[str, Any]) -> _Pending | None:

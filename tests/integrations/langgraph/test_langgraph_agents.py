@@ -375,3 +375,34 @@ def test_resume_naming_the_lost_hold_of_the_same_call_is_accepted(tools: list[Ba
     assert counter["send_email"] == 1
     records = {h["hold_token"]: h["status"] for h in thoth_nb.holds("all", tenant_id=TENANT)}
     assert records[held["hold_token"]] != "pending" and "approved" in records.values()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_siblings_of_a_held_call_in_one_step_run_once(use_async: bool, tools: list[BaseTool],
+                                                            counter: dict[str, int], policy: str) -> None:
+    model = ScriptedChatModel(responses=[
+        AIMessage("", tool_calls=[{"name": "search", "args": {"query": "q"}, "id": "s1", "type": "tool_call"},
+                                  {"name": "delete_file", "args": {"path": "/p"}, "id": "d1", "type": "tool_call"},
+                                  {"name": "send_email", "args": {"to": "bob", "body": "hi"}, "id": "m1",
+                                   "type": "tool_call"}]),
+        AIMessage("finished"),
+    ])
+    agent = govern(hand_built_agent(model, tools, checkpointer=InMemorySaver()), policy=policy, enforcement="step_up")
+    config = {"configurable": {"thread_id": f"t-siblings-{use_async}"}}
+    start: Any = {"messages": [("user", "go")]}
+    first = await agent.ainvoke(start, config) if use_async else agent.invoke(start, config)
+    assert first["__interrupt__"][0].value["tool"] == "send_email"
+    assert counter == {"search": 1, "delete": 0, "send_email": 0}
+    resume = Command(resume={"approve": True})
+    done = await agent.ainvoke(resume, config) if use_async else agent.invoke(resume, config)
+    replies = {m.tool_call_id: m for m in done["messages"] if isinstance(m, ToolMessage)}
+    assert replies["s1"].content == "results for q"
+    assert replies["d1"].status == "error"
+    assert replies["m1"].content == "sent to bob"
+    assert counter == {"search": 1, "delete": 0, "send_email": 1}  # the node re-ran; the tools did not
+    evs = events()
+    assert sorted((e["tool_name"], e["event_type"]) for e in evs) == sorted([
+        ("search", "TOOL_CALL_PRE"), ("search", "TOOL_CALL_POST"),
+        ("delete_file", "TOOL_CALL_PRE"), ("delete_file", "TOOL_CALL_BLOCK"),
+        ("send_email", "TOOL_CALL_PRE"), ("send_email", "TOOL_CALL_POST"),
+    ])
