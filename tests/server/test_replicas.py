@@ -98,13 +98,10 @@ def replicas(pg_url: str) -> Iterator[tuple[Replica, Replica, dict[str, str]]]:
     one = Replica(pg_url)
     two = Replica(pg_url)
     keys = {role: one.store.create_api_key("acme", role, role)[1] for role in ("agent", "reviewer", "admin")}
-    clients: list[httpx.Client] = []
     try:
         yield one, two, keys
     finally:
-        for client in clients:
-            client.close()
-        thoth_nb.shutdown() if hasattr(thoth_nb, "shutdown") else None
+        thoth_nb.flush(timeout=5.0)  # deliver what the SDK queued while the replicas are still up
         one.stop()
         two.stop()
 
@@ -172,17 +169,19 @@ def test_hold_created_on_one_replica_is_approved_on_the_other(replicas: Any) -> 
     assert outcome["at"] - approved_at < 2.0  # the long-poll on replica 1 saw replica 2's write
     assert agent.ran == [("lookup", "x"), ("transfer", ("bob", 500))]
 
-    thoth_nb.flush()
+    assert thoth_nb.flush(timeout=10)
     with client(two, keys["reviewer"]) as reviewer:  # events went to replica 1; replica 2 reads them
         deadline = time.monotonic() + 10
         summary: dict[str, Any] = {}
         while time.monotonic() < deadline:
             r = reviewer.get(f"/v1/sessions/{session}")
-            if r.status_code == 200 and r.json().get("tool_calls", r.json().get("session", {}).get("tool_calls")) == 2:
+            if r.status_code == 200 and r.json()["tool_calls"] == 2:
                 summary = r.json()
                 break
             time.sleep(0.1)
         assert summary, r.text
+        calls = [e["tool_name"] for e in summary["events"] if e["event_type"] == "TOOL_CALL_PRE"]
+        assert calls == ["lookup", "transfer"]
 
 
 def test_rate_limits_sequences_and_progressive_count_across_replicas(replicas: Any) -> None:
