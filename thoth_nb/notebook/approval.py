@@ -465,7 +465,10 @@ class ApprovalCard:
         if reply and reply.get("resolved"):
             self.show_resolved(dict(reply))
             return
-        self.countdown.value = self._countdown_html()
+        countdown = self._countdown_html()
+        with self._lock:  # never overwrite the outcome written by a click meanwhile
+            if not self.done:
+                self.countdown.value = countdown
 
 
 class ApprovalCards:
