@@ -18,7 +18,7 @@ from typing import Any
 
 from thoth_nb import _json
 from thoth_nb._models import DecisionType, EnforcementDecision, EnforcementMode, json_safe
-from thoth_nb.engine.holds import HoldBoard
+from thoth_nb.engine.holds import board_for
 from thoth_nb.engine.policy import SEVERITY_RISK, Policy, Rule, condition_matches, tool_matches
 from thoth_nb.engine.risk import RiskModel, combine
 from thoth_nb.engine.store import HoldConflict, HoldNotFound, SQLiteStore, format_ts, parse_ts
@@ -147,7 +147,7 @@ class Engine:
         self._clock = clock
         self._sessions: collections.OrderedDict[tuple[str, str], _SessionState] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self.board = HoldBoard()
+        self.board = board_for(store)
         self._recent: collections.OrderedDict[tuple[str, str], tuple[float, EnforcementDecision]] = (
             collections.OrderedDict()
         )

@@ -8,8 +8,9 @@ embedded hold resumes within ~50 ms of any approval instead of a full poll inter
 from __future__ import annotations
 
 import threading
+import weakref
 
-__all__ = ["HoldBoard"]
+__all__ = ["HoldBoard", "board_for"]
 
 
 class HoldBoard:
@@ -25,3 +26,18 @@ class HoldBoard:
         """Sleep up to `seconds`, at most one re-check interval, returning early on any resolution here."""
         with self._cond:
             self._cond.wait(min(max(0.0, seconds), self.recheck))
+
+
+_boards: weakref.WeakKeyDictionary[object, HoldBoard] = weakref.WeakKeyDictionary()
+_boards_lock = threading.Lock()
+
+
+def board_for(store: object) -> HoldBoard:
+    """The board of one store, shared by every engine over it in this process: `thoth_nb.approve()`
+    resolves through the default engine, and must wake a waiter of an engine with another policy at
+    once rather than at its next re-check."""
+    with _boards_lock:
+        board = _boards.get(store)
+        if board is None:
+            board = _boards[store] = HoldBoard()
+        return board
