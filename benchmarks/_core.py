@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Result", "Sizes", "interleaved", "percentile", "rss_bytes", "timed_each"]
+__all__ = ["Result", "Sizes", "batch_timer", "interleaved", "load_average", "percentile", "rss_bytes", "timed_each"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -22,17 +22,17 @@ class Sizes:
 
     smoke: bool = False
     call_batch: int = 1000  # calls per timed batch (timer resolution is too coarse for one call)
-    call_rounds: int = 200  # interleaved batches per contender
+    call_rounds: int = 60  # interleaved batches per contender
     single_calls: int = 20_000  # individually timed calls per contender, for p99
     emitter_seconds: float = 3.0
     memory_calls: int = 100_000
     policy_decisions: int = 20_000
-    ingest_events: int = 100_000
+    ingest_events: int = 40_000
     frame_events: int = 1_000_000
     stepup_rounds: int = 20
     server_calls: int = 2_000
     load_seconds: float = 3.0
-    server_ingest_batches: int = 200
+    server_ingest_batches: int = 80
 
     @classmethod
     def full(cls) -> Sizes:
@@ -114,10 +114,14 @@ def interleaved(contenders: dict[str, Callable[[], float]], rounds: int,
 
 
 def batch_timer(fn: Callable[..., Any], args: tuple[Any, ...], calls: int,
-                after: Callable[[], None] | None = None) -> Callable[[], float]:
-    """A sample: mean ns per call over a batch of `calls` calls of `fn(*args)`; `after` runs untimed."""
+                after: Callable[[], None] | None = None,
+                clock: Callable[[], int] = time.perf_counter_ns) -> Callable[[], float]:
+    """A sample: mean ns per call over a batch of `calls` calls of `fn(*args)`; `after` runs untimed.
+
+    `clock=time.thread_time_ns` measures the CPU time of the calling thread: what the call costs,
+    without the time this process spent descheduled on a loaded machine (or waiting for the GIL).
+    """
     rng = range(calls)
-    clock = time.perf_counter_ns
 
     def sample() -> float:
         t0 = clock()
@@ -140,6 +144,14 @@ def timed_each(fn: Callable[..., Any], args: tuple[Any, ...], calls: int) -> lis
         fn(*args)
         out[i] = clock() - t0
     return out
+
+
+def load_average() -> float:
+    """1-minute load average: how busy the shared machine was (figures are noisier above the CPU count)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def rss_bytes() -> int:

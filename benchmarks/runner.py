@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._core import Result, Sizes
+from benchmarks._core import Result, Sizes, load_average
 
 __all__ = ["GROUPS", "format_markdown", "format_table", "run"]
 
@@ -111,12 +111,15 @@ def format_markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
             cells[0] += f"<br><sub>{r.note}</sub>"
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     head = (f"Measured {meta['when']} on {meta['machine']} (Python {meta['python']}, {meta['cpus']} CPUs), "
-            f"`python -m benchmarks{' --smoke' if meta['smoke'] else ''}` in {meta['seconds']:.0f} s.")
+            f"`python -m benchmarks{' --smoke' if meta['smoke'] else ''}` in {meta['seconds']:.0f} s; "
+            f"1-minute load average {meta['load_average'][0]:g} at the start and {meta['load_average'][1]:g} at the "
+            "end (the machine is shared; above the CPU count, wall-clock figures include queueing for a CPU).")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
-def metadata(sizes: Sizes, seconds: float) -> dict[str, Any]:
+def metadata(sizes: Sizes, seconds: float, load_before: float) -> dict[str, Any]:
     return {
+        "load_average": [round(load_before, 2), round(load_average(), 2)],
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": platform.platform(),
         "python": platform.python_version(),
@@ -154,14 +157,17 @@ def add_arguments(parser: Any) -> None:
 def run_cli(args: Any) -> int:
     sizes = Sizes.tiny() if args.smoke else Sizes.full()
     t0 = time.monotonic()
+    load_before = load_average()
 
     def log(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
     results = run(sizes, args.only, log)
-    meta = metadata(sizes, time.monotonic() - t0)
+    meta = metadata(sizes, time.monotonic() - t0, load_before)
     print(format_table(results))
+    print(f"\nload average {meta['load_average'][0]:g} → {meta['load_average'][1]:g} on {meta['cpus']} CPUs; "
+          f"{meta['seconds']:.0f} s")
     path = write_json(results, meta, args.json or (LATEST if not args.smoke else LATEST.with_name("smoke.json")))
     print(f"\nwritten: {path}")
     if args.markdown:

@@ -129,7 +129,7 @@ def bench_frames(sizes: Sizes) -> list[Result]:
             shapes["bare"] = df.shape
             return elapsed
 
-        reps = 3 if not sizes.smoke else 1
+        reps = 2 if not sizes.smoke else 1
         samples = interleaved({"ours": ours, "bare": bare}, reps)
         if shapes["ours"][0] != n or shapes["bare"][0] != n:
             raise RuntimeError(f"expected {n} rows, got {shapes}")

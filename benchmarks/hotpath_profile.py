@@ -1,0 +1,99 @@
+"""Where the time of an embedded governed ALLOW call goes: `python -m benchmarks.hotpath_profile`.
+
+Two views. (1) Component costs: each stage of the call timed on its own (best of several repeats of
+thread CPU time, so a busy shared machine disturbs it least); stages nest, see the indentation.
+(2) cProfile of the whole call, by own time (cProfile inflates Python-call overhead, so use it for
+proportions, not for absolute cost). The emitter is paused, so this is the calling thread's cost.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import reference as ref
+from benchmarks.embedded import governed_tool, paused_emitter, thoth_home
+
+
+def _best(fn: Callable[[], Any], number: int = 2000, repeat: int = 7, after: Callable[[], Any] | None = None) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.thread_time_ns()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.thread_time_ns() - t0) / number / 1000)
+        if after is not None:
+            after()
+    return best
+
+
+def components() -> list[tuple[str, float]]:
+    from thoth_nb._instrument import drive_sync
+
+    with thoth_home() as home:
+        tool = governed_tool(home)
+        tool(*ref.ARGS)
+        emitter = paused_emitter(tool)
+        binding = tool.__thoth_binding__  # type: ignore[attr-defined]
+        gov = binding.governor
+        engine = gov.transport.engine
+        call = binding.begin(ref.ARGS, {})[0]
+        body = gov.request(call)
+        policy = engine.default_policy
+        state = engine._session(body["tenant_id"], body["session_id"])
+        rules = policy.rules_for(body["agent_id"], "read_file")
+        args = body["tool_args"]
+        flush = emitter.flush
+        out = [
+            ("reference wrapper call (the baseline, total)", _best(lambda: ref.reference_call(*ref.ARGS),
+                                                                   after=ref.EVENTS.clear)),
+            ("governed call (total)", _best(lambda: tool(*ref.ARGS), after=flush)),
+            ("  Binding.begin: name args, Call(), queue PRE", _best(lambda: binding.begin(ref.ARGS, {}), after=flush)),
+            ("  drive_sync(Governor.flow): request + enforce + generator", _best(
+                lambda: drive_sync(gov.flow(call), gov.transport, call))),
+            ("    Governor.request: the §3.1 body", _best(lambda: gov.request(call))),
+            ("    EmbeddedTransport.enforce → Engine.decide", _best(lambda: gov.transport.enforce(body))),
+            ("      Engine._policy_verdict: scope, rules, rate limits", _best(
+                lambda: engine._policy_verdict(policy, body, state, body["agent_id"], "read_file", args))),
+            ("        5 compiled rule matchers", _best(lambda: [r.matches(args) for r in rules])),
+            ("  Governor.finished: clocks, session, queue POST", _best(lambda: gov.finished(call, 1), after=flush)),
+            ("  Emitter.emit (one event)", _best(lambda: gov.emitter.emit(("pre", call, 0)), after=flush)),
+        ]
+        emitter.shutdown()
+    return out
+
+
+def profile(calls: int = 20_000) -> str:
+    with thoth_home() as home:
+        tool = governed_tool(home)
+        tool(*ref.ARGS)
+        emitter = paused_emitter(tool)
+        path, mode = ref.ARGS
+        profiler = cProfile.Profile()
+        for _ in range(calls // 1000):
+            profiler.enable()
+            for _ in range(1000):
+                tool(path, mode)
+            profiler.disable()
+            emitter.flush()
+        emitter.shutdown()
+    stream = io.StringIO()
+    stats = pstats.Stats(profiler, stream=stream)
+    stats.sort_stats("tottime").print_stats(18)
+    return stream.getvalue()
+
+
+def main() -> None:
+    print("| stage | µs (best of 7, thread CPU time) |\n|---|---|")
+    for name, value in components():
+        print(f"| {name.replace(' ', '&nbsp;', len(name) - len(name.lstrip()))} | {value:.2f} |")
+    print()
+    print(profile())
+
+
+if __name__ == "__main__":
+    main()
