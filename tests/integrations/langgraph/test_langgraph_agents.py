@@ -6,7 +6,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
@@ -18,7 +18,7 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.prebuilt import InjectedState, ToolNode, ToolRuntime, tools_condition
 from langgraph.types import Command
 
 import thoth_nb
@@ -406,3 +406,20 @@ async def test_siblings_of_a_held_call_in_one_step_run_once(use_async: bool, too
         ("delete_file", "TOOL_CALL_PRE"), ("delete_file", "TOOL_CALL_BLOCK"),
         ("send_email", "TOOL_CALL_PRE"), ("send_email", "TOOL_CALL_POST"),
     ])
+
+
+def test_injected_arguments_are_not_tool_args(counter: dict[str, int]) -> None:
+    @tool
+    def lookup(query: str, runtime: ToolRuntime, state: Annotated[dict, InjectedState]) -> str:
+        """Look something up."""
+        counter["search"] += 1
+        return f"{query} for call {runtime.tool_call_id} after {len(state['messages'])} messages"
+
+    model = ScriptedChatModel(responses=[tool_call("lookup", {"query": "q"}, "c7"), AIMessage("done")])
+    agent = govern(react_agent(model, [lookup]), approved_scope=["lookup"])
+    result = agent.invoke({"messages": [("user", "go")]})
+    reply = next(m for m in result["messages"] if isinstance(m, ToolMessage))
+    assert reply.content == "q for call c7 after 2 messages"
+    evs = events()
+    assert [e["event_type"] for e in evs] == ["TOOL_CALL_PRE", "TOOL_CALL_POST"]
+    assert evs[0]["metadata"]["tool_args"] == {"query": "q"}
