@@ -213,3 +213,25 @@ def test_feed_cost_per_call_is_under_two_ms(monkeypatch: pytest.MonkeyPatch) -> 
     cost_ms = (with_feed - bare) * 1000
     print(f"feed cost per governed call: {cost_ms:.3f} ms (bare {bare * 1000:.3f} ms)")
     assert cost_ms < 2.0
+
+
+def test_nested_cells_share_the_outer_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    display = Display()
+    _patch_display(monkeypatch, display)
+    feed = Feed("widget", enabled=lambda: True, max_rows=lambda: 50, throttle=0.0)
+    _context.add_listener(feed)
+    try:
+        tools = _tools()
+        feed.pre_run_cell()
+        feed.pre_run_cell()  # %%capture runs the cell body as a cell of its own
+        tools[0]("inner")
+        feed.post_run_cell()
+        assert feed.current is not None  # the outer cell is still running
+        tools[0]("outer")
+        feed.post_run_cell()
+        assert feed.current is None
+    finally:
+        _context.remove_listener(feed)
+    assert len(display.handles) == 1
+    final = display.handles[0].updates[-1]["text/plain"]
+    assert "inner" in final and "outer" in final

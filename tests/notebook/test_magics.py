@@ -340,3 +340,13 @@ def test_config_traitlets_are_the_defaults(loaded: Shell, capsys: pytest.Capture
     assert thoth_nb.violations(tenant_id="acme")["observed"].tolist() == [True]
     loaded.magic("config ThothMagics.mode = 'sometimes'")  # %config logs the trait error
     assert loaded.ip.magics_manager.registry["ThothMagics"].mode == "observe"
+
+
+def test_unload_keeps_governance_the_user_added_before(loaded: Shell) -> None:
+    loaded.cell("import thoth_nb\nmine = thoth_nb.instrument(Agent(), agent_id='mine', tenant_id='local', "
+                "approved_scope=['web_search'])\nmine_runs = [t.run for t in mine.tools]")
+    loaded.magic("thoth instrument mine --agent-id mine --scope web_search,delete_file --mode observe")
+    loaded.magic("unload_ext thoth_nb")
+    mine = loaded.ns["mine"]
+    assert [t.run for t in mine.tools] == loaded.ns["mine_runs"]  # still the user's own governed wrappers
+    assert all(is_governed(t.run) for t in mine.tools)

@@ -152,7 +152,7 @@ def unload_ipython_extension(ipython: Any) -> None:
             except ValueError:
                 pass
         _context.remove_listener(feed)
-        feed.post_run_cell()
+        feed.close()
     completer = getattr(ipython, "Completer", None)
     if state.matcher is not None and completer is not None and state.matcher in completer.custom_matchers:
         completer.custom_matchers.remove(state.matcher)

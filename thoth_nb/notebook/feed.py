@@ -298,6 +298,7 @@ class Feed:
         self.current: CellFeed | None = None
         self.last: CellFeed | None = None
         self._in_cell = False
+        self._depth = 0
         self._lock = threading.Lock()
 
     def __call__(self, phase: str, call: Call) -> None:
@@ -315,9 +316,19 @@ class Feed:
         return f"<thoth_nb Feed mode={self.mode} in_cell={self._in_cell}>"
 
     def pre_run_cell(self, *_: Any) -> None:
+        # cells run inside a cell (%%capture and friends call run_cell) share the outer cell's feed
+        self._depth += 1
         self._in_cell = True
 
     def post_run_cell(self, *_: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth:
+            return
+        self.close()
+
+    def close(self) -> None:
+        """End the current cell's feed now (the cell finished, or the extension is unloading)."""
+        self._depth = 0
         self._in_cell = False
         with self._lock:
             cell, self.current = self.current, None

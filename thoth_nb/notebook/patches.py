@@ -79,12 +79,25 @@ def _tools_of(obj: Any) -> Any:
     return getattr(obj, "tools", None)
 
 
+def _items(obj: Any) -> list[tuple[Any, Any]]:
+    tools = _tools_of(obj)
+    if isinstance(tools, dict):
+        return list(tools.items())
+    if isinstance(tools, list):
+        return list(enumerate(tools))
+    return []
+
+
+def _has_governed(obj: Any) -> bool:
+    if is_governed(obj):
+        return True
+    return any(is_governed(t) or is_governed(getattr(t, "run", None)) for _, t in _items(obj))
+
+
 def _sweep(obj: Any) -> None:
     """Replace governed callables still in `.tools` by their originals."""
     tools = _tools_of(obj)
-    items = list(tools.items()) if isinstance(tools, dict) else list(enumerate(tools)) if isinstance(
-        tools, list) else []
-    for key, tool in items:
+    for key, tool in _items(obj):
         if is_governed(tool):
             tools[key] = unwrap(tool)
         elif is_governed(getattr(tool, "run", None)):
@@ -103,6 +116,7 @@ class Instrumented:
         self.original = original
         self.namespace = namespace
         self.source = source  # "%thoth instrument" or "%%thoth"
+        self.governed_before = False  # set by Registry: were any tools governed before we came?
 
     @property
     def agent_id(self) -> str:
@@ -118,7 +132,8 @@ class Instrumented:
         if self.target is not self.original and self.namespace is not None and self.name is not None and \
                 self.namespace.get(self.name) is self.target:
             self.namespace[self.name] = self.original
-        _sweep(self.original)
+        if not self.governed_before:  # never strip governance the user had put there themselves
+            _sweep(self.original)
 
     def __repr__(self) -> str:
         return f"<Instrumented {self.name or type(self.target).__name__} agent={self.agent_id} mode={self.mode}>"
@@ -152,8 +167,11 @@ class Registry:
                 return result
             undo = [] if callable(obj) and not hasattr(obj, "tools") and not isinstance(obj, (list, dict)) else (
                 _container_undo(_tools_of(obj)))
+            governed_before = _has_governed(obj)
             result = instrument(obj, **options)
-            self.items.append(Instrumented(name, result, dict(options), undo, obj, namespace, source))
+            item = Instrumented(name, result, dict(options), undo, obj, namespace, source)
+            item.governed_before = governed_before
+            self.items.append(item)
             return result
 
     def for_agent(self, agent_id: str) -> list[Instrumented]:
