@@ -51,7 +51,7 @@ class MCPIntegration(Integration):
 
 MCPIntegration.install()
 
-__all__ = ["govern_client", "govern_server", "govern_session", "instrument_object", "ungovern"]
+__all__ = ["govern_call_tool", "govern_client", "govern_server", "govern_session", "instrument_object", "ungovern"]
 
 logger = logging.getLogger("thoth_nb")
 
@@ -143,6 +143,14 @@ def _patch_client_call(obj: Any, state: _State, session_of: Callable[[], Any]) -
     call_tool.__wrapped__ = original  # type: ignore[attr-defined]
     setattr(call_tool, _MARK, state)
     obj.call_tool = call_tool
+
+
+def govern_call_tool(obj: Any, governor: Governor, server_name: str, on_block: str = "message") -> Any:
+    """Govern any object with an MCP-style `async call_tool(name, arguments, ...)` returning a
+    CallToolResult (e.g. the OpenAI Agents SDK's MCP servers); tool names are `<server_name>.<tool>`."""
+    _check(on_block)
+    _patch_client_call(obj, _State(governor, server_name, on_block), lambda: None)
+    return obj
 
 
 def _check(on_block: str) -> None:
@@ -269,7 +277,8 @@ def _server(server: Any, governor: Governor, server_name: str | None, on_block: 
 
 
 def _kind(obj: Any) -> str | None:
-    names = {k.__name__ for k in type(obj).__mro__}
+    # only classes of the mcp package itself (the Agents SDK also has an `MCPServer`, a client-side wrapper)
+    names = {k.__name__ for k in type(obj).__mro__ if (k.__module__ or "").startswith("mcp.")}
     if "ClientSession" in names:
         return "session"
     client_type = getattr(mcp, "Client", None)

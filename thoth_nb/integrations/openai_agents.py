@@ -38,6 +38,7 @@ from thoth_nb.integrations._loop import ON_BLOCK, blocked_message, set_framework
 try:
     import agents
     from agents import Agent, FunctionTool
+    from agents.mcp import MCPServer as AgentsMCPServer
 except ImportError:  # pragma: no cover - exercised without the extra
     raise DidNotEnable("the openai-agents package is not installed") from None
 
@@ -299,19 +300,37 @@ def _check(on_block: str, step_up: str) -> None:
         raise ThothConfigError(f"step_up must be 'approval' (the SDK's interruptions) or 'hold'; got {step_up!r}")
 
 
+def _mcp_servers(obj: Any, found_agents: list[Any]) -> list[Any]:
+    """The Agents SDK's MCP servers (`Agent(mcp_servers=[...])`) reachable from obj."""
+    servers = [s for a in found_agents for s in (getattr(a, "mcp_servers", None) or [])]
+    if isinstance(obj, AgentsMCPServer):
+        servers.append(obj)
+    unique: dict[int, Any] = {id(s): s for s in servers}
+    return list(unique.values())
+
+
 def instrument_object(obj: Any, governor: Governor, *, on_block: str = "message", step_up: str = "approval") -> Any:
-    """`thoth_nb.instrument()` adapter: an Agent (with its handoffs and agents-as-tools), a FunctionTool,
-    or a list of them, governed in place."""
+    """`thoth_nb.instrument()` adapter: an Agent (with its handoffs, agents-as-tools and MCP servers), a
+    FunctionTool, an Agents SDK MCP server, or a list of them, governed in place."""
     _check(on_block, step_up)
-    _, tools, skipped = _agents_and_tools(obj)
-    if not tools:
+    found_agents, tools, skipped = _agents_and_tools(obj)
+    servers = _mcp_servers(obj, found_agents)
+    skipped = [name for name in skipped if not any(name == getattr(s, "name", None) for s in servers)]
+    if not tools and not servers:
         raise ThothConfigError(
             f"cannot instrument a {type(obj).__name__} from the OpenAI Agents SDK: it has no function tools. "
-            "Pass an agents.Agent with tools=[...] (@function_tool or FunctionTool), a FunctionTool, or a list of them"
+            "Pass an agents.Agent with tools=[...] (@function_tool or FunctionTool) or mcp_servers=[...], a "
+            "FunctionTool, or a list of them"
         )
     set_framework(governor, FRAMEWORK)
     for tool in tools:
         _govern_tool(tool, governor, on_block, step_up)
+    if servers:
+        # MCP tools: the server's call_tool is governed (STEP_UP is a blocking hold there), named <server>.<tool>
+        from thoth_nb.integrations import mcp as mcp_integration  # openai-agents depends on mcp
+
+        for server in servers:
+            mcp_integration.govern_call_tool(server, governor, str(server.name), on_block)
     if skipped:
         logger.warning(
             "thoth: %s are not Python function tools and run outside thoth_nb governance", ", ".join(skipped)
@@ -340,10 +359,17 @@ def govern_agent(
 
 
 def ungovern_agent(agent: Any) -> Any:
-    """Restore the original `on_invoke_tool` / `needs_approval` of every governed function tool."""
-    _, tools, _ = _agents_and_tools(agent)
+    """Restore the original `on_invoke_tool` / `needs_approval` of every governed function tool (and the
+    `call_tool` of governed MCP servers)."""
+    found_agents, tools, _ = _agents_and_tools(agent)
     for tool in tools:
         _restore_tool(tool)
+    servers = _mcp_servers(agent, found_agents)
+    if servers:
+        from thoth_nb.integrations import mcp as mcp_integration
+
+        for server in servers:
+            mcp_integration.ungovern(server)
     return agent
 
 

@@ -278,3 +278,81 @@ async def test_reviewer_can_modify_the_arguments() -> None:
     await Runner.run(agent, "email everyone")
     thread.join(5)
     assert tool_outputs(model)["c1"] == "sent to team@example.com"
+
+
+class InProcessMCPServer(agents.mcp.MCPServer):
+    """An Agents SDK MCP server backed by mcp.Client(MCPServer) in memory (no subprocess, no network)."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__()
+        self._server = server
+        self._cm: Any = None
+        self.client: Any = None
+
+    @property
+    def name(self) -> str:
+        return "files"
+
+    async def connect(self) -> None:
+        from mcp import Client
+
+        self._cm = Client(self._server)
+        self.client = await self._cm.__aenter__()
+
+    async def cleanup(self) -> None:
+        await self._cm.__aexit__(None, None, None)
+
+    async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[Any]:
+        return list((await self.client.list_tools()).tools)
+
+    async def call_tool(self, tool_name: str, arguments: dict[str, Any] | None, meta: Any = None) -> Any:
+        return await self.client.call_tool(tool_name, arguments)
+
+    async def list_prompts(self) -> Any:
+        return await self.client.list_prompts()
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        return await self.client.get_prompt(name, arguments)
+
+
+async def test_agent_mcp_servers_are_governed() -> None:
+    pytest.importorskip("mcp")
+    from mcp.server.mcpserver import MCPServer
+
+    runs = {"read_file": 0, "delete_file": 0}
+    files = MCPServer("files")
+
+    @files.tool()
+    def read_file(path: str) -> str:
+        """Read a file."""
+        runs["read_file"] += 1
+        return f"contents of {path}"
+
+    @files.tool()
+    def delete_file(path: str) -> str:
+        """Delete a file."""
+        runs["delete_file"] += 1
+        return "deleted"
+
+    server = InProcessMCPServer(files)
+    model = ScriptedModel(
+        [
+            [function_call("read_file", {"path": "a.txt"}, call_id="c1")],
+            [function_call("delete_file", {"path": "a.txt"}, call_id="c2")],
+            [assistant_message("Done.")],
+        ]
+    )
+    agent = Agent(name="ops", model=model, mcp_servers=[server])
+    thoth_nb.instrument(agent, **{**CONFIG, "approved_scope": ["files.read_file"]})
+    await server.connect()
+    try:
+        result = await Runner.run(agent, "read then delete a.txt")
+    finally:
+        await server.cleanup()
+    assert result.final_output == "Done."
+    assert runs == {"read_file": 1, "delete_file": 0}
+    outputs = tool_outputs(model)
+    assert "contents of a.txt" in str(outputs["c1"]) and "blocked by policy" in str(outputs["c2"])
+    assert [e["tool_name"] for e in events("TOOL_CALL_BLOCK")] == ["files.delete_file"]
+    ungovern_agent(agent)
+    assert "call_tool" not in vars(server)
