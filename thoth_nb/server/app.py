@@ -436,6 +436,7 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
     app.add_exception_handler(Exception, internal_error)
 
     limit = settings.max_body_bytes
+    inline = isinstance(store, SQLiteStore)
 
     # -- PROTOCOL §3: enforce --------------------------------------------------------------------
 
@@ -455,8 +456,12 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         principal.check_tenant(body["tenant_id"])
         # the engine lets only thoth_nb clients receive MODIFY on a hold (PROTOCOL §11)
         body["_user_agent"] = request.headers.get("user-agent", "")
-        # inline, not in a thread: ALLOW touches no storage and the rest is one short SQLite write
-        decision = engine.decide(body, dedupe=True)
+        # SQLite: inline, not in a thread (ALLOW touches no storage, the rest is one short local write);
+        # a networked store (PostgreSQL) would block the loop for a round trip, so it goes to a thread
+        if inline:
+            decision = engine.decide(body, dedupe=True)
+        else:
+            decision = await run_in_threadpool(engine.decide, body, dedupe=True)
         return json_response(wire_body(decision))
 
     # -- PROTOCOL §4 and §11: hold polling, with long-poll -----------------------------------------
@@ -483,7 +488,10 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         deadline = time.monotonic() + wait
         while True:
             try:
-                reply = engine.hold_status(hold_token, principal.tenant_id)
+                if inline:
+                    reply = engine.hold_status(hold_token, principal.tenant_id)
+                else:
+                    reply = await run_in_threadpool(engine.hold_status, hold_token, principal.tenant_id)
             except HoldNotFound:
                 raise ApiError(404, "unknown_hold", f"no hold {hold_token!r} for this tenant") from None
             remaining = deadline - time.monotonic()
