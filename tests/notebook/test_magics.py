@@ -350,3 +350,10 @@ def test_unload_keeps_governance_the_user_added_before(loaded: Shell) -> None:
     mine = loaded.ns["mine"]
     assert [t.run for t in mine.tools] == loaded.ns["mine_runs"]  # still the user's own governed wrappers
     assert all(is_governed(t.run) for t in mine.tools)
+
+
+def test_cell_magic_refuses_top_level_await_with_a_hint(loaded: Shell) -> None:
+    with pytest.raises(UsageError, match="top-level await"):
+        loaded.cell("%%thoth --agent-id a --scope web_search\nimport asyncio\nawait asyncio.sleep(0)")
+    # async functions defined in the cell are fine
+    loaded.cell("%%thoth --agent-id a --scope web_search\nasync def f():\n    await g()\n")

@@ -221,6 +221,10 @@ class ThothMagics(Magics):
         source = shell.transform_cell(cell)
         filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
         tree = ast.parse(source, filename=filename)
+        if _top_level_await(tree):
+            raise UsageError("%%thoth cannot run top-level await (the kernel's event loop is already busy "
+                             "running this cell). Instrument in a %%thoth cell, then await in a plain cell: the "
+                             "tools keep the cell's options.")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         ns = shell.user_ns
         glob = shell.user_global_ns
@@ -253,6 +257,19 @@ class ThothMagics(Magics):
 
 
 _UNSET = object()
+
+
+def _top_level_await(tree: ast.Module) -> bool:
+    """`await`, `async for` or `async with` outside any function body."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return False
 
 CELL_PARSER = _Parser(prog="%%thoth", description="Govern every tool call made in this cell.")
 _add_governance_options(CELL_PARSER)
@@ -478,6 +495,16 @@ def _explain_remote(server: str, tenant: str, violation_id: str, transport: Any 
         raise UsageError(f"{server}/v1/explain failed (status={response.status_code})")
     data: dict[str, Any] = response.json()
     return data
+
+
+def _register_workbench() -> None:
+    """`%thoth dashboard` and `%thoth replay` (the policy workbench, thoth_nb/notebook/dashboard.py)."""
+    from thoth_nb.notebook import dashboard
+
+    dashboard.register(command, _add_filters)
+
+
+_register_workbench()
 
 
 def _feed_options(p: _Parser) -> None:
