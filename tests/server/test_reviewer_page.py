@@ -71,6 +71,7 @@ def test_approve_in_the_browser_resumes_the_waiting_call(live: Any) -> None:
             assert "m " in row.first.locator("td.time-left").inner_text()  # e.g. "14m 58s"
             assert "#key=" not in page.url  # the key left the address bar for sessionStorage
 
+            row.first.locator("input.note").fill("known payee")
             clicked = time.monotonic()
             row.first.locator("button.approve").click()
             waiting.join(5)
@@ -99,4 +100,5 @@ def test_approve_in_the_browser_resumes_the_waiting_call(live: Any) -> None:
     assert calls == [("bob", 500)]
     record = httpx.get(f"{live.url}/v1/approvals", params={"status": "approved"},
                        headers={"x-api-key": live.key("acme", "reviewer")}, trust_env=False).json()["items"][0]
-    assert record["reviewer"] == "reviewer page"
+    assert record["reviewer"] == "reviewer page" and record["note"] == "known payee"
+    assert record["grant_scope"] == "once"

@@ -63,13 +63,17 @@ function timeLeft(expiresAt) {
   return m > 0 ? m + "m " + (s % 60) + "s" : s + "s";
 }
 
-async function resolve(approvalId, decision, buttons) {
-  buttons.forEach((b) => { b.disabled = true; });
+async function resolve(approvalId, decision, controls) {
+  controls.buttons.forEach((b) => { b.disabled = true; });
   const reviewer = sessionStorage.getItem(REVIEWER) || "reviewer page";
+  const body = { decision, reviewer };
+  const note = controls.note.value.trim();
+  if (note) body.note = note;
+  if (decision === "approve" && controls.session.checked) body.scope = "session";
   try {
     const record = await api("/v1/approvals/" + encodeURIComponent(approvalId) + "/resolve", {
       method: "POST",
-      body: JSON.stringify({ decision, reviewer }),
+      body: JSON.stringify(body),
     });
     setStatus(record.tool_name + " " + record.status + " by " + record.reviewer);
   } catch (e) {
@@ -110,10 +114,21 @@ function renderApprovals(items) {
     const deny = document.createElement("button");
     deny.className = "deny";
     deny.textContent = "Deny";
-    approve.addEventListener("click", () => resolve(a.approval_id, "approve", [approve, deny]));
-    deny.addEventListener("click", () => resolve(a.approval_id, "deny", [approve, deny]));
+    const note = document.createElement("input");
+    note.className = "note";
+    note.placeholder = "note (optional)";
+    note.size = 14;
+    const session = document.createElement("input");
+    session.type = "checkbox";
+    session.className = "session-scope";
+    const sessionLabel = document.createElement("label");
+    sessionLabel.title = "also allow this exact call for the rest of the session";
+    sessionLabel.append(session, " session");
+    const controls = { buttons: [approve, deny], note, session };
+    approve.addEventListener("click", () => resolve(a.approval_id, "approve", controls));
+    deny.addEventListener("click", () => resolve(a.approval_id, "deny", controls));
     const actions = document.createElement("span");
-    actions.append(approve, deny);
+    actions.append(note, " ", sessionLabel, " ", approve, deny);
     cell(tr, actions);
     body.appendChild(tr);
   }
