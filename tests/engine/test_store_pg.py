@@ -317,3 +317,15 @@ def test_prune_and_export(pg: Any, tmp_path: Path) -> None:
     counts = pg.prune("2021-01-01T00:00:00Z")
     assert counts["events"] == 5
     assert [e["session_id"] for e in pg.events("t")] == ["new"] * 7
+
+
+def test_copy_falls_back_to_on_conflict_for_a_racing_duplicate(pg: Any) -> None:
+    """An id that slipped past the locked duplicate check (same id, another session, at once) is skipped."""
+    first = event("a")
+    pg.ingest_events([first])
+    racing = [event("b", n=1), {**event("b", n=2), "event_id": first["event_id"]}]
+    with pg.transaction() as db:
+        rows = [(e["event_id"], "t", "b", "a", "u", "x", "TOOL_CALL_PRE", "2026-01-01T00:00:00.000000Z", None, None,
+                 "2026-01-01T00:00:00.000000Z", i, "h", "", "{}") for i, e in enumerate(racing)]
+        assert pg._insert_events(db, rows) == 1
+    assert pg.count_events("t") == 2

@@ -234,13 +234,12 @@ def _m002_shared_state(db: sqlite3.Connection) -> None:
 
 
 def _m003_volume_indexes(db: sqlite3.Connection) -> None:
-    """Indexes for retention (time), the dashboard's tool filter and tenant-wide pages, session counts."""
+    """Per-session counts of violations and holds, and hold expiry. Each events index costs ingest, so the
+    dashboard's tenant/session/agent/time reads stay on m001's indexes; on SQLite `db prune` scans events
+    (PostgreSQL adds a BRIN index on occurred_at under this same name)."""
     _script(
         db,
         """
-        CREATE INDEX events_time ON events (occurred_at);
-        CREATE INDEX events_tenant_tool ON events (tenant_id, tool_name, occurred_at);
-        CREATE INDEX events_tenant_seq ON events (tenant_id, seq);
         CREATE INDEX violations_tenant_session ON violations (tenant_id, session_id);
         CREATE INDEX holds_tenant_session ON holds (tenant_id, session_id);
         CREATE INDEX holds_pending_expiry ON holds (expires_at) WHERE status = 'pending'

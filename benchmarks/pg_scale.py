@@ -1,0 +1,295 @@
+"""PostgreSQL figures (issue 10): ingest into `PostgresStore`, and `/v1/enforce` throughput of two
+`thoth-nb serve` replicas against one, all on one PostgreSQL.
+
+Needs a database URL in THOTH_BENCH_DATABASE_URL (or THOTH_TEST_DATABASE_URL, as `.ci/start-postgres`
+exports it); every run works in a fresh schema and drops it. Run alone with
+`python -m benchmarks.pg_scale [--smoke]`; the runner can import `BENCHES`.
+
+* Ingest: real SDK events (benchmarks.store.real_events) through `PostgresStore.ingest_events` in
+  batches of 500 (advisory locks, dedupe check, SHA-256 chain, `COPY`),
+  beside a bare `COPY` of the same (event_id, body) rows into an unindexed table: the floor.
+* Enforce: `thoth-nb serve --db postgresql://...` processes, loaded by `wrk` (one process per replica,
+  connections split evenly) with a distinct session per request slot. Two policies: the reference
+  policy (ALLOW touches no storage) and the same with a per-session rate limit (every decision is one
+  atomic upsert in PostgreSQL, the shared state replicas need).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import reference as ref
+from benchmarks._core import Result, Sizes, median
+
+GROUP = "postgres"
+BATCH = 500
+ROOT = Path(__file__).resolve().parent.parent
+
+RATE_LIMIT_YAML = ref.POLICY_YAML + """\
+rate_limits:
+  - {id: per-session, tool: "*", max_calls: 1000000, per_seconds: 60, decision: block}
+"""
+
+
+def database_url() -> str | None:
+    return os.environ.get("THOTH_BENCH_DATABASE_URL") or os.environ.get("THOTH_TEST_DATABASE_URL") or None
+
+
+def available() -> str | None:
+    """Why the PostgreSQL figures cannot run, or None."""
+    if not database_url():
+        return "no PostgreSQL (set THOTH_BENCH_DATABASE_URL or run .ci/start-postgres)"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        return f"psycopg not installed ({exc})"
+    return None
+
+
+@contextlib.contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A database URL whose search_path is a new schema, dropped afterwards."""
+    import psycopg
+
+    base = database_url()
+    assert base
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+
+
+def _events(n: int, sessions: int) -> list[dict[str, Any]]:
+    """Real SDK events, spread over `sessions` sessions with fresh ids (as many agents would send)."""
+    from benchmarks.embedded import thoth_home
+    from benchmarks.store import real_events
+
+    with thoth_home() as home:
+        base = real_events(home, min(n, 2000))
+    out = []
+    for i in range(n):
+        event = dict(base[i % len(base)])
+        event["event_id"] = f"{event['tenant_id']}:{uuid.uuid4()}"
+        event["session_id"] = f"bench-{i % sessions}"
+        out.append(event)
+    return out
+
+
+def bench_pg_ingest(sizes: Sizes) -> list[Result]:
+    figure = "ingest into PostgreSQL (PostgresStore.ingest_events, batches of 500)"
+    why = available()
+    if why is not None:
+        return [Result.na(GROUP, figure, why, "≥ 20,000 events/s")]
+    from thoth_nb import _json
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    n = 4_000 if sizes.smoke else max(40_000, sizes.ingest_events)
+    rows: list[Result] = []
+    for sessions in (1, 50):
+        events = _events(n, sessions)
+        batches = [events[i: i + BATCH] for i in range(0, len(events), BATCH)]
+        with fresh_schema() as url:
+            store = PostgresStore(url)
+            with store.transaction() as db:
+                db.execute("CREATE TABLE bare (event_id TEXT, body TEXT)")
+            ours: list[float] = []
+            bare: list[float] = []
+            for i, batch in enumerate(batches):  # interleaved, batch by batch
+                encoded = [(e["event_id"], _json.dumps(e)) for e in batch]
+                for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    if which == 0:
+                        result = store.ingest_events(batch)
+                        assert result.accepted == len(batch), result
+                        ours.append(time.perf_counter() - t0)
+                    else:
+                        with store.transaction() as db, db.cursor() as cur, \
+                                cur.copy("COPY bare (event_id, body) FROM STDIN") as copy:
+                            for row in encoded:
+                                copy.write_row(row)
+                        bare.append(time.perf_counter() - t0)
+            store.close()
+        rate = len(events) / sum(ours)
+        floor = len(events) / sum(bare)
+        rows.append(Result(
+            GROUP, f"{figure}, {sessions} session{'s' if sessions > 1 else ''}", rate, "events/s", floor,
+            "bare COPY of (event_id, body) into an unindexed table", None, "≥ 20,000 events/s", rate >= 20_000,
+            f"{len(events):,} real SDK events; each batch: advisory locks per session, duplicate check, "
+            "SHA-256 chain, COPY into events (6 indexes); commit per batch"))
+    return rows
+
+
+# -- enforce through replicas ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def replicas(url: str, policy: Path, count: int) -> Iterator[list[int]]:
+    """`count` real `thoth-nb serve --db <url>` processes; yields their ports once /readyz answers."""
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    ports = [_free_port() for _ in range(count)]
+    procs = [subprocess.Popen([sys.executable, "-m", "thoth_nb.cli", "serve", "--db", url, "--policy", str(policy),
+                               "--port", str(p), "--log-level", "warning"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+             for p in ports]
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"thoth-nb serve exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1, trust_env=False).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"thoth-nb serve on port {port} did not get ready")
+                time.sleep(0.1)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            if proc.stderr:
+                proc.stderr.close()
+
+
+_WRK = """
+local n = 0
+local tid = 0
+local template = [[{body}]]
+setup = function(thread)
+  thread:set("tid", tid)
+  tid = tid + 1
+end
+request = function()
+  n = n + 1
+  local body = string.gsub(template, "SESSION", "s" .. {offset} .. "-" .. tid .. "-" .. (n % {sessions}))
+  return wrk.format("POST", "/v1/enforce", {{["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer {key}", ["User-Agent"] = "thoth-nb-bench"}}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BADSTATUS %d\\n", summary.errors.status))
+end
+"""
+
+
+def _wrk(ports: list[int], key: str, conns: int, seconds: float, sessions: int) -> tuple[float, int]:
+    """Load every port at once (one wrk per port, connections split); total requests/s and errors."""
+    from thoth_nb import _json
+
+    body = _json.dumps({"agent_id": ref.AGENT["agent_id"], "tenant_id": ref.AGENT["tenant_id"],
+                        "user_id": "system", "session_id": "SESSION", "approved_scope": ref.AGENT["approved_scope"],
+                        "enforcement_mode": "step_up", "tool_name": "read_file",
+                        "tool_args": {"path": ref.ARGS[0], "mode": ref.ARGS[1]}, "session_tool_calls": []})
+    with tempfile.TemporaryDirectory(prefix="thoth-pg-wrk-") as tmp:
+        procs = []
+        for i, port in enumerate(ports):
+            script = Path(tmp) / f"post{i}.lua"
+            script.write_text(_WRK.format(body=body, key=key, sessions=sessions, offset=i))
+            c = conns // len(ports)
+            procs.append(subprocess.Popen(
+                ["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{max(1, round(seconds))}s", "-s", str(script),
+                 f"http://127.0.0.1:{port}/v1/enforce"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        total = 0.0
+        errors = 0
+        for proc in procs:
+            out, err = proc.communicate(timeout=seconds + 60)
+            match = re.search(r"Requests/sec:\s*([\d.]+)", out)
+            if match is None:
+                raise RuntimeError(f"wrk failed: {out}{err}")
+            total += float(match.group(1))
+            bad = re.search(r"BADSTATUS (\d+)", out)
+            errors += int(bad.group(1)) if bad else 0
+            sock = re.search(r"Socket errors: (.*)", out)
+            if sock:
+                errors += sum(int(x) for x in re.findall(r"\d+", sock.group(1)))
+    return total, errors
+
+
+def bench_pg_replicas(sizes: Sizes) -> list[Result]:
+    figure = "/v1/enforce throughput, 2 replicas vs 1 on one PostgreSQL"
+    why = available() or (None if shutil.which("wrk") else "wrk is not installed")
+    if why is not None:
+        return [Result.na(GROUP, figure, why, "≥ 1.5x or explained")]
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    seconds = 1.0 if sizes.smoke else max(3.0, sizes.load_seconds)
+    runs = 1 if sizes.smoke else 3
+    conns = 16
+    rows: list[Result] = []
+    cpus = os.cpu_count() or 1
+    for label, policy_text in (("reference policy (ALLOW: no store access)", ref.POLICY_YAML),
+                               ("with a per-session rate limit (one upsert per decision)", RATE_LIMIT_YAML)):
+        with fresh_schema() as url, tempfile.TemporaryDirectory(prefix="thoth-pg-") as tmp:
+            policy = Path(tmp) / "policy.yaml"
+            policy.write_text(policy_text)
+            store = PostgresStore(url)
+            _, key = store.create_api_key(ref.AGENT["tenant_id"], "agent", "bench")
+            store.create_api_key(ref.AGENT["tenant_id"], "admin", "bench admin")  # no first-key banner
+            store.close()
+            rates: dict[int, list[float]] = {1: [], 2: []}
+            with replicas(url, policy, 2) as ports:
+                _wrk(ports, key, 4, 1.0, 100)  # warm-up both
+                for r in range(runs):
+                    for count in ((1, 2) if r % 2 == 0 else (2, 1)):
+                        rate, errors = _wrk(ports[:count], key, conns, seconds, 1000)
+                        if errors:
+                            raise RuntimeError(f"{errors} failed requests in the replica load test")
+                        rates[count].append(rate)
+            one, two = median(rates[1]), median(rates[2])
+            ratio = two / one
+            rows.append(Result(
+                GROUP, f"{figure}: {label}", two, "req/s", one, "one replica, same load", None,
+                "≥ 1.5x or explained", ratio >= 1.5,
+                f"{cpus} CPUs shared by the replicas, PostgreSQL and wrk; {conns} connections split over the "
+                f"replicas; {runs} interleaved {seconds:g} s runs; sessions vary per request"))
+    return rows
+
+
+BENCHES = [bench_pg_ingest, bench_pg_replicas]
+
+
+def main(argv: list[str] | None = None) -> int:
+    smoke = "--smoke" in (argv if argv is not None else sys.argv[1:])
+    sizes = Sizes.tiny() if smoke else Sizes.full()
+    for bench in BENCHES:
+        for row in bench(sizes):
+            ratio = f"  ({row.ratio:.2f}x {row.baseline_label})" if row.ratio else ""
+            value = f"{row.value:,.0f} {row.unit}" if row.value is not None else "n/a"
+            print(f"[{row.status}] {row.figure}: {value}{ratio}  {row.note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
