@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 from collections.abc import Generator, Iterable
@@ -44,8 +45,10 @@ except ImportError:  # pragma: no cover - exercised without the extra
 
 
 class OpenAIAgentsIntegration(Integration):
-    """Version check (a warning naming the tested range) and install-once bookkeeping;
-    tools are governed per instance by instrument()/govern_agent(): nothing is patched globally."""
+    """Tools are governed per instance by instrument()/govern_agent(). Patched once, restored on unload:
+    `RunContextWrapper.approve_tool` / `reject_tool`, so a decision taken in the SDK (`state.approve()` /
+    `state.reject()`) is recorded on the Thoth hold of that call at once (bookkeeping only: the SDK
+    decides first, and a failure here is logged, never raised)."""
 
     identifier = "openai_agents"
     package = "openai-agents"
@@ -53,7 +56,60 @@ class OpenAIAgentsIntegration(Integration):
 
     @classmethod
     def setup_once(cls) -> None:
-        pass
+        from agents.run_context import RunContextWrapper
+
+        for attr, approve in (("approve_tool", True), ("reject_tool", False)):
+            original = getattr(RunContextWrapper, attr, None)
+            if callable(original):
+                cls.patch(RunContextWrapper, attr, _recording(original, approve))
+
+
+def _recording(original: Any, approve: bool) -> Any:
+    @functools.wraps(original)
+    def decide(self: Any, approval_item: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, approval_item, *args, **kwargs)
+        try:
+            _sdk_decided(approval_item, approve)
+        except Exception:  # bookkeeping: never break the SDK's own approval
+            logger.warning("thoth: could not record the SDK's tool approval on the Thoth hold", exc_info=True)
+        return result
+
+    return decide
+
+
+#: call_id -> governance of a call held by thoth and interrupted in the SDK (see _NeedsApproval)
+_held: collections.OrderedDict[str, _Governance] = collections.OrderedDict()
+
+
+def _sdk_decided(approval_item: Any, approve: bool) -> None:
+    call_id = getattr(getattr(approval_item, "raw_item", None), "call_id", None)
+    if not isinstance(call_id, str):
+        return
+    state = _held.pop(call_id, None)
+    if state is None:
+        return
+    entry = state.pending.get(call_id)
+    if entry is None or not isinstance(entry[2], PollHold):
+        return
+    call, flow, effect = entry
+    if flow is None:
+        return
+    governor = call.governor
+    note = (
+        "approved in the OpenAI Agents SDK (RunState.approve)"
+        if approve
+        else ("rejected in the OpenAI Agents SDK (RunState.reject)")
+    )
+    config = governor.config
+    try:
+        _approvals.resolve(effect.token, approve=approve, note=note, api_url=config.api_url, api_key=config.api_key)
+    except (LookupError, RuntimeError, ThothConfigError) as exc:
+        logger.debug("thoth: hold %s not resolved from the SDK decision: %s", effect.token, exc)
+    if not approve:  # the SDK will not run it: finish the call now, as a block, so it is recorded
+        state.pending.pop(call_id, None)
+        decision = _instrument.drive_sync(_resume(flow, effect), governor.transport, call)
+        if not decision.allowed:
+            governor.violation(call, decision)
 
 
 OpenAIAgentsIntegration.install()
@@ -175,6 +231,8 @@ class _GovernedInvoker:
         state = self.state
         call_id = getattr(ctx, "tool_call_id", None)
         entry = state.pending.pop(call_id, None) if call_id else None
+        if call_id:
+            _held.pop(call_id, None)
         if entry is not None:
             call, flow, effect = entry
             governor = call.governor
@@ -232,6 +290,10 @@ class _NeedsApproval:
         call = governor.begin(state.name, (), args, args)
         flow, effect = await _start(governor, call)
         state.remember(call_id, (call, flow, effect))
+        if isinstance(effect, PollHold):
+            _held[call_id] = state
+            while len(_held) > _PENDING_LIMIT:
+                _held.popitem(last=False)
         return wanted or isinstance(effect, PollHold)
 
 
@@ -313,6 +375,7 @@ def instrument_object(obj: Any, governor: Governor, *, on_block: str = "message"
     """`thoth_nb.instrument()` adapter: an Agent (with its handoffs, agents-as-tools and MCP servers), a
     FunctionTool, an Agents SDK MCP server, or a list of them, governed in place."""
     _check(on_block, step_up)
+    OpenAIAgentsIntegration.install()  # again after an unload; a no-op otherwise
     found_agents, tools, skipped = _agents_and_tools(obj)
     servers = _mcp_servers(obj, found_agents)
     skipped = [name for name in skipped if not any(name == getattr(s, "name", None) for s in servers)]

@@ -126,6 +126,7 @@ async def test_step_up_maps_onto_sdk_approval() -> None:
     ]
     state = result.to_state()
     state.approve(result.interruptions[0])
+    assert thoth_nb.holds("all", tenant_id=TENANT)[0]["status"] == "approved"  # recorded at once
     resumed = await Runner.run(agent, state)
     assert resumed.final_output == "Sent." and tools.runs["send_email"] == 1
     assert tool_outputs(model)["c1"] == "sent to bob@example.com"
@@ -356,3 +357,42 @@ async def test_agent_mcp_servers_are_governed() -> None:
     assert [e["tool_name"] for e in events("TOOL_CALL_BLOCK")] == ["files.delete_file"]
     ungovern_agent(agent)
     assert "call_tool" not in vars(server)
+
+
+async def test_sdk_rejection_denies_the_hold() -> None:
+    tools = Tools()
+    agent, model = agent_with(
+        tools,
+        [
+            [function_call("send_email", {"to": "bob@example.com", "body": "report"}, call_id="c1")],
+            [assistant_message("Not sent.")],
+        ],
+    )
+    thoth_nb.instrument(agent, **{**CONFIG, "enforcement": "step_up"})
+    result = await Runner.run(agent, "email bob")
+    state = result.to_state()
+    state.reject(result.interruptions[0], rejection_message="no emails today")
+    record = thoth_nb.holds("all", tenant_id=TENANT)[0]
+    assert record["status"] == "denied" and "RunState.reject" in record["note"]
+    assert [e["tool_name"] for e in events("TOOL_CALL_BLOCK")] == ["send_email"]
+    resumed = await Runner.run(agent, state)
+    assert resumed.final_output == "Not sent." and tools.runs["send_email"] == 0
+    assert tool_outputs(model)["c1"] == "no emails today"
+
+
+def test_patch_once_and_restore_on_unload() -> None:
+    from agents.run_context import RunContextWrapper
+
+    from thoth_nb.integrations import installed, teardown_all
+
+    tools = Tools()
+    agent, _ = agent_with(tools, [])
+    thoth_nb.instrument(agent, **CONFIG)
+    patched = RunContextWrapper.reject_tool
+    assert hasattr(patched, "__wrapped__") and "openai_agents" in installed()
+    thoth_nb.instrument(agent, **CONFIG)
+    assert RunContextWrapper.reject_tool is patched  # not patched twice
+    teardown_all()
+    assert not hasattr(RunContextWrapper.reject_tool, "__wrapped__")
+    thoth_nb.instrument(agent, **CONFIG)  # installs again
+    assert hasattr(RunContextWrapper.reject_tool, "__wrapped__")
