@@ -357,3 +357,57 @@ def test_fast_wire_body_equals_the_engines_wire_response() -> None:
     ]
     for decision in samples:
         assert wire_body(decision) == wire_response(decision)
+
+
+def test_concurrent_clients_get_no_server_errors_and_lose_nothing(live: Any, body: Any) -> None:
+    """Inline decisions on the event loop and threadpool ingest/resolve share one store: hammer both."""
+    import concurrent.futures
+
+    per_thread, threads = 20, 6
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> tuple[int, int, int]:
+        agent = httpx.Client(base_url=live.url, headers={"x-api-key": live.key("acme", "agent")}, trust_env=False)
+        reviewer = httpx.Client(base_url=live.url, headers={"x-api-key": live.key("acme", "reviewer")},
+                                trust_env=False)
+        blocked = held = sent = 0
+        try:
+            for i in range(per_thread):
+                kind = i % 4
+                if kind == 0:
+                    r = agent.post("/v1/enforce", json=body(session_id=f"c{n}"))
+                elif kind == 1:
+                    r = agent.post("/v1/enforce", json=body(tool_name="drop_table", session_id=f"c{n}"))
+                    blocked += 1
+                elif kind == 2:
+                    r = agent.post("/v1/enforce", json=body(tool_name="transfer", tool_args={"amount": 1000 + i},
+                                                            session_id=f"c{n}"))
+                    held += 1
+                    token = r.json()["hold_token"]
+                    resolved = reviewer.post(f"/v1/approvals/{token}/resolve", json={"decision": "approve"})
+                    with lock:
+                        statuses.append(resolved.status_code)
+                else:
+                    r = agent.post("/v1/events/batch", json=[_event(session_id=f"c{n}") for _ in range(10)])
+                    sent += 10
+                with lock:
+                    statuses.append(r.status_code)
+        finally:
+            agent.close()
+            reviewer.close()
+        return blocked, held, sent
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(worker, range(threads)))
+    assert statuses and all(s in (200, 202) for s in statuses), sorted(set(statuses))
+    blocked = sum(r[0] for r in results)
+    held = sum(r[1] for r in results)
+    sent = sum(r[2] for r in results)
+    reader = live.client("acme", "reviewer")
+    violations = reader.get("/v1/violations", params={"limit": 500}).json()["items"]
+    assert len(violations) == blocked + held
+    approved = reader.get("/v1/approvals", params={"status": "approved", "limit": 500}).json()["items"]
+    assert len(approved) == held
+    stored = reader.get("/v1/events", params={"limit": 500}).json()["items"]
+    assert len(stored) == sent
