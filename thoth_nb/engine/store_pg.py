@@ -206,6 +206,16 @@ _INSERT_EVENTS = (
 )
 
 
+_WINDOW_UPSERT = (
+    "INSERT INTO rate_windows AS w (tenant_id, session_id, limit_id, tool_name, hits, updated_at) "
+    "VALUES (%s, %s, %s, %s, ARRAY[%s]::float8[], %s) "
+    "ON CONFLICT (tenant_id, session_id, limit_id, tool_name) DO UPDATE SET "
+    "hits = ARRAY(SELECT h FROM (SELECT h FROM unnest(w.hits || excluded.hits) AS h "
+    "WHERE h > %s ORDER BY h DESC LIMIT %s) AS recent ORDER BY h), "
+    "updated_at = excluded.updated_at RETURNING hits"
+)
+
+
 def _psycopg() -> Any:
     try:
         import psycopg
@@ -238,10 +248,11 @@ def _redact_url(url: str) -> str:
 class _Pool:
     """A few autocommit connections shared by threads; a broken connection is dropped, not reused."""
 
-    def __init__(self, url: str, size: int, connect_timeout: float) -> None:
+    def __init__(self, url: str, size: int, connect_timeout: float, settings: str = "") -> None:
         self.url = url
         self.size = size
         self.connect_timeout = connect_timeout
+        self.settings = settings  # extra `-c name=value` server settings for these connections
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._count = 0
         self._lock = threading.Lock()
@@ -251,8 +262,13 @@ class _Pool:
         psycopg = _psycopg()
         from psycopg.rows import dict_row
 
+        extra: dict[str, Any] = {}
+        if self.settings:
+            from psycopg.conninfo import conninfo_to_dict
+
+            extra["options"] = f"{conninfo_to_dict(self.url).get('options') or ''} {self.settings}".strip()
         conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                               connect_timeout=max(1, int(self.connect_timeout)))
+                               connect_timeout=max(1, int(self.connect_timeout)), **extra)
         return conn
 
     @contextlib.contextmanager
@@ -313,6 +329,11 @@ class PostgresStore(Store):
             url = "postgresql://" + url[len("postgresql+psycopg://"):]
         self.url = url
         self._pool = _Pool(url, pool_size, connect_timeout)
+        # Decision state (rate windows, session history, counts, dedupe) is rewritten on every call and
+        # is worth less than a WAL flush each time: these connections commit asynchronously (a crash of
+        # PostgreSQL itself may forget the last few hundred ms of counts; events, holds, violations and
+        # keys always go through the synchronous pool).
+        self._state_pool = _Pool(url, pool_size, connect_timeout, "-c synchronous_commit=off")
         try:
             with self._pool.connection() as conn:
                 conn.execute("SELECT 1")
@@ -368,6 +389,7 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self._pool.close()
+        self._state_pool.close()
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -822,24 +844,20 @@ class PostgresStore(Store):
         """As `SQLiteStore.session_step`: each window is one atomic upsert (row lock), so calls through
         several replicas are all counted; the statements go out in one pipelined round trip."""
         stamp = time.time() if now is None else now
-        with self._connection() as db:
-            cursors = []
-            with db.pipeline():
-                if history:
-                    cursors.append(db.execute(
-                        "SELECT history FROM session_state WHERE tenant_id=%s AND session_id=%s",
-                        (tenant_id, session_id)))
-                for key, tool, per_seconds, cap in windows:
-                    cursors.append(db.execute(
-                        "INSERT INTO rate_windows AS w (tenant_id, session_id, limit_id, tool_name, hits, updated_at) "
-                        "VALUES (%s, %s, %s, %s, ARRAY[%s]::float8[], %s) "
-                        "ON CONFLICT (tenant_id, session_id, limit_id, tool_name) DO UPDATE SET "
-                        "hits = ARRAY(SELECT h FROM (SELECT h FROM unnest(w.hits || excluded.hits) AS h "
-                        "WHERE h > %s ORDER BY h DESC LIMIT %s) AS recent ORDER BY h), "
-                        "updated_at = excluded.updated_at RETURNING hits",
-                        (tenant_id, session_id, key, tool, stamp, stamp, stamp - per_seconds, cap),
-                    ))
-            results = [c.fetchone() for c in cursors]
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        if history:
+            statements.append(("SELECT history FROM session_state WHERE tenant_id=%s AND session_id=%s",
+                               (tenant_id, session_id)))
+        for key, tool, per_seconds, cap in windows:
+            statements.append((_WINDOW_UPSERT, (tenant_id, session_id, key, tool, stamp, stamp, stamp - per_seconds,
+                                                cap)))
+        with self._state_pool.connection() as db:
+            if len(statements) == 1:  # the common case: one round trip, no pipeline bookkeeping
+                results = [db.execute(*statements[0]).fetchone()]
+            else:
+                with db.pipeline():
+                    cursors = [db.execute(sql, params) for sql, params in statements]
+                results = [c.fetchone() for c in cursors]
         calls: list[tuple[str, Any]] = []
         if history:
             row = results.pop(0)
@@ -851,7 +869,7 @@ class PostgresStore(Store):
                     now: float | None = None) -> None:
         """Append one call to the session's history in one atomic upsert (the most recent `keep` stay)."""
         stamp = time.time() if now is None else now
-        with self._connection() as db:
+        with self._state_pool.connection() as db:
             db.execute(
                 "INSERT INTO session_state AS s (tenant_id, session_id, history, updated_at) "
                 "VALUES (%s, %s, ARRAY[%s]::text[], %s) ON CONFLICT (tenant_id, session_id) DO UPDATE SET "
@@ -863,29 +881,31 @@ class PostgresStore(Store):
     def bump_violations(self, tenant_id: str, session_id: str, now: float | None = None) -> int:
         """Count one more violation in the session; returns the count before it (0: the first)."""
         stamp = time.time() if now is None else now
-        rows = self.query(
-            "INSERT INTO session_state AS s (tenant_id, session_id, violations, updated_at) VALUES (%s, %s, 1, %s) "
-            "ON CONFLICT (tenant_id, session_id) DO UPDATE SET violations = s.violations + 1, "
-            "updated_at = excluded.updated_at RETURNING violations",
-            (tenant_id, session_id, stamp),
-        )
-        return int(rows[0]["violations"]) - 1
+        with self._state_pool.connection() as db:
+            row = db.execute(
+                "INSERT INTO session_state AS s (tenant_id, session_id, violations, updated_at) VALUES (%s, %s, 1, %s) "
+                "ON CONFLICT (tenant_id, session_id) DO UPDATE SET violations = s.violations + 1, "
+                "updated_at = excluded.updated_at RETURNING violations",
+                (tenant_id, session_id, stamp),
+            ).fetchone()
+        return int(row["violations"]) - 1
 
     def dedupe_get(self, tenant_id: str, request_id: str, max_age: float,
                    now: float | None = None) -> dict[str, Any] | None:
         stamp = time.time() if now is None else now
-        rows = self.query(
-            "SELECT decision FROM request_dedupe WHERE tenant_id=%s AND request_id=%s AND created_at > %s",
-            (tenant_id, request_id, stamp - max_age),
-        )
-        return _json.loads(rows[0]["decision"]) if rows else None  # type: ignore[no-any-return]
+        with self._state_pool.connection() as db:
+            row = db.execute(
+                "SELECT decision FROM request_dedupe WHERE tenant_id=%s AND request_id=%s AND created_at > %s",
+                (tenant_id, request_id, stamp - max_age),
+            ).fetchone()
+        return _json.loads(row["decision"]) if row else None  # type: ignore[no-any-return]
 
     def dedupe_put(self, tenant_id: str, request_id: str, decision: Mapping[str, Any], max_age: float,
                    now: float | None = None) -> dict[str, Any]:
         """Store a request id's decision unless a fresh one is there (another replica won the race);
         returns the one that stays."""
         stamp = time.time() if now is None else now
-        with self._connection() as db:
+        with self._state_pool.connection() as db:
             row = db.execute(
                 "INSERT INTO request_dedupe AS r (tenant_id, request_id, created_at, decision) VALUES (%s,%s,%s,%s) "
                 "ON CONFLICT (tenant_id, request_id) DO UPDATE SET created_at=excluded.created_at, "
