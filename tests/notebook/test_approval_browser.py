@@ -31,7 +31,9 @@ LAB_VENV = Path(os.environ.get("THOTH_TEST_LAB_VENV", "/tmp/venvlab"))
 
 CELL = """\
 %load_ext thoth_nb
-import time, thoth_nb
+import os, time, thoth_nb
+from thoth_nb.notebook import approval
+approval._installed.force_http = bool(os.environ.get("THOTH_TEST_FORCE_HTTP"))
 def pay(amount: int, to: str) -> str:
     print("RESUMED_AT", repr(time.time()))
     return f"paid {amount} to {to}"
@@ -59,8 +61,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+@pytest.fixture(params=["widgets", "http"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     jupyter = LAB_VENV / "bin" / "jupyter"
     if not jupyter.exists():
         pytest.skip(f"no JupyterLab venv at {LAB_VENV}")
@@ -80,6 +82,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     env["THOTH_HOME"] = str(tmp_path / "home")
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "jconfig")
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "jruntime")
+    if request.param == "http":  # the card's direct buttons: anywidget + fetch() to the kernel's HTTP thread
+        env["THOTH_TEST_FORCE_HTTP"] = "1"
     log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
@@ -99,7 +103,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
             time.sleep(0.3)
         else:
             raise AssertionError("JupyterLab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
-        yield f"http://127.0.0.1:{port}", token
+        yield f"http://127.0.0.1:{port}", token, request.param
     finally:
         proc.terminate()
         try:
@@ -121,10 +125,11 @@ def _kernel_idle(base: str, token: str, timeout: float) -> None:
 
 
 @pytest.mark.parametrize("frontend", ["lab", "notebook7"])
-def test_browser_click_approves_while_the_cell_runs(server: tuple[str, str], frontend: str) -> None:
+def test_browser_click_approves_while_the_cell_runs(server: tuple[str, str, str], frontend: str) -> None:
     from playwright.sync_api import sync_playwright
 
-    base, token = server
+    base, token, path_kind = server
+    label = "Approve (direct)" if path_kind == "http" else "Approve once"
     if frontend == "notebook7" and not (LAB_VENV / "bin" / "jupyter-notebook").exists():
         pytest.skip("notebook 7 is not installed in the lab venv")
     path = "lab/tree/approve.ipynb" if frontend == "lab" else "notebooks/approve.ipynb"
@@ -139,7 +144,7 @@ def test_browser_click_approves_while_the_cell_runs(server: tuple[str, str], fro
             time.sleep(1.0)  # let the frontend finish connecting to the kernel
             page.click(".jp-Cell .jp-InputArea-editor")
             page.keyboard.press("Shift+Enter")
-            approve = page.locator("button", has_text="Approve once")
+            approve = page.locator("button", has_text=label)
             try:
                 approve.wait_for(timeout=60_000)
             except Exception as exc:
@@ -155,11 +160,18 @@ def test_browser_click_approves_while_the_cell_runs(server: tuple[str, str], fro
                 timeout=30_000)
             text = page.locator(".jp-Cell").first.locator(".jp-OutputArea").first.inner_text()
             assert "RESULT paid 5 to bob" in text
-            assert "Approved once" in text
+            page.wait_for_function(  # the card turns into the record of the decision
+                "() => [...document.querySelectorAll('.jp-OutputArea')]"
+                ".some(e => e.innerText.includes('Approved once'))",
+                timeout=10_000)
             match = re.search(r"RESUMED_AT ([0-9.]+)", text)
             assert match is not None
             latency = float(match.group(1)) - float(page.evaluate("() => window.__clickedAt"))
-            print(f"{frontend} (browser) click -> resume {latency * 1000:.0f} ms")
+            how = ""
+            if path_kind == "http":  # which URL answered: through jupyter-server-proxy or straight to 127.0.0.1
+                how = page.evaluate("() => document.querySelector('[data-resolved-via]')?.dataset.resolvedVia || ''")
+                assert how in ("(direct)", "(via proxy)"), how
+            print(f"{frontend} (browser, {path_kind} {how}) click -> resume {latency * 1000:.0f} ms")
             assert latency < 2.0
         finally:
             browser.close()

@@ -221,7 +221,13 @@ function render({ model, el }) {
       const urls = [baseUrl() + 'proxy/' + port + '/thoth/resolve', 'http://127.0.0.1:' + port + '/thoth/resolve'];
       status.textContent = '…';
       for (const url of urls) {
-        try { const r = await post(url, body); status.textContent = r.status || r.error || 'sent'; return; }
+        try {
+          const r = await post(url, body);
+          const how = url.startsWith('http') ? ' (direct)' : ' (via proxy)';
+          status.textContent = (r.status || r.error || 'sent') + how;
+          wrap.dataset.resolvedVia = how.trim();
+          return;
+        }
         catch (e) { status.textContent = 'could not reach the kernel at ' + url; }
       }
     };
