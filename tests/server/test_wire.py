@@ -363,7 +363,7 @@ def test_concurrent_clients_get_no_server_errors_and_lose_nothing(live: Any, bod
     """Inline decisions on the event loop and threadpool ingest/resolve share one store: hammer both."""
     import concurrent.futures
 
-    per_thread, threads = 20, 6
+    per_thread, threads = 16, 4
     statuses: list[int] = []
     lock = threading.Lock()
 
