@@ -43,6 +43,21 @@ def _label(store: Any) -> str:
     return repr(store) if store.url.startswith("postgres") else str(getattr(store, "path", store.url))
 
 
+def _sqlite_migrations(path: Path) -> set[str]:
+    """Migration names already recorded in a SQLite file (none if it does not exist yet)."""
+    import sqlite3
+
+    if not path.expanduser().exists():
+        return set()
+    db = sqlite3.connect(path.expanduser())
+    try:
+        return {row[0] for row in db.execute("SELECT name FROM schema_migrations")}
+    except sqlite3.DatabaseError:
+        return set()
+    finally:
+        db.close()
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply pending named migrations (opening a store migrates; this reports what ran)."""
     from thoth_nb._exceptions import ThothConfigError
@@ -57,12 +72,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         else:
             from thoth_nb.engine.store import SQLiteStore
 
-            store = SQLiteStore(str(target)[len("sqlite:///"):] if str(target).startswith("sqlite:///") else target)
+            path = Path(str(target)[len("sqlite:///"):] if str(target).startswith("sqlite:///") else target)
+            before = _sqlite_migrations(path)
+            store = SQLiteStore(path)  # opening a SQLite store applies pending migrations
     except ThothConfigError as exc:
         return _fail(str(exc))
     try:
         applied = store.migrate()
         done = store.migrations()
+        if not is_postgres_url(target):
+            applied = [name for name in done if name not in before]
     finally:
         store.close()
     print(f"{_label(store)}: {len(done)}/{len(MIGRATION_NAMES)} migrations applied"

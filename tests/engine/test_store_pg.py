@@ -329,3 +329,42 @@ def test_copy_falls_back_to_on_conflict_for_a_racing_duplicate(pg: Any) -> None:
                  "2026-01-01T00:00:00.000000Z", i, "h", "", "{}") for i, e in enumerate(racing)]
         assert pg._insert_events(db, rows) == 1
     assert pg.count_events("t") == 2
+
+
+def test_database_url_env_selects_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    monkeypatch.setenv("THOTH_DATABASE_URL", pg_url)
+    store = open_store()
+    try:
+        assert isinstance(store, PostgresStore) and store.migrations() == sorted(MIGRATION_NAMES)
+    finally:
+        store.close()
+    monkeypatch.delenv("THOTH_DATABASE_URL")
+    assert isinstance(open_store(), SQLiteStore)
+
+
+def test_db_cli_upgrade_prune_export(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from thoth_nb.cli import main
+
+    for target in (pg_url, str(tmp_path / "cli.db")):
+        assert main(["db", "upgrade", "--db", target]) == 0
+        n = len(MIGRATION_NAMES)
+        assert f"{n}/{n} migrations applied (now: m001_initial" in capsys.readouterr().out
+        assert main(["db", "upgrade", "--db", target]) == 0
+        assert "(up to date)" in capsys.readouterr().out
+        store = open_store(target)
+        store.ingest_events([event("old", n=1, occurred_at="2000-01-01T00:00:00Z"), event("new", n=2,
+                             occurred_at="2999-01-01T00:00:00Z")])
+        store.close()
+        out = tmp_path / "e.parquet"
+        assert main(["db", "export", "--parquet", str(out), "--db", target]) == 0
+        assert pq.read_table(out).num_rows == 2
+        assert main(["db", "export", "--parquet", str(out), "--db", target, "--since", "2500-01-01T00:00:00Z"]) == 0
+        assert pq.read_table(out).column("session_id").to_pylist() == ["new"]
+        capsys.readouterr()
+        assert main(["db", "prune", "--older-than", "90d", "--db", target]) == 0
+        assert "pruned 1 rows" in capsys.readouterr().out
+        assert main(["db", "prune", "--older-than", "soon", "--db", target]) == 2
+        assert "90d" in capsys.readouterr().err

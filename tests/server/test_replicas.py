@@ -239,3 +239,47 @@ def test_event_ingest_through_both_replicas_lands_once(replicas: Any) -> None:
         assert body["chain_index"] == index and body["previous_hash"] == previous
         assert hashlib.sha256((previous + _json.dumps(body)).encode()).hexdigest() == row["hash"]
         previous = row["hash"]
+
+
+def test_thoth_nb_serve_process_joins_as_a_replica(replicas: Any, pg_url: str, tmp_path: Any) -> None:
+    """`thoth-nb serve --db postgresql://...` in its own process shares rate windows with a replica in this one."""
+    import subprocess
+    import sys
+
+    one, _, keys = replicas
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}
+    proc = subprocess.Popen([sys.executable, "-m", "thoth_nb.cli", "serve", "--db", pg_url, "--policy", str(policy),
+                             "--port", str(port), "--log-level", "warning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "thoth-nb serve did not get ready"
+            time.sleep(0.1)
+        other = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['agent']}"}, timeout=10,
+                             trust_env=False)
+        with client(one, keys["agent"]) as mine, other:
+            session = str(uuid.uuid4())
+            decisions = [enforce(c, "search", session)["decision"] for c in (mine, other, mine, other)]
+            assert decisions == ["ALLOW", "ALLOW", "ALLOW", "BLOCK"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert "(store PostgresStore('postgresql://" in out  # the banner names the store ...
+    password = conninfo_to_dict(PG_URL).get("password")
+    if password:
+        assert f":{password}@" not in out  # ... without its password
