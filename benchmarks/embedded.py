@@ -161,7 +161,8 @@ def bench_memory(sizes: Sizes) -> list[Result]:
             for _ in range(n // chunk):
                 for _ in range(chunk):
                     tool(path, mode)
-                thoth_nb.flush()
+                if not thoth_nb.flush(timeout=600):
+                    raise RuntimeError("the emitter did not drain within 600 s")
 
         def run_ref(n: int) -> None:
             for _ in range(n // chunk):

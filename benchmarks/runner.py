@@ -24,7 +24,7 @@ Bench = Callable[[Sizes], list[Result]]
 
 
 def _groups() -> dict[str, list[Bench]]:
-    from benchmarks import embedded, emitter, policy_engine, server, store
+    from benchmarks import embedded, emitter, pg_scale, policy_engine, server, store
 
     return {
         "embedded": embedded.BENCHES,
@@ -32,10 +32,11 @@ def _groups() -> dict[str, list[Bench]]:
         "policy": policy_engine.BENCHES,
         "store": store.BENCHES,
         "server": server.BENCHES,
+        "postgres": pg_scale.BENCHES,
     }
 
 
-GROUPS = ("embedded", "emitter", "policy", "store", "server")
+GROUPS = ("embedded", "emitter", "policy", "store", "server", "postgres")
 
 
 def run(sizes: Sizes, only: Sequence[str] = (), log: Callable[[str], None] | None = None) -> list[Result]:

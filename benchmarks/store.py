@@ -148,12 +148,38 @@ def bench_frames(sizes: Sizes) -> list[Result]:
         analytics = time.perf_counter() - t
         rows.append(Result(GROUP, f"analytics over {label} events (decision counts x2, top blocked, by user)",
                            analytics, "s", None, "", None, "", None, "df.thoth accessor on the frame above"))
+        rows.append(_replay(sizes, df, n))
         store.close()
-    try:
-        import thoth_nb.analytics.replay  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        rows.append(Result.na(GROUP, "replay decisions/s", "no replay module in thoth_nb yet"))
     return rows
+
+
+REPLAY_POLICY = """\
+version: 1
+default: allow
+rules:
+  - {id: no-deletes, tool: delete_file, decision: block, reason: deletes need a ticket}
+  - {id: mail-review, tool: send_email, decision: step_up, reason: outbound mail is reviewed}
+  - {id: data-dir, tool: read_file, when: {path: {glob: "/data/9*"}}, decision: step_up}
+"""
+
+
+def _replay(sizes: Sizes, df: Any, n: int) -> Result:
+    """Re-decide recorded calls under a candidate policy (thoth_nb.analytics.replay)."""
+    figure = "replay: recorded calls re-decided under a candidate policy"
+    try:
+        from thoth_nb.analytics.replay import replay
+    except ImportError:
+        return Result.na(GROUP, figure, "thoth_nb.analytics.replay not available")
+    subset = df.iloc[: min(len(df), 200_000 if not sizes.smoke else len(df))]
+    t = time.perf_counter()
+    out = replay(subset, REPLAY_POLICY, changes_only=False)
+    elapsed = time.perf_counter() - t
+    decided = len(out)
+    if decided == 0:
+        raise RuntimeError("replay decided no calls")
+    return Result(GROUP, figure, decided / elapsed, "decisions/s", None, "", None, "", None,
+                  f"{decided:,} calls (the PRE events of the first {len(subset):,} of {n:,} stored events), "
+                  "arguments loaded from the store, end to end")
 
 
 BENCHES = [bench_ingest, bench_frames]
