@@ -220,3 +220,19 @@ def test_python_and_cli_approvals_talk_to_the_server(live: Any, body: Any) -> No
         thoth_nb.deny(second["hold_token"], api_url=live.url, api_key=live.key("acme", "agent"))
     assert thoth_nb.deny(second["hold_token"], **options)["status"] == "denied"
     assert [h["status"] for h in thoth_nb.holds("all", **options)] == ["approved", "denied"]
+
+
+def test_the_waiting_client_can_cancel_its_own_hold(live: Any, body: Any) -> None:
+    agent, reviewer = live.client("acme", "agent"), live.client("acme", "reviewer")
+    held = _hold(agent, body, 800)
+    token = held["hold_token"]
+    approval_id = reviewer.get(f"/v1/approvals/{token}").json()["approval_id"]
+    assert agent.post(f"/v1/enforce/hold/{approval_id}/cancel").status_code == 404  # the token, not the id
+    assert live.client("globex", "agent").post(f"/v1/enforce/hold/{token}/cancel").status_code == 404
+    r = agent.post(f"/v1/enforce/hold/{token}/cancel", json={"reason": "kernel interrupted"})
+    assert r.status_code == 200
+    assert (r.json()["status"], r.json()["note"], r.json()["reviewer"]) == ("denied", "kernel interrupted",
+                                                                           "acme-agent (client)")
+    assert agent.post(f"/v1/enforce/hold/{token}/cancel").status_code == 409
+    assert reviewer.post(f"/v1/approvals/{token}/resolve", json={"decision": "approve"}).status_code == 409
+    assert reviewer.get("/v1/approvals").json()["items"] == []  # gone from the queue

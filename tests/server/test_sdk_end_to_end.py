@@ -262,3 +262,24 @@ def test_server_on_the_embedded_store_resolves_a_notebook_hold(tmp_path: Any, po
         thread.join(5)
         assert outcome.get("result") == "sent 700 to bob"
         assert outcome["at"] - clicked < 1.0
+
+
+async def test_interrupting_a_waiting_async_call_cancels_its_hold_on_the_server(live: Any) -> None:
+    import asyncio
+
+    async def transfer(to: str, amount: int) -> str:  # pragma: no cover - never allowed to run
+        raise AssertionError("must not run")
+
+    governed = thoth_nb.instrument(
+        transfer, api_url=live.url, api_key=live.key("acme", "agent"), agent_id="agent-1", tenant_id="acme",
+        approved_scope=SCOPE, enforcement="step_up", step_up_poll_interval_ms=5000, tool_inventory=False,
+    )
+    task = asyncio.ensure_future(governed(to="bob", amount=500))
+    reviewer = live.client("acme", "reviewer")
+    hold = await asyncio.to_thread(pending_hold, reviewer)
+    await asyncio.sleep(0.2)  # inside its long-poll now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = (await asyncio.to_thread(reviewer.get, f"/v1/approvals/{hold['approval_id']}")).json()
+    assert record["status"] == "denied" and record["note"] == "the waiting call was interrupted"

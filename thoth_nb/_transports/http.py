@@ -222,6 +222,17 @@ class HTTPTransport(Transport):
             raise self._failure(exc, "hold poll", self.api_url) from None
         return self._hold_reply(response)
 
+    def cancel_hold(self, token: str, reason: str) -> None:
+        """Best effort, and only on a thoth-nb server (it advertised long-poll; upstream has no such
+        endpoint): deny the hold the interrupted or timed-out call was waiting on."""
+        if not self._long_poll:
+            return
+        path = "/v1/enforce/hold/" + urllib.parse.quote(token, safe="") + "/cancel"
+        try:
+            self.client.post(path, content=_json.dumps_bytes({"reason": reason}), timeout=2.0)
+        except httpx.HTTPError as exc:
+            logger.debug("thoth: could not cancel hold %s: %s", token, exc)
+
     # -- events and advisory calls ---------------------------------------------------------------
 
     def send_events(self, events: Sequence[Mapping[str, Any]]) -> None:

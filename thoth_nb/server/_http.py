@@ -25,6 +25,7 @@ __all__ = [
     "encode_cursor",
     "error_body",
     "json_response",
+    "parse_json",
     "query_limit",
     "query_ts",
     "read_json",
@@ -100,15 +101,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Parse a JSON body: 413 over the limit, 400 (saying what is wrong) when it is not JSON."""
-    data = await read_body(request, limit)
+def parse_json(data: bytes) -> Any:
+    """400 (saying what is wrong) when `data` is empty or not JSON."""
     if not data.strip():
         raise ApiError(400, "malformed_json", "request body is empty; send a JSON document")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Parse a JSON body: 413 over the limit, 400 (saying what is wrong) when it is not JSON."""
+    return parse_json(await read_body(request, limit))
 
 
 def query_limit(request: Request, default: int = 100, maximum: int = 500) -> int:

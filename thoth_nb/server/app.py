@@ -37,8 +37,10 @@ from thoth_nb.server._http import (
     error_body,
     invalid,
     json_response,
+    parse_json,
     query_limit,
     query_ts,
+    read_body,
     read_json,
 )
 from thoth_nb.server.auth import Authenticator, Principal
@@ -499,6 +501,32 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
                 return json_response(reply)
             await state.wait_hold_change(min(remaining, settings.hold_recheck_seconds))
 
+    @app.post(
+        "/v1/enforce/hold/{hold_token}/cancel",
+        tags=["wire"],
+        summary="The waiting client gave up (interrupt, timeout): deny its hold so no one approves it later",
+        openapi_extra={"security": _SECURED, "parameters": _HOLD_PARAMETERS[:1]},
+    )
+    async def cancel_hold(request: Request) -> Response:
+        hold_token: str = request.path_params["hold_token"]
+        principal = auth.principal(request, "hold")
+        raw = await read_body(request, limit)
+        body = parse_json(raw) if raw.strip() else {}  # the body is optional
+        reason = _opt_str(body, "reason") if isinstance(body, dict) else None
+        record = await run_in_threadpool(store.get_hold, hold_token, principal.tenant_id)
+        if record is None or record["hold_token"] != hold_token:  # only the token's holder cancels
+            raise ApiError(404, "unknown_hold", f"no hold {hold_token!r} for this tenant")
+        try:
+            resolved = await run_in_threadpool(
+                lambda: engine.resolve(hold_token, approve=False, reviewer=f"{principal.label} (client)",
+                                       note=reason or "the waiting client gave up", tenant_id=principal.tenant_id))
+        except HoldConflict as exc:
+            raise ApiError(409, "conflict", f"hold {exc.record['approval_id']} is already {exc.record['status']}",
+                           extra={"record": approval_record(exc.record)}) from None
+        finally:
+            state.holds_changed()
+        return json_response(approval_record(resolved))
+
     # -- PROTOCOL §5: event ingest ---------------------------------------------------------------
 
     @app.post(
@@ -958,8 +986,6 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
 
 
 async def read_json_text(request: Request, limit: int) -> str:
-    from thoth_nb.server._http import read_body
-
     data = await read_body(request, limit)
     try:
         return data.decode("utf-8")
