@@ -499,8 +499,10 @@ def _explain_remote(server: str, tenant: str, violation_id: str, transport: Any 
 
 def _register_workbench() -> None:
     """`%thoth dashboard` and `%thoth replay` (the policy workbench, thoth_nb/notebook/dashboard.py)."""
-    from thoth_nb.notebook import dashboard
-
+    try:
+        from thoth_nb.notebook import dashboard
+    except ImportError:  # an optional dependency of the workbench is missing: %thoth works without it
+        return
     dashboard.register(command, _add_filters)
 
 
