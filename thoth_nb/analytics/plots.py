@@ -44,6 +44,7 @@ class Chart:
     hline_label: str = ""
     stacked: bool = False
     height: int = 320
+    _png: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     # -- plotly ----------------------------------------------------------------------------------
 
@@ -74,7 +75,12 @@ class Chart:
     # -- matplotlib ------------------------------------------------------------------------------
 
     def png(self) -> bytes | None:
-        """The chart as PNG bytes (matplotlib, Agg backend), or None without matplotlib."""
+        """The chart as PNG bytes (matplotlib, Agg backend), or None without matplotlib (drawn once)."""
+        if self._png is None:
+            self._png = self._draw()
+        return self._png
+
+    def _draw(self) -> bytes | None:
         try:
             from matplotlib.figure import Figure
         except ImportError:
