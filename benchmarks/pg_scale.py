@@ -141,6 +141,49 @@ def bench_pg_ingest(sizes: Sizes) -> list[Result]:
 # -- enforce through replicas ---------------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process so far (Linux /proc); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by the replicas, by PostgreSQL (all its processes) and by the load generator
+    (wrk, children of this process) between `start()` and `stop()`."""
+
+    def __init__(self, replica_pids: list[int]) -> None:
+        self.replica_pids = replica_pids
+
+    def _sample(self) -> tuple[float, float, float]:
+        import resource
+
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (sum(_cpu_seconds(p) for p in self.replica_pids), sum(_cpu_seconds(p) for p in _postgres_pids()),
+                children.ru_utime + children.ru_stime)
+
+    def start(self) -> None:
+        self._t0 = self._sample()
+
+    def stop(self) -> tuple[float, float, float]:
+        t1 = self._sample()
+        return t1[0] - self._t0[0], t1[1] - self._t0[1], t1[2] - self._t0[2]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,8 +191,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def replicas(url: str, policy: Path, count: int) -> Iterator[list[int]]:
-    """`count` real `thoth-nb serve --db <url>` processes; yields their ports once /readyz answers."""
+def replicas(url: str, policy: Path, count: int) -> Iterator[list[tuple[int, int]]]:
+    """`count` real `thoth-nb serve --db <url>` processes; yields (port, pid) pairs once /readyz answers."""
     import httpx
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -170,7 +213,7 @@ def replicas(url: str, policy: Path, count: int) -> Iterator[list[int]]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"thoth-nb serve on port {port} did not get ready")
                 time.sleep(0.1)
-        yield ports
+        yield [(port, proc.pid) for port, proc in zip(ports, procs, strict=True)]
     finally:
         for proc in procs:
             proc.terminate()
@@ -259,21 +302,36 @@ def bench_pg_replicas(sizes: Sizes) -> list[Result]:
             store.create_api_key(ref.AGENT["tenant_id"], "admin", "bench admin")  # no first-key banner
             store.close()
             rates: dict[int, list[float]] = {1: [], 2: []}
-            with replicas(url, policy, 2) as ports:
+            cpu: dict[int, list[tuple[float, float, float, float]]] = {1: [], 2: []}  # µs/request + wall share
+            with replicas(url, policy, 2) as started:
+                ports = [port for port, _ in started]
+                meter = CpuMeter([pid for _, pid in started])
                 _wrk(ports, key, 4, 1.0, 100)  # warm-up both
                 for r in range(runs):
                     for count in ((1, 2) if r % 2 == 0 else (2, 1)):
+                        meter.start()
+                        t0 = time.perf_counter()
                         rate, errors = _wrk(ports[:count], key, conns, seconds, 1000)
+                        wall = time.perf_counter() - t0
+                        used = meter.stop()
                         if errors:
                             raise RuntimeError(f"{errors} failed requests in the replica load test")
                         rates[count].append(rate)
+                        requests = max(1.0, rate * seconds)
+                        cpu[count].append((*(1e6 * u / requests for u in used), sum(used) / wall))
             one, two = median(rates[1]), median(rates[2])
             ratio = two / one
+
+            def split(count: int, cpu: dict[int, list[tuple[float, float, float, float]]] = cpu) -> str:
+                rep, pg, gen, busy = (median([c[i] for c in cpu[count]]) for i in range(4))
+                return (f"{count} replica{'s' if count > 1 else ''}: CPU per request {rep:.0f} µs in the replicas, "
+                        f"{pg:.0f} µs PostgreSQL, {gen:.0f} µs wrk; {busy:.2f} of {cpus} CPUs busy")
+
             rows.append(Result(
                 GROUP, f"{figure}: {label}", two, "req/s", one, "one replica, same load", None,
                 "≥ 1.5x or explained", ratio >= 1.5,
-                f"{cpus} CPUs shared by the replicas, PostgreSQL and wrk; {conns} connections split over the "
-                f"replicas; {runs} interleaved {seconds:g} s runs; sessions vary per request"))
+                f"{conns} connections split over the replicas; {runs} interleaved {seconds:g} s runs; sessions vary "
+                f"per request; {split(1)}; {split(2)}; load average {os.getloadavg()[0]:.1f}"))
     return rows
 
 
