@@ -100,6 +100,14 @@ def _add_db_commands(sub: Any) -> None:
     add_db_commands(sub)
 
 
+def _add_bench_command(sub: Any) -> None:
+    try:
+        from thoth_nb.cli_bench import add_bench_command
+    except ImportError:
+        return
+    add_bench_command(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thoth-nb", description="Govern AI agents' tool calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(fn=cmd_policy_check)
 
     _add_server_commands(sub)
+    _add_bench_command(sub)
     _add_db_commands(sub)
     return parser
 
