@@ -69,13 +69,15 @@ _SUPPORTED = (
 class ToolBinding:
     """What an instrumented tool instance is governed with; re-instrumenting swaps the fields."""
 
-    __slots__ = ("framework", "governor", "on_block", "ref")
+    __slots__ = ("framework", "governor", "injected", "on_block", "ref")
 
     def __init__(self, tool: BaseTool, governor: Governor, on_block: str, framework: str) -> None:
         self.ref = _ref(tool)
         self.governor = governor
         self.on_block = on_block
         self.framework = framework
+        #: input keys -> the injected ones among them (LangChain recomputes this from the schema per call)
+        self.injected: dict[frozenset[str], frozenset[str]] = {}
 
 
 def _ref(tool: BaseTool) -> Callable[[], BaseTool | None]:
@@ -171,12 +173,20 @@ def _patched_arun(original: Callable[..., Any]) -> Callable[..., Any]:
 # --- one governed call --------------------------------------------------------------------------
 
 
-def _injected_keys(tool: BaseTool, tool_input: Mapping[str, Any]) -> set[str]:
+def _injected_keys(tool: BaseTool, tool_input: Mapping[str, Any]) -> frozenset[str]:
+    keys = frozenset(tool_input)
+    binding = binding_of(tool)
+    cache = binding.injected if binding is not None else None
+    if cache is not None and keys in cache:
+        return cache[keys]
     try:
         kept = tool._filter_injected_args(dict(tool_input))
     except Exception:
-        return set()
-    return set(tool_input) - set(kept)
+        return frozenset()
+    injected = keys - set(kept)
+    if cache is not None and len(cache) < 64:
+        cache[keys] = injected
+    return injected
 
 
 def tool_args(tool: BaseTool, tool_input: Any) -> dict[str, Any]:
