@@ -225,6 +225,8 @@ def _pregel_key(tool: BaseTool, kwargs: Mapping[str, Any], args: Mapping[str, An
         return None
     from thoth_nb.integrations import langgraph as lg
 
+    if not lg.HAS_INTERRUPT:
+        return None
     return lg.hold_key(configurable, tool.name, kwargs.get("tool_call_id"), args)
 
 

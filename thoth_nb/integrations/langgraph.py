@@ -58,9 +58,12 @@ from thoth_nb.integrations import DidNotEnable, Integration
 
 try:
     from langgraph.errors import GraphBubbleUp
-    from langgraph.types import interrupt
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise DidNotEnable("langgraph is not installed") from exc
+try:
+    from langgraph.types import interrupt
+except ImportError:  # pragma: no cover - langgraph before interrupt(): holds block instead
+    interrupt = None  # type: ignore[assignment]
 
 from thoth_nb.integrations import langchain as _lc
 
@@ -70,6 +73,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("thoth_nb")
+
+#: False on langgraph versions without `interrupt()`: STEP_UP then waits on the hold as usual
+HAS_INTERRUPT = interrupt is not None
 
 INTERRUPT_TYPE = "thoth_step_up"
 _MAX_PENDING = 512

@@ -327,3 +327,32 @@ def test_bad_input_is_an_error_not_a_silent_no_op(tools: dict[str, BaseTool]) ->
         govern(tools["search"], on_block="ignore")
     with pytest.raises(thoth_nb.ThothConfigError, match="framework objects"):
         govern([lambda: None], on_block="raise")
+
+
+def test_version_outside_the_tested_range_warns(tools: dict[str, BaseTool], monkeypatch: pytest.MonkeyPatch) -> None:
+    lc_integration.LangChainIntegration.teardown()
+    monkeypatch.setattr(lc_integration.LangChainIntegration, "supported", ((0, 1), (0, 2)))
+    with pytest.warns(RuntimeWarning, match=r"tested with langchain-core >=0\.1,<0\.2; you have"):
+        govern(tools["search"])
+    assert tools["search"].invoke({"query": "q"}) == "results for q"  # still governed, only warned
+    assert kinds() == ["TOOL_CALL_PRE", "TOOL_CALL_POST"]
+
+
+def test_missing_library_names_the_extra_to_install() -> None:
+    code = """
+import sys
+sys.modules["langchain_core"] = None  # as if langchain-core were not installed
+import thoth_nb
+
+class FakeTool:
+    __module__ = "langchain_core.tools.structured"
+    name = "search"
+
+try:
+    thoth_nb.instrument(FakeTool(), agent_id="a", tenant_id="t", approved_scope=["search"], tool_inventory=False)
+except thoth_nb.ThothConfigError as exc:
+    print("ERROR", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "ERROR langchain-core is not installed" in out.stdout
+    assert 'pip install "thoth-nb[langchain]"' in out.stdout
