@@ -383,7 +383,8 @@ async def test_sdk_rejection_denies_the_hold() -> None:
 def test_patch_once_and_restore_on_unload() -> None:
     from agents.run_context import RunContextWrapper
 
-    from thoth_nb.integrations import installed, teardown_all
+    from thoth_nb.integrations import installed
+    from thoth_nb.integrations.openai_agents import OpenAIAgentsIntegration
 
     tools = Tools()
     agent, _ = agent_with(tools, [])
@@ -392,7 +393,7 @@ def test_patch_once_and_restore_on_unload() -> None:
     assert hasattr(patched, "__wrapped__") and "openai_agents" in installed()
     thoth_nb.instrument(agent, **CONFIG)
     assert RunContextWrapper.reject_tool is patched  # not patched twice
-    teardown_all()
+    OpenAIAgentsIntegration.teardown()  # what %unload_ext does through teardown_all(), for this one only
     assert not hasattr(RunContextWrapper.reject_tool, "__wrapped__")
     thoth_nb.instrument(agent, **CONFIG)  # installs again
     assert hasattr(RunContextWrapper.reject_tool, "__wrapped__")
