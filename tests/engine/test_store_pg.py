@@ -258,6 +258,12 @@ def test_engines_share_state_through_the_store(pg: Any, pg_url: str) -> None:
         second = two.decide(request("read_file", {"path": "/etc/b"}, "progressive", "p"))
         assert first.decision is DecisionType.STEP_UP and second.decision is DecisionType.BLOCK
 
+        for i in range(50):  # progressive risk: the agent's tool counts are shared too
+            assert one.decide(request("read_file", {"path": "/home/x"}, "progressive", f"w{i}")).decision is (
+                DecisionType.ALLOW)
+        rare = two.decide(request("pay", {"amount": 5}, "progressive", "w-rare"))
+        assert rare.decision is DecisionType.STEP_UP and "risk:rare_tool" in rare.matched_rule_ids
+
         held = one.decide(request("pay", {"amount": 500}, "step_up", "h"))
         assert held.hold_token
         waiter: dict[str, Any] = {}

@@ -294,7 +294,14 @@ class Engine:
     def _progressive_risk(self, policy: Policy, tenant: str, agent: str, tool: str, state: _SessionState,
                           verdict: _Verdict | None) -> _Verdict | None:
         """Progressive mode: combine the verdict with the risk score (thoth_nb.engine.risk explains how)."""
-        components = self.risk.assess(tenant, agent, tool, state.times)
+        if isinstance(state, _SharedSessionState):  # the agent's tool counts come from the store
+            seen, total = self.store.agent_tool_count(tenant, agent, tool, now=self._clock())
+            with self._lock:
+                self.risk._agents.pop((tenant, agent), None)
+                self.risk.seed(tenant, agent, {tool: seen, "\x00other tools": total - seen})
+                components = self.risk.assess(tenant, agent, tool, state.times)
+        else:
+            components = self.risk.assess(tenant, agent, tool, state.times)
         if verdict is None and not components:
             return None  # the common case: nothing matched, nothing unusual
         if verdict is not None:

@@ -247,14 +247,33 @@ def _m003_volume_indexes(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_agent_tool_counts(db: sqlite3.Connection) -> None:
+    """Per-agent tool counts for progressive mode's rare-tool score when several processes decide."""
+    _script(
+        db,
+        """
+        CREATE TABLE agent_tool_counts (
+            tenant_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            tool_name TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (tenant_id, agent_id, tool_name)
+        )
+        """
+    )
+
+
 #: The named migrations, in order. Every store (SQLiteStore, store_pg.PostgresStore) applies exactly
 #: these names, each in its own SQL dialect, so `schema_migrations` reads the same on both.
-MIGRATION_NAMES: tuple[str, ...] = ("m001_initial", "m002_shared_state", "m003_volume_indexes")
+MIGRATION_NAMES: tuple[str, ...] = ("m001_initial", "m002_shared_state", "m003_volume_indexes",
+                                    "m004_agent_tool_counts")
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", _m001_initial),
     ("m002_shared_state", _m002_shared_state),
     ("m003_volume_indexes", _m003_volume_indexes),
+    ("m004_agent_tool_counts", _m004_agent_tool_counts),
 ]
 assert tuple(name for name, _ in MIGRATIONS) == MIGRATION_NAMES
 
@@ -863,6 +882,20 @@ class SQLiteStore(Store):
             ).fetchone()
         return int(row[0]) - 1
 
+    def agent_tool_count(self, tenant_id: str, agent_id: str, tool_name: str,
+                         now: float | None = None) -> tuple[int, int]:
+        """Count one call of `tool_name` by the agent; returns (calls of this tool before it, all the
+        agent's calls before it). The agent's total is the row with tool_name ''."""
+        stamp = time.time() if now is None else now
+        with self.transaction() as db:
+            rows = dict(db.execute(
+                "INSERT INTO agent_tool_counts (tenant_id, agent_id, tool_name, n, updated_at) VALUES (?,?,?,1,?), "
+                "(?,?,'',1,?) ON CONFLICT (tenant_id, agent_id, tool_name) DO UPDATE SET n=n+1, "
+                "updated_at=excluded.updated_at RETURNING tool_name, n",
+                (tenant_id, agent_id, tool_name, stamp, tenant_id, agent_id, stamp),
+            ).fetchall())
+        return int(rows[tool_name]) - 1, int(rows[""]) - 1
+
     def dedupe_get(self, tenant_id: str, request_id: str, max_age: float,
                    now: float | None = None) -> dict[str, Any] | None:
         """The decision stored for a request id within `max_age` seconds, else None."""
@@ -906,6 +939,7 @@ class SQLiteStore(Store):
             ("session_state", f"DELETE FROM session_state WHERE updated_at < ?{scope}", (epoch, *extra)),
             ("rate_windows", f"DELETE FROM rate_windows WHERE updated_at < ?{scope}", (epoch, *extra)),
             ("request_dedupe", f"DELETE FROM request_dedupe WHERE created_at < ?{scope}", (epoch, *extra)),
+            ("agent_tool_counts", f"DELETE FROM agent_tool_counts WHERE updated_at < ?{scope}", (epoch, *extra)),
         ]
         counts: dict[str, int] = {}
         for table, sql, params in plan:

@@ -186,8 +186,20 @@ CREATE INDEX holds_tenant_session ON holds (tenant_id, session_id);
 CREATE INDEX holds_pending_expiry ON holds (expires_at) WHERE status = 'pending'
 """
 
+_M004 = """
+CREATE TABLE agent_tool_counts (
+    tenant_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    tool_name TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant_id, agent_id, tool_name)
+)
+"""
+
 #: Same names, same order as SQLite's migrations (store.MIGRATION_NAMES); PostgreSQL dialect.
-PG_MIGRATIONS: dict[str, str] = {"m001_initial": _M001, "m002_shared_state": _M002, "m003_volume_indexes": _M003}
+PG_MIGRATIONS: dict[str, str] = {"m001_initial": _M001, "m002_shared_state": _M002, "m003_volume_indexes": _M003,
+                                 "m004_agent_tool_counts": _M004}
 assert tuple(PG_MIGRATIONS) == MIGRATION_NAMES
 
 _EVENT_COLUMNS = ("event_id", "tenant_id", "session_id", "agent_id", "user_id", "tool_name", "event_type",
@@ -890,6 +902,20 @@ class PostgresStore(Store):
             ).fetchone()
         return int(row["violations"]) - 1
 
+    def agent_tool_count(self, tenant_id: str, agent_id: str, tool_name: str,
+                         now: float | None = None) -> tuple[int, int]:
+        """As `SQLiteStore.agent_tool_count`: one atomic upsert of the tool's row and the agent's total
+        (locked in that order, the total last, so concurrent calls cannot deadlock)."""
+        stamp = time.time() if now is None else now
+        with self._state_pool.connection() as db:
+            rows = {r["tool_name"]: r["n"] for r in db.execute(
+                "INSERT INTO agent_tool_counts AS c (tenant_id, agent_id, tool_name, n, updated_at) "
+                "VALUES (%s, %s, %s, 1, %s), (%s, %s, '', 1, %s) ON CONFLICT (tenant_id, agent_id, tool_name) "
+                "DO UPDATE SET n = c.n + 1, updated_at = excluded.updated_at RETURNING tool_name, n",
+                (tenant_id, agent_id, tool_name, stamp, tenant_id, agent_id, stamp),
+            ).fetchall()}
+        return int(rows[tool_name]) - 1, int(rows[""]) - 1
+
     def dedupe_get(self, tenant_id: str, request_id: str, max_age: float,
                    now: float | None = None) -> dict[str, Any] | None:
         stamp = time.time() if now is None else now
@@ -944,6 +970,8 @@ class PostgresStore(Store):
                 ("session_state", f"DELETE FROM session_state WHERE updated_at < %s{scope}", (epoch, *extra)),
                 ("rate_windows", f"DELETE FROM rate_windows WHERE updated_at < %s{scope}", (epoch, *extra)),
                 ("request_dedupe", f"DELETE FROM request_dedupe WHERE created_at < %s{scope}", (epoch, *extra)),
+                ("agent_tool_counts", f"DELETE FROM agent_tool_counts WHERE updated_at < %s{scope}",
+                 (epoch, *extra)),
             ):
                 counts[table] = int(db.execute(sql, params).rowcount)
         return counts
