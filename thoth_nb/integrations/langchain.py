@@ -231,11 +231,58 @@ def _pregel_key(tool: BaseTool, kwargs: Mapping[str, Any], args: Mapping[str, An
 
 
 def _blocked(binding: ToolBinding, tool: BaseTool, call: Call, decision: EnforcementDecision,
-             tool_call_id: str | None) -> Any:
+             kwargs: Mapping[str, Any]) -> Any:
     violation = binding.governor.violation(call, decision)
+    _report_blocked(tool, call, kwargs, violation)
     if binding.on_block == "raise":
         raise violation
-    return block_output(tool, violation, tool_call_id)
+    return block_output(tool, violation, kwargs.get("tool_call_id"))
+
+
+async def _ablocked(binding: ToolBinding, tool: BaseTool, call: Call, decision: EnforcementDecision,
+                    kwargs: Mapping[str, Any]) -> Any:
+    violation = binding.governor.violation(call, decision)
+    await _areport_blocked(tool, call, kwargs, violation)
+    if binding.on_block == "raise":
+        raise violation
+    return block_output(tool, violation, kwargs.get("tool_call_id"))
+
+
+def _callback_args(tool: BaseTool, call: Call, kwargs: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    configure = (kwargs.get("callbacks"), tool.callbacks, tool.verbose or bool(kwargs.get("verbose")),
+                 kwargs.get("tags"), tool.tags, kwargs.get("metadata"), tool.metadata)
+    start = {"name": kwargs.get("run_name"), "run_id": kwargs.get("run_id"), "inputs": call.tool_args,
+             "tool_call_id": kwargs.get("tool_call_id")}
+    return configure, start
+
+
+def _report_blocked(tool: BaseTool, call: Call, kwargs: Mapping[str, Any], violation: ThothPolicyViolation) -> None:
+    """Tell LangChain callbacks (tracing, LangGraph's `tools` stream) that the tool started and failed
+    with the block, as if it had raised. Bookkeeping only: errors here are logged and swallowed."""
+    try:
+        from langchain_core.callbacks import CallbackManager
+
+        configure, start = _callback_args(tool, call, kwargs)
+        manager = CallbackManager.configure(*configure)
+        run = manager.on_tool_start({"name": tool.name, "description": tool.description}, str(call.tool_args),
+                                    **start)
+        run.on_tool_error(violation, tool_call_id=kwargs.get("tool_call_id"))
+    except Exception:
+        logger.debug("thoth: LangChain callbacks for a blocked call failed", exc_info=True)
+
+
+async def _areport_blocked(tool: BaseTool, call: Call, kwargs: Mapping[str, Any],
+                           violation: ThothPolicyViolation) -> None:
+    try:
+        from langchain_core.callbacks import AsyncCallbackManager
+
+        configure, start = _callback_args(tool, call, kwargs)
+        manager = AsyncCallbackManager.configure(*configure)
+        run = await manager.on_tool_start({"name": tool.name, "description": tool.description},
+                                          str(call.tool_args), **start)
+        await run.on_tool_error(violation, tool_call_id=kwargs.get("tool_call_id"))
+    except Exception:
+        logger.debug("thoth: LangChain callbacks for a blocked call failed", exc_info=True)
 
 
 def block_output(tool: BaseTool, violation: ThothPolicyViolation, tool_call_id: str | None) -> Any:
@@ -274,7 +321,7 @@ def _governed_run(binding: ToolBinding, original: Callable[..., Any], tool: Base
         call = gov.begin(tool.name, (), {}, targs)
         decision = _instrument.drive_sync(gov.flow(call), gov.transport, call)
     if not decision.allowed:
-        result = _blocked(binding, tool, call, decision, kwargs.get("tool_call_id"))
+        result = _blocked(binding, tool, call, decision, kwargs)
     else:
         tool_input = _modified_input(tool, tool_input, decision)
         token = _active.set(_active.get() | {id(tool)})
@@ -307,7 +354,7 @@ async def _governed_arun(binding: ToolBinding, original: Callable[..., Any], too
         call = gov.begin(tool.name, (), {}, targs)
         decision = await _instrument.drive_async(gov.flow(call), gov.transport, call)
     if not decision.allowed:
-        result = _blocked(binding, tool, call, decision, kwargs.get("tool_call_id"))
+        result = await _ablocked(binding, tool, call, decision, kwargs)
     else:
         tool_input = _modified_input(tool, tool_input, decision)
         token = _active.set(_active.get() | {id(tool)})

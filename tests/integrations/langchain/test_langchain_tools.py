@@ -356,3 +356,27 @@ except thoth_nb.ThothConfigError as exc:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert "ERROR langchain-core is not installed" in out.stdout
     assert 'pip install "thoth-nb[langchain]"' in out.stdout
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_callbacks_see_a_blocked_call_as_a_tool_error(use_async: bool, tools: dict[str, BaseTool]) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    seen: list[tuple[str, Any]] = []
+
+    class Recorder(BaseCallbackHandler):
+        def on_tool_start(self, serialized: dict[str, Any], input_str: str, **kwargs: Any) -> None:
+            seen.append(("start", serialized["name"]))
+
+        def on_tool_error(self, error: BaseException, **kwargs: Any) -> None:
+            seen.append(("error", type(error).__name__))
+
+        def on_tool_end(self, output: Any, **kwargs: Any) -> None:
+            seen.append(("end", output))
+
+    delete = tools["delete_file"]
+    govern(delete)
+    config: Any = {"callbacks": [Recorder()]}
+    out = await delete.ainvoke({"path": "/x"}, config) if use_async else delete.invoke({"path": "/x"}, config)
+    assert out.startswith("Blocked by Thoth policy")
+    assert seen == [("start", "delete_file"), ("error", "ThothPolicyViolation")]

@@ -423,3 +423,21 @@ def test_injected_arguments_are_not_tool_args(counter: dict[str, int]) -> None:
     evs = events()
     assert [e["event_type"] for e in evs] == ["TOOL_CALL_PRE", "TOOL_CALL_POST"]
     assert evs[0]["metadata"]["tool_args"] == {"query": "q"}
+
+
+def test_tools_stream_mode_shows_the_block_as_a_tool_error(tools: list[BaseTool], counter: dict[str, int]) -> None:
+    model = ScriptedChatModel(responses=[
+        AIMessage("", tool_calls=[{"name": "delete_file", "args": {"path": "/x"}, "id": "d", "type": "tool_call"},
+                                  {"name": "search", "args": {"query": "q"}, "id": "s", "type": "tool_call"}]),
+        AIMessage("done"),
+    ])
+    agent = govern(react_agent(model, tools))
+    try:
+        chunks = [chunk for _, chunk in agent.stream({"messages": [("user", "go")]}, stream_mode=["tools"])]
+    except ValueError as exc:  # pragma: no cover - langgraph before the `tools` stream mode
+        pytest.skip(f"no tools stream mode: {exc}")
+    by_call = {(c["tool_call_id"], c["event"]): c for c in chunks}
+    assert ("d", "tool-started") in by_call and ("s", "tool-finished") in by_call
+    assert "not in the approved scope" in by_call[("d", "tool-error")]["message"]
+    assert ("d", "tool-finished") not in by_call
+    assert counter["delete"] == 0
