@@ -15,9 +15,13 @@ Events use `tool.name` as the tool name and the tool's input dict (minus injecte
 LangGraph state or runtime) as the tool arguments, with `metadata.framework = "langchain"`.
 
 A blocked call never runs the tool body. With `on_block="message"` (default) the agent sees a tool
-error: a `ToolMessage(status="error")` when the call came with a tool-call id (ToolNode, tool-calling
-agents), the refusal text otherwise (AgentExecutor observations). With `on_block="raise"` the call
-raises `ThothPolicyViolation`.
+error: a `ToolMessage(status="error")` when the call came with a tool-call id (ToolNode,
+`create_agent`, tool-calling agents), the refusal text otherwise (AgentExecutor observations). With
+`on_block="raise"` the call raises `ThothPolicyViolation`. Either way LangChain callbacks see the
+blocked call as `on_tool_start` + `on_tool_error` (tracing, LangGraph's `tools` stream mode).
+
+Tested with langchain-core 1.8, langchain 1.5 (`create_agent`) and langchain-classic 1.0
+(`AgentExecutor`, sync and async).
 
 STEP_UP waits for `thoth_nb.approve()` / `thoth_nb.deny()` like any governed call, except inside a
 LangGraph run with a checkpointer, where it becomes a LangGraph interrupt (see
