@@ -215,3 +215,6 @@ register("langchain", lambda obj: mro_module_startswith(obj, _LANGCHAIN), "langc
 register("openai_agents", lambda obj: mro_module_startswith(obj, ("agents.",)), "openai_agents",
          extra="openai-agents")
 register("mcp", lambda obj: mro_module_startswith(obj, ("mcp.",)), "mcp")
+# an OpenAI / Anthropic client given to instrument(): an error naming the loop helpers, not a silent no-op
+register("openai", lambda obj: mro_module_startswith(obj, ("openai.",), look_inside=False), "openai")
+register("anthropic", lambda obj: mro_module_startswith(obj, ("anthropic.",), look_inside=False), "anthropic")

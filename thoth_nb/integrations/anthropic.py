@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from thoth_nb._exceptions import ThothConfigError
 from thoth_nb._instrument import wrap_anthropic_tools
 from thoth_nb._transports.base import Transport
 from thoth_nb.integrations import DidNotEnable, Integration
@@ -63,6 +64,7 @@ __all__ = [
     "ToolLoopResult",
     "anthropic_tool_specs",
     "arun_anthropic_tools",
+    "instrument_object",
     "run_anthropic_tools",
     "wrap_anthropic_tools",
 ]
@@ -196,3 +198,14 @@ async def arun_anthropic_tools(
     fns, specs = _setup(functions, tools, max_turns, on_block, transport, thoth_config)
     loop = _loop(model, messages, specs, max_tokens, system, max_turns, create_kwargs or {})
     return await drive_async(loop, client.messages.create, fns, on_block)
+
+
+def instrument_object(obj: Any, governor: Any, **options: Any) -> Any:
+    """`thoth_nb.instrument()` on an Anthropic SDK object: a client has no tools of its own to govern, so say
+    what to use instead (never a silent no-op)."""
+    raise ThothConfigError(
+        f"cannot instrument a {type(obj).__name__} from the anthropic SDK: it has no tools of its own. "
+        f"Run the tool loop with thoth_nb.run_anthropic_tools(client, model=..., messages=..., "
+        f"functions={{'name': fn}}, ...) "
+        f"or govern your functions with thoth_nb.wrap_anthropic_tools({{'name': fn}}, ...)"
+    )

@@ -64,6 +64,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolLoopResult",
     "arun_openai_tools",
+    "instrument_object",
     "openai_tool_specs",
     "run_openai_tools",
     "wrap_openai_tools",
@@ -275,3 +276,14 @@ async def arun_openai_tools(
     fns, specs = _setup(functions, tools, api, max_turns, on_block, transport, thoth_config)
     loop = _loop(api, model, messages, specs, max_turns, create_kwargs or {})
     return await drive_async(loop, _create(client, api), fns, on_block)
+
+
+def instrument_object(obj: Any, governor: Any, **options: Any) -> Any:
+    """`thoth_nb.instrument()` on an OpenAI SDK object: a client has no tools of its own to govern, so say
+    what to use instead (never a silent no-op)."""
+    raise ThothConfigError(
+        f"cannot instrument a {type(obj).__name__} from the openai SDK: it has no tools of its own. "
+        f"Run the tool loop with thoth_nb.run_openai_tools(client, model=..., messages=..., "
+        f"functions={{'name': fn}}, ...) "
+        f"or govern your functions with thoth_nb.wrap_openai_tools({{'name': fn}}, ...)"
+    )

@@ -219,3 +219,9 @@ async def test_top_level_helpers() -> None:
         await client.close()
     assert result.calls[0].outcome == "ok" and blocked.calls[0].outcome == "blocked"
     assert tools.runs == {"read_file": 1, "delete_file": 0}
+
+
+def test_instrumenting_a_client_names_the_loop_helper() -> None:
+    client = anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="test")
+    with pytest.raises(thoth_nb.ThothConfigError, match="run_anthropic_tools"):
+        thoth_nb.instrument(client, **CONFIG)

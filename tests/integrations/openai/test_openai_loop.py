@@ -309,3 +309,9 @@ def test_version_outside_the_tested_range_warns(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(OpenAIIntegration, "supported", ((9,), (10,)))
     with pytest.warns(RuntimeWarning, match=r"openai >=9,<10; you have"):
         OpenAIIntegration.check_version()
+
+
+def test_instrumenting_a_client_names_the_loop_helper() -> None:
+    client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="test")
+    with pytest.raises(thoth_nb.ThothConfigError, match="run_openai_tools"):
+        thoth_nb.instrument(client, **CONFIG)
