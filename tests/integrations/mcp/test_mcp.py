@@ -167,3 +167,13 @@ def test_unsupported_mcp_object() -> None:
     lowlevel = mcp.server.Server("bare")  # no tool registry to govern
     with pytest.raises(thoth_nb.ThothConfigError, match=r"ClientSession or mcp\.Client"):
         thoth_nb.instrument(lowlevel, **CONFIG)
+
+
+async def test_instrument_recognises_a_server_and_restores() -> None:
+    server, runs = files_server()
+    assert thoth_nb.instrument(server, **CONFIG) is server
+    async with Client(server) as client:
+        assert (await client.call_tool("delete_file", {"path": "a"})).is_error
+        ungovern(server)
+        assert not (await client.call_tool("delete_file", {"path": "a"})).is_error
+    assert runs["delete_file"] == 1

@@ -397,3 +397,16 @@ def test_patch_once_and_restore_on_unload() -> None:
     assert not hasattr(RunContextWrapper.reject_tool, "__wrapped__")
     thoth_nb.instrument(agent, **CONFIG)  # installs again
     assert hasattr(RunContextWrapper.reject_tool, "__wrapped__")
+
+
+async def test_a_list_of_function_tools() -> None:
+    tools = Tools()
+    governed_tools = thoth_nb.instrument([tools.get_weather, tools.send_email], **CONFIG)
+    model = ScriptedModel(
+        [
+            [function_call("send_email", {"to": "a@b.c", "body": "x"}, call_id="c1")],
+            [assistant_message("ok")],
+        ]
+    )
+    await Runner.run(Agent(name="ops", model=model, tools=governed_tools), "go")
+    assert tools.runs["send_email"] == 0 and "blocked by policy" in tool_outputs(model)["c1"]
