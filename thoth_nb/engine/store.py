@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import sqlite3
 import threading
 import time
@@ -61,7 +62,13 @@ def parse_ts(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
 def normalize_ts(value: Any) -> str:
+    if isinstance(value, str) and _CANONICAL_TS.fullmatch(value):
+        dt.datetime.fromisoformat(value[:-1])  # already canonical (the SDK's form): only check it is a date
+        return value
     if isinstance(value, dt.datetime):
         return format_ts(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
