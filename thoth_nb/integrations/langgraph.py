@@ -24,6 +24,9 @@ Outcomes, as the agent sees them:
   and the same governed call continues: one PRE event and one POST (or BLOCK) event per call, a
   denial becomes the blocked-tool error above. An unrecognised resume value denies (fail closed).
   When the paused process is gone, a resumed call asks again and the resume value answers the new hold.
+  With a Thoth server (`api_url`), the resume value resolves the hold only when the SDK's API key may
+  review holds; an agent key may not, so the resumed call then waits until a reviewer decides on the
+  server (its UI, `thoth-nb approve`), up to the step-up timeout. Approve there, then resume.
 * STEP_UP without a checkpointer: the call waits for `thoth_nb.approve()` / `deny()` (from another
   thread, the notebook widget, the CLI or the server) like any governed call, up to the step-up timeout.
 
@@ -51,7 +54,7 @@ from typing import Any
 
 from thoth_nb import _instrument, _json
 from thoth_nb._approvals import resolve
-from thoth_nb._exceptions import EnforcerError
+from thoth_nb._exceptions import EnforcerError, ThothConfigError
 from thoth_nb._flow import Call, Enforce, Governor, PollHold
 from thoth_nb._models import EnforcementDecision, json_safe
 from thoth_nb.integrations import DidNotEnable, Integration
@@ -290,6 +293,8 @@ def _resolve(governor: Governor, call: Call, token: str, value: Any) -> None:
         resolve(token, approve=approve, api_url=config.api_url, api_key=config.api_key, **options)
     except (LookupError, RuntimeError) as exc:  # already resolved (e.g. in the dashboard) or expired
         logger.warning("thoth: resume value for hold %s not applied: %s", token, exc)
+    except ThothConfigError as exc:  # a server refused this SDK's key: a reviewer must decide there
+        logger.warning("thoth: resume value for hold %s not applied (%s); the call waits for a reviewer", token, exc)
 
 
 def _ask(governor: Governor, call: Call, flow: Generator[Any, Any, EnforcementDecision], effect: PollHold,
