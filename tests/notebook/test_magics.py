@@ -357,3 +357,15 @@ def test_cell_magic_refuses_top_level_await_with_a_hint(loaded: Shell) -> None:
         loaded.cell("%%thoth --agent-id a --scope web_search\nimport asyncio\nawait asyncio.sleep(0)")
     # async functions defined in the cell are fine
     loaded.cell("%%thoth --agent-id a --scope web_search\nasync def f():\n    await g()\n")
+
+
+def test_feed_covers_the_cell_that_loads_the_extension(shell: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.cell(AGENT_CODE)
+    shell.cell("%load_ext thoth_nb\n%thoth instrument agent --agent-id research --scope web_search\n"
+               "agent.tools[0].run('same-cell')")
+    assert "query='same-cell'" in capsys.readouterr().out
+    from thoth_nb.notebook import state
+
+    assert state.feed is not None and state.feed.current is None  # closed at the end of that cell
+    shell.cell("agent.tools[0].run('next-cell')")
+    assert "query='next-cell'" in capsys.readouterr().out

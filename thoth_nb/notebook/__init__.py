@@ -72,6 +72,8 @@ def load_ipython_extension(ipython: Any) -> None:
                 throttle=float(magics.feed_throttle))
     ipython.events.register("pre_run_cell", feed.pre_run_cell)
     ipython.events.register("post_run_cell", feed.post_run_cell)
+    if _inside_cell():  # `%load_ext thoth_nb` in the same cell as the agent: this cell gets a feed too
+        feed.pre_run_cell()
     _context.add_listener(feed)
     completer = getattr(ipython, "Completer", None)
     if completer is not None and hasattr(completer, "custom_matchers"):
@@ -114,6 +116,17 @@ def _reapply_after_reload(ipython: Any) -> None:
         if result is not original and namespace is not None and name is not None:
             namespace[name] = result
     print(f"thoth: extension reloaded; {len(records)} object(s) governed again")
+
+
+def _inside_cell() -> bool:
+    """True while IPython runs a cell's code (not at startup, when `c.InteractiveShellApp.extensions` loads us)."""
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in ("run_code", "run_ast_nodes") and code.co_filename.endswith("interactiveshell.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _reloading() -> bool:
