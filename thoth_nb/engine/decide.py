@@ -284,7 +284,10 @@ class Engine:
         if mode == "progressive" or (mode not in _PLAIN_MODES and str(mode).lower() == "progressive"):
             verdict = self._progressive_risk(policy, tenant, agent, tool, state, verdict)
         if verdict is None:
-            self._remember(state, request, tool, args)
+            if self.shared:
+                self._remember(state, request, tool, args)
+            else:  # the embedded hot path: no extra call
+                state.history.append((tool, args))
             return _ALLOWED
         decision = self._apply_mode(policy, request, state, verdict)
         if decision.decision is not DecisionType.BLOCK:  # a blocked call never ran: sequence rules skip it
