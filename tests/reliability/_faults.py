@@ -147,3 +147,85 @@ def http_agent(url: str, key: str, **over: Any) -> tuple[Agent, str]:
     agent = Agent()
     thoth_nb.instrument(agent, **options)
     return agent, session
+
+
+class RawEnforcer:
+    """A tiny HTTP/1.1 server on a raw socket (127.0.0.1) whose answers to `/v1/enforce` are scripted
+    byte for byte: delays, truncated bodies, bad JSON, odd statuses. Events are accepted (202)."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        self.enforce_raw: bytes = b""
+        self.delay = 0.0
+        self.requests: list[tuple[str, str]] = []
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock = self.request
+                sock.settimeout(5)
+                while True:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    method, path = lines[0].split(" ")[:2]
+                    length = 0
+                    for line in lines[1:]:
+                        name, _, value = line.partition(":")
+                        if name.strip().lower() == "content-length":
+                            length = int(value)
+                    while len(body) < length:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            return
+                        body += chunk
+                    owner.requests.append((method, path.split("?")[0]))
+                    if path.startswith("/v1/enforce") and method == "POST":
+                        if owner.delay:
+                            time.sleep(owner.delay)
+                        try:
+                            sock.sendall(owner.enforce_raw)
+                        except OSError:
+                            return
+                        return  # close after every scripted answer
+                    if path.startswith("/v1/events/batch"):
+                        reply = b'{"accepted": 0, "duplicates": 0, "rejected": []}'
+                        status = b"202 Accepted"
+                    else:
+                        reply, status = b'{"error": "not_found"}', b"404 Not Found"
+                    sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: " + str(len(reply)).encode() + b"\r\n\r\n" + reply)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer(self, status: str, body: bytes, *, headers: str = "", length: int | None = None) -> None:
+        """Script the enforce reply: `length` other than len(body) sends a lying Content-Length."""
+        size = len(body) if length is None else length
+        self.enforce_raw = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}"
+                            f"Content-Length: {size}\r\nConnection: close\r\n\r\n").encode() + body
+
+    def enforce_count(self) -> int:
+        return sum(1 for m, p in self.requests if m == "POST" and p == "/v1/enforce")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
