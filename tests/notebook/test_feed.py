@@ -79,7 +79,11 @@ def test_widget_feed_updates_while_running_and_leaves_a_static_snapshot(
         feed.pre_run_cell()
         tools[0]("cats")
         assert len(display.handles) == 1
-        widget = display.handles[0].shown
+        shown = display.handles[0].shown
+        assert "application/vnd.jupyter.widget-view+json" in shown
+        assert "web_search" in shown["text/plain"]  # frontends without widgets still read the feed
+        assert feed.current is not None
+        widget = feed.current.widget
         assert "cats" in widget.value and "ALLOW" in widget.value
         with pytest.raises(thoth_nb.ThothPolicyViolation):
             tools[1]("/tmp/x")
@@ -112,7 +116,7 @@ def test_renders_are_throttled_and_the_last_state_still_arrives(monkeypatch: pyt
         assert cell is not None
         assert cell.renders < 10  # 402 listener calls, a handful of renders
         time.sleep(0.4)  # the throttle timer renders the pending rows without a new call
-        widget = display.handles[0].shown
+        widget = cell.widget
         assert "q199" in widget.value and "delete_file" in widget.value
         assert "201 governed calls" in widget.value and "earlier calls not shown" in widget.value
         feed.post_run_cell()
@@ -168,7 +172,7 @@ def test_held_call_shows_as_held_then_resolves(monkeypatch: pytest.MonkeyPatch) 
     call.decision = EnforcementDecision(DecisionType.STEP_UP, "needs a human", "step_up", hold_token="h1")
     cell.event("decided", Call(governor, "web_search", (), {}, None))  # opens the widget
     cell.event("held", call)
-    widget = display.handles[0].shown
+    widget = cell.widget
     assert "STEP_UP held" in widget.value and "waiting" in widget.value  # shown at once, despite the throttle
     call.decision = EnforcementDecision(DecisionType.ALLOW, "approved by ann", "step_up_approved")
     cell.event("decided", call)

@@ -265,6 +265,8 @@ def test_approve_resolves_a_waiting_call(loaded: Shell, tmp_path: Path) -> None:
     worker.join(10)
     assert results == ["results for cats"]
     assert loaded.magic("thoth approvals")["status"].tolist() == ["approved"]
+    assert loaded.magic("thoth approvals --since 1h")["status"].tolist() == ["approved"]
+    assert loaded.magic("thoth approvals --since 2999-01-01T00:00:00Z").empty
 
 
 def test_cell_magic_governs_objects_made_in_the_cell(loaded: Shell) -> None:

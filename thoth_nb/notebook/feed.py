@@ -237,7 +237,10 @@ class CellFeed:
             import ipywidgets
 
             self.widget = ipywidgets.HTML(value=feed_html(self._order, self.max_rows))
-            self.handle = display(self.widget, display_id=True)
+            # the widget view for frontends with a widget manager, the text feed for everything else
+            bundle = dict(self.widget._repr_mimebundle_() or {})
+            bundle["text/plain"] = feed_text(self._order, self.max_rows)
+            self.handle = display(bundle, raw=True, display_id=True)
         else:
             self.handle = display({"text/html": feed_html(self._order, self.max_rows),
                                    "text/plain": feed_text(self._order, self.max_rows)}, raw=True, display_id=True)

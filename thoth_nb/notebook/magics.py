@@ -405,7 +405,6 @@ def _events_options(p: _Parser) -> None:
 def _approvals_options(p: _Parser) -> None:
     p.add_argument("--status", default="all", choices=("pending", "approved", "denied", "expired", "all"))
     _add_filters(p, tool=True)
-    p.set_defaults(since=None)
 
 
 command("events", "Recorded events as a DataFrame (filters: --agent --session --tool --since --limit).",
@@ -419,7 +418,16 @@ def _approvals(magics: ThothMagics, args: argparse.Namespace) -> Any:
     from thoth_nb.analytics import frames
 
     kwargs = {k: v for k, v in vars(args).items() if v is not None and k != "since"}
-    return frames.approvals(**kwargs)
+    try:
+        frame = frames.approvals(**kwargs)
+        since = frames.parse_since(args.since)
+    except (ValueError, ThothConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    if since is not None:
+        import pandas as pd
+
+        frame = frame[frame["created_at"] >= pd.Timestamp(since)].reset_index(drop=True)
+    return frame
 
 
 command("approvals", "Step-up holds (pending, approved, denied, expired) as a DataFrame.", _approvals_options)(
