@@ -72,27 +72,31 @@ class RiskModel:
         self._agents: dict[tuple[str, str], _AgentCounts] = {}
 
     def assess(self, tenant: str, agent: str, tool: str, times: collections.deque[float]) -> dict[str, float]:
-        """Anomaly components (0-100) for this call, then record it. `times` is the session's deque."""
+        """Anomaly components (0-100) for this call, then record it. `times` is the session's deque.
+        The common case (a usual tool at a usual pace) allocates nothing but the empty result."""
         key = (tenant, agent)
         counts = self._agents.get(key)
         if counts is None:
             counts = self._agents[key] = _AgentCounts()
             if len(self._agents) > 10_000:
                 self._agents.pop(next(iter(self._agents)))
+        seen = counts.counts
+        total = counts.total
+        n = seen.get(tool, 0)
+        seen[tool] = n + 1
+        counts.total = total + 1
         components: dict[str, float] = {}
-        if counts.total >= self.warmup:
-            rare = rarity(counts.counts.get(tool, 0) / counts.total)
+        if total >= self.warmup and n < 0.1 * total:  # rarity is 0 from a 10 % share up
+            rare = rarity(n / total)
             if rare > 0.0:
                 components["rare_tool"] = round(RARE_WEIGHT * rare, 3)
-        counts.counts[tool] = counts.counts.get(tool, 0) + 1
-        counts.total += 1
         now = self._clock()
         cutoff = now - self.burst_seconds
         while times and times[0] <= cutoff:
             times.popleft()
         times.append(now)
-        burst = (len(times) / self.burst_calls - 1.0) / 2.0
-        if burst > 0.0:
+        if len(times) > self.burst_calls:
+            burst = (len(times) / self.burst_calls - 1.0) / 2.0
             components["rate_burst"] = round(BURST_WEIGHT * min(1.0, burst), 3)
         return components
 
