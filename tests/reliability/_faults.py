@@ -159,6 +159,7 @@ class RawEnforcer:
 
         self.enforce_raw: bytes = b""
         self.delay = 0.0
+        self.events_status = b"202 Accepted"
         self.requests: list[tuple[str, str]] = []
         owner = self
 
@@ -197,7 +198,7 @@ class RawEnforcer:
                         return  # close after every scripted answer
                     if path.startswith("/v1/events/batch"):
                         reply = b'{"accepted": 0, "duplicates": 0, "rejected": []}'
-                        status = b"202 Accepted"
+                        status = owner.events_status
                     else:
                         reply, status = b'{"error": "not_found"}', b"404 Not Found"
                     sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
