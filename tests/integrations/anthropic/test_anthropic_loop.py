@@ -28,6 +28,27 @@ CONFIG: dict[str, Any] = {
 }
 
 
+_CLIENTS: list[Any] = []
+
+
+def tracked(client: Any) -> Any:
+    """Remember a client so the fixture below closes it (no unclosed sockets left for later tests)."""
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Any:
+    yield
+    while _CLIENTS:
+        client = _CLIENTS.pop()
+        close = client.close()
+        if close is not None:  # an async client: close it on a fresh loop
+            import asyncio
+
+            asyncio.run(close)
+
+
 class Tools:
     def __init__(self) -> None:
         self.runs = {"read_file": 0, "delete_file": 0}
@@ -70,7 +91,7 @@ def review_first_hold(*, deny: bool = False, timeout: float = 10.0) -> tuple[thr
 
 
 def client_for(server: FakeLLMServer) -> Any:
-    return anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
+    return tracked(anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0))
 
 
 def last_tool_results(server: FakeLLMServer) -> list[dict[str, Any]]:
@@ -166,7 +187,7 @@ async def test_async_client_with_step_up_and_block() -> None:
     thread, _ = review_first_hold()
     turn = call_tools(("read_file", {"path": "/etc/shadow"}), ("delete_file", {"path": "tmp.txt"}))
     with FakeLLMServer([turn, reply("ok")]) as server:
-        client = anthropic.AsyncAnthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
+        client = tracked(anthropic.AsyncAnthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0))
         result = await arun_anthropic_tools(
             client,
             model="claude-test",
@@ -200,7 +221,7 @@ def test_specs_raise_and_client_kind() -> None:
                 **CONFIG,
             )
         assert server.requests[0]["body"]["tools"][1]["name"] == "delete_file"
-    async_client = anthropic.AsyncAnthropic(base_url="http://127.0.0.1:9", api_key="test")
+    async_client = tracked(anthropic.AsyncAnthropic(base_url="http://127.0.0.1:9", api_key="test"))
     with pytest.raises(TypeError, match="arun_anthropic_tools"):
         run_anthropic_tools(async_client, model="m", messages="x", functions=tools.functions(), **CONFIG)
     assert tools.runs["delete_file"] == 0
@@ -212,7 +233,7 @@ async def test_top_level_helpers() -> None:
         result = thoth_nb.run_anthropic_tools(
             client_for(s), model="m", messages="x", functions=tools.functions(), **CONFIG
         )
-        client = anthropic.AsyncAnthropic(base_url=s.anthropic_base_url, api_key="t", max_retries=0)
+        client = tracked(anthropic.AsyncAnthropic(base_url=s.anthropic_base_url, api_key="t", max_retries=0))
         blocked = await thoth_nb.arun_anthropic_tools(
             client, model="m", messages="x", functions=tools.functions(), **CONFIG
         )
@@ -222,6 +243,6 @@ async def test_top_level_helpers() -> None:
 
 
 def test_instrumenting_a_client_names_the_loop_helper() -> None:
-    client = anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="test")
+    client = tracked(anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="test"))
     with pytest.raises(thoth_nb.ThothConfigError, match="run_anthropic_tools"):
         thoth_nb.instrument(client, **CONFIG)

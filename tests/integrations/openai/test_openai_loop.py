@@ -24,6 +24,27 @@ CONFIG: dict[str, Any] = {
 }
 
 
+_CLIENTS: list[Any] = []
+
+
+def tracked(client: Any) -> Any:
+    """Remember a client so the fixture below closes it (no unclosed sockets left for later tests)."""
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Any:
+    yield
+    while _CLIENTS:
+        client = _CLIENTS.pop()
+        close = client.close()
+        if close is not None:  # an async client: close it on a fresh loop
+            import asyncio
+
+            asyncio.run(close)
+
+
 class Tools:
     """Tool bodies that count their runs, so a test can prove a blocked body never ran."""
 
@@ -77,7 +98,7 @@ def tools() -> Tools:
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_allowed_call_runs_and_is_recorded(tools: Tools, api: str) -> None:
     with FakeLLMServer([call_tool("get_weather", city="Paris"), reply("Sunny, 21C.")]) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = run_openai_tools(
             client,
             model="gpt-test",
@@ -110,7 +131,7 @@ def test_allowed_call_runs_and_is_recorded(tools: Tools, api: str) -> None:
 @pytest.mark.parametrize("api", ["chat", "responses"])
 def test_blocked_call_never_runs_and_the_model_is_told(tools: Tools, api: str) -> None:
     with FakeLLMServer([call_tool("send_email", to="eve@example.com", body="hi")]) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = run_openai_tools(
             client, model="gpt-test", messages="Email Eve", api=api, functions=tools.functions(), **CONFIG
         )
@@ -126,7 +147,7 @@ def test_blocked_call_never_runs_and_the_model_is_told(tools: Tools, api: str) -
 def test_step_up_approved_from_another_thread(tools: Tools) -> None:
     thread, seen = approve_when_held()
     with FakeLLMServer([call_tool("send_email", to="bob@example.com", body="report"), reply("Sent.")]) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = run_openai_tools(
             client,
             model="gpt-test",
@@ -147,7 +168,7 @@ def test_step_up_approved_from_another_thread(tools: Tools) -> None:
 def test_step_up_denied_is_a_block(tools: Tools) -> None:
     thread, _ = approve_when_held(deny=True)
     with FakeLLMServer([call_tool("send_email", to="bob@example.com", body="report")]) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = run_openai_tools(
             client,
             model="gpt-test",
@@ -168,7 +189,7 @@ async def test_async_client_allow_block_and_step_up(tools: Tools) -> None:
         reply("Done."),
     ]
     with FakeLLMServer(script) as server:
-        client = openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = await arun_openai_tools(
             client,
             model="gpt-test",
@@ -193,7 +214,7 @@ async def test_async_tools_and_block(tools: Tools) -> None:
         return "found"
 
     with FakeLLMServer([call_tool("lookup", query="../../etc/passwd")]) as server:
-        client = openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = await arun_openai_tools(
             client,
             model="gpt-test",
@@ -210,7 +231,7 @@ async def test_async_tools_and_block(tools: Tools) -> None:
 
 def test_on_block_raise(tools: Tools) -> None:
     with FakeLLMServer([call_tool("send_email", to="eve@example.com", body="hi")]) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         with pytest.raises(thoth_nb.ThothPolicyViolation) as info:
             run_openai_tools(
                 client,
@@ -226,7 +247,7 @@ def test_on_block_raise(tools: Tools) -> None:
 
 def test_tool_specs_are_derived_and_sent(tools: Tools) -> None:
     with FakeLLMServer([reply("Hi.")]) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         run_openai_tools(client, model="gpt-test", messages="Hi", functions=tools.functions(), **CONFIG)
     sent = server.requests[0]["body"]["tools"]
     assert sent == openai_tool_specs(tools.functions())
@@ -252,7 +273,7 @@ def test_prewrapped_functions_failing_tool_and_max_turns(tools: Tools) -> None:
         call_tool("get_weather", city="Rome"),
     ]
     with FakeLLMServer(script) as server:
-        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        client = tracked(openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0))
         result = run_openai_tools(client, model="gpt-test", messages="x", functions=wrapped, max_turns=2)
     assert result.stopped == "max_turns" and result.turns == 2
     assert [(c.name, c.outcome) for c in result.calls] == [("flaky", "error"), ("get_weather", "ok")]
@@ -261,8 +282,8 @@ def test_prewrapped_functions_failing_tool_and_max_turns(tools: Tools) -> None:
 
 
 def test_wrong_client_kind_and_bad_options(tools: Tools) -> None:
-    sync_client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="test")
-    async_client = openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="test")
+    sync_client = tracked(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="test"))
+    async_client = tracked(openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="test"))
     with pytest.raises(TypeError, match="arun_openai_tools"):
         run_openai_tools(async_client, model="m", messages="x", functions=tools.functions(), **CONFIG)
     with pytest.raises(thoth_nb.ThothConfigError, match="api must be"):
@@ -276,13 +297,13 @@ async def test_top_level_helpers(tools: Tools) -> None:
         [call_tool("get_weather", city="Lima"), reply("ok"), call_tool("send_email", to="a", body="b")]
     ) as s:
         result = thoth_nb.run_openai_tools(
-            openai.OpenAI(base_url=s.openai_base_url, api_key="t", max_retries=0),
+            tracked(openai.OpenAI(base_url=s.openai_base_url, api_key="t", max_retries=0)),
             model="m",
             messages="x",
             functions=tools.functions(),
             **CONFIG,
         )
-        client = openai.AsyncOpenAI(base_url=s.openai_base_url, api_key="t", max_retries=0)
+        client = tracked(openai.AsyncOpenAI(base_url=s.openai_base_url, api_key="t", max_retries=0))
         blocked = await thoth_nb.arun_openai_tools(
             client, model="m", messages="x", functions=tools.functions(), **CONFIG
         )
@@ -312,6 +333,6 @@ def test_version_outside_the_tested_range_warns(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_instrumenting_a_client_names_the_loop_helper() -> None:
-    client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="test")
+    client = tracked(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="test"))
     with pytest.raises(thoth_nb.ThothConfigError, match="run_openai_tools"):
         thoth_nb.instrument(client, **CONFIG)
