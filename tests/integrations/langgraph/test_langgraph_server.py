@@ -87,7 +87,8 @@ def paused_agent(url: str, key: str, ran: list[str], thread: str) -> tuple[Any, 
                         approved_scope=["send_email"], enforcement="step_up", step_up_poll_interval_ms=200,
                         tool_inventory=False)
     config = {"configurable": {"thread_id": thread}}
-    held = agent.invoke({"messages": [("user", "mail bob")]}, config)["__interrupt__"][0].value
+    agent.invoke({"messages": [("user", "mail bob")]}, config)
+    held = next(i for task in agent.get_state(config).tasks for i in task.interrupts).value
     return agent, config, held
 
 
