@@ -22,7 +22,6 @@ from thoth_nb.engine.store import MIGRATION_NAMES, open_store
 
 # read at import: the autouse fixture in tests/conftest.py clears THOTH_* before each test
 PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")
-pytestmark = pytest.mark.postgres
 
 
 def _need_postgres() -> str:
@@ -105,6 +104,7 @@ def test_same_public_methods_as_sqlite() -> None:
     assert pg == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite}"
 
 
+@pytest.mark.postgres
 def test_same_named_migrations(pg: Any, tmp_path: Path, pg_url: str) -> None:
     lite = SQLiteStore(tmp_path / "x.db")
     assert pg.migrations() == lite.migrations() == sorted(MIGRATION_NAMES)
@@ -112,6 +112,7 @@ def test_same_named_migrations(pg: Any, tmp_path: Path, pg_url: str) -> None:
     assert pg.shared_state is True and lite.shared_state is False
 
 
+@pytest.mark.postgres
 def test_replicas_migrating_together(pg_url: str) -> None:
     errors: list[BaseException] = []
     stores: list[Any] = []
@@ -133,6 +134,7 @@ def test_replicas_migrating_together(pg_url: str) -> None:
         s.close()
 
 
+@pytest.mark.postgres
 def test_same_answers_as_sqlite(pg: Any, tmp_path: Path) -> None:
     """One script of store calls against both stores: the same rows come back (ids and clocks aside)."""
     lite = SQLiteStore(tmp_path / "same.db")
@@ -209,6 +211,7 @@ def test_same_answers_as_sqlite(pg: Any, tmp_path: Path) -> None:
     assert pg.query("SELECT ? AS one", (1,)) == [{"one": 1}]
 
 
+@pytest.mark.postgres
 def test_concurrent_ingest_lands_once_with_one_chain(pg: Any, pg_url: str) -> None:
     """Eight writers (two store objects, as two replicas) retry overlapping batches of one session."""
     other = open_store(pg_url)
@@ -237,6 +240,7 @@ def test_concurrent_ingest_lands_once_with_one_chain(pg: Any, pg_url: str) -> No
     verify_chain(rows)
 
 
+@pytest.mark.postgres
 def test_engines_share_state_through_the_store(pg: Any, pg_url: str) -> None:
     """Two engines on two store objects decide like one: rate limits, sequences, progressive, holds, dedupe."""
     other = open_store(pg_url)
@@ -283,6 +287,7 @@ def test_engines_share_state_through_the_store(pg: Any, pg_url: str) -> None:
         other.close()
 
 
+@pytest.mark.postgres
 def test_rate_window_slides_with_the_engine_clock(pg: Any) -> None:
     now = [1000.0]
     engine = Engine(pg, parse_policy(POLICY), clock=lambda: now[0])
@@ -306,6 +311,7 @@ def test_sqlite_shared_state_path_matches(tmp_path: Path) -> None:
     assert two.decide(request("send_email", session="q")).decision is DecisionType.BLOCK
 
 
+@pytest.mark.postgres
 def test_prune_and_export(pg: Any, tmp_path: Path) -> None:
     pyarrow = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -325,6 +331,7 @@ def test_prune_and_export(pg: Any, tmp_path: Path) -> None:
     assert [e["session_id"] for e in pg.events("t")] == ["new"] * 7
 
 
+@pytest.mark.postgres
 def test_copy_falls_back_to_on_conflict_for_a_racing_duplicate(pg: Any) -> None:
     """An id that slipped past the locked duplicate check (same id, another session, at once) is skipped."""
     first = event("a")
@@ -337,6 +344,7 @@ def test_copy_falls_back_to_on_conflict_for_a_racing_duplicate(pg: Any) -> None:
     assert pg.count_events("t") == 2
 
 
+@pytest.mark.postgres
 def test_database_url_env_selects_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from thoth_nb.engine.store_pg import PostgresStore
 
@@ -350,6 +358,7 @@ def test_database_url_env_selects_postgres(pg_url: str, monkeypatch: pytest.Monk
     assert isinstance(open_store(), SQLiteStore)
 
 
+@pytest.mark.postgres
 def test_db_cli_upgrade_prune_export(pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     from thoth_nb.cli import main
