@@ -41,6 +41,11 @@ with the hold token (`Command(resume=value["resume_with"])`) so an answer only r
 was meant for; one that reaches another call denies that call (fail closed).
 
 Events carry `metadata.framework = "langgraph"`.
+
+Versions: tested with langgraph 1.2 (langchain-core 1.8) and langgraph 0.2.76 (langchain-core 0.3).
+Before langgraph 1.0, `ToolNode(handle_tool_errors=True)` (its old default) turns every exception,
+`ThothPolicyViolation` from `on_block="raise"` included, into an error `ToolMessage`; the tool still
+does not run. A langgraph without `interrupt()` makes STEP_UP wait on the hold instead.
 """
 
 from __future__ import annotations
