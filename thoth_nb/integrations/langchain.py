@@ -20,7 +20,7 @@ error: a `ToolMessage(status="error")` when the call came with a tool-call id (T
 `on_block="raise"` the call raises `ThothPolicyViolation`. Either way LangChain callbacks see the
 blocked call as `on_tool_start` + `on_tool_error` (tracing, LangGraph's `tools` stream mode).
 
-Tested with langchain-core 1.8, langchain 1.5 (`create_agent`) and langchain-classic 1.0
+Tested with langchain-core 1.8 and 0.3, langchain 1.5 (`create_agent`) and langchain-classic 1.0
 (`AgentExecutor`, sync and async).
 
 STEP_UP waits for `thoth_nb.approve()` / `thoth_nb.deny()` like any governed call, except inside a
