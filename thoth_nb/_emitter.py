@@ -198,13 +198,25 @@ class Emitter:
     def _spill(self, events: Sequence[Mapping[str, Any]]) -> None:
         path = self._spill_path()
         try:
+            data = b"".join(_json.dumps_bytes(event) + b"\n" for event in events)
             with self._spill_lock:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("ab") as fh:
-                    for event in events:
-                        fh.write(_json.dumps_bytes(event) + b"\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    start = os.lseek(fd, 0, os.SEEK_END)
+                    try:
+                        view = memoryview(data)
+                        while view:  # unbuffered: nothing is left in a buffer to be written after a failure
+                            view = view[os.write(fd, view):]
+                        os.fsync(fd)
+                    except OSError:
+                        # a full disk fails mid-batch: cut the file back, so no half line swallows the next
+                        # batch's first event and no event counted as dropped is replayed later
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, start)
+                        raise
+                finally:
+                    os.close(fd)
             self.spilled += len(events)
             logger.warning("thoth: sink unavailable (%s); %d events spilled to %s for replay",
                            self.last_error, len(events), path)
