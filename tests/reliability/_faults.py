@@ -230,3 +230,34 @@ class RawEnforcer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ListSink:
+    """An event sink in memory that can fail like a dead server (for Emitter tests without HTTP)."""
+
+    name = "list sink"
+
+    def __init__(self, *, failing: bool = True, sink_id: str = "list-test-sink") -> None:
+        self.failing = failing
+        self.ids: list[str] = []
+        self._sink_id = sink_id
+
+    @property
+    def sink_id(self) -> str:
+        return self._sink_id
+
+    def send_events(self, events: Any) -> None:
+        from thoth_nb._exceptions import EnforcerError
+
+        if self.failing:
+            raise EnforcerError("network", "connection refused")
+        self.ids += [str(e["event_id"]) for e in events]
+
+
+def make_events(n: int, pad: int = 0) -> list[dict[str, Any]]:
+    session = str(uuid.uuid4())
+    return [
+        {"event_id": f"t:{uuid.uuid4()}", "tenant_id": "t", "session_id": session, "user_id": "u",
+         "event_type": "TOOL_CALL_PRE", "occurred_at": "2026-01-01T00:00:00Z", "metadata": {"pad": "x" * pad}}
+        for _ in range(n)
+    ]
