@@ -380,3 +380,31 @@ async def test_callbacks_see_a_blocked_call_as_a_tool_error(use_async: bool, too
     out = await delete.ainvoke({"path": "/x"}, config) if use_async else delete.invoke({"path": "/x"}, config)
     assert out.startswith("Blocked by Thoth policy")
     assert seen == [("start", "delete_file"), ("error", "ThothPolicyViolation")]
+
+
+def test_reviewer_modified_args_are_what_the_tool_gets(tools: dict[str, BaseTool], counter: dict[str, int],
+                                                       policy: str) -> None:
+    @tool
+    def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        counter["send_email"] += 1
+        return f"sent to {to}: {body}"
+
+    govern(send_email, policy=policy, enforcement="step_up", step_up_poll_interval_ms=50)
+
+    def review() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pending = thoth_nb.holds(tenant_id=TENANT)
+            if pending:
+                thoth_nb.approve(pending[0]["hold_token"], modified_args={"to": "safe@example.com", "body": "redacted"})
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=review, daemon=True)
+    thread.start()
+    out = send_email.invoke({"type": "tool_call", "name": "send_email", "args": {"to": "bob", "body": "s3cret"},
+                             "id": "c3"})
+    thread.join(5)
+    assert out.content == "sent to safe@example.com: redacted"
+    assert counter["send_email"] == 1
