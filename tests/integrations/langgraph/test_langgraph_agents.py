@@ -463,3 +463,16 @@ def test_tools_stream_mode_shows_the_block_as_a_tool_error(tools: list[BaseTool]
     assert "not in the approved scope" in by_call[("d", "tool-error")]["message"]
     assert ("d", "tool-finished") not in by_call
     assert counter["delete"] == 0
+
+
+def test_resume_with_modified_args(tools: list[BaseTool], counter: dict[str, int], policy: str) -> None:
+    model = ScriptedChatModel(responses=[tool_call("send_email", {"to": "all@corp", "body": "hi"}, "c1"),
+                                         AIMessage("finished")])
+    agent = govern(react_agent(model, tools, checkpointer=InMemorySaver()), policy=policy, enforcement="step_up")
+    config = {"configurable": {"thread_id": "t-modify"}}
+    agent.invoke({"messages": [("user", "mail everyone")]}, config)
+    held = interrupts(agent, config)[0].value
+    answer = {**held["resume_with"], "modified_args": {"to": "team@corp", "body": "hi"}}
+    done = agent.invoke(Command(resume=answer), config)
+    assert [m.content for m in done["messages"] if isinstance(m, ToolMessage)] == ["sent to team@corp"]
+    assert counter["send_email"] == 1
