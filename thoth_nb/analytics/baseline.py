@@ -75,42 +75,43 @@ def _strings(value: Any, depth: int = 0) -> list[str]:
 
 
 def _shapes_and_flags(values: Any) -> tuple[Any, np.ndarray]:
-    """One pass over the tool arguments: shape codes (a Categorical, see `arg_shape`) and the
-    sensitive flag (SENSITIVE_ARGS over the string values, matched by Arrow in one vectorised call)."""
+    """Shape codes (a Categorical, see `arg_shape`) and the sensitive flag of every call's arguments.
+
+    One tight pass in Python (list appends, one dict lookup per row keyed by the argument names and
+    value types, `arg_shape` once per distinct key) gathers each call's string values; Arrow's regex
+    kernel then flags SENSITIVE_ARGS over all of them in one vectorised call."""
     pd = _pd()
-    n = len(values)
-    codes = np.empty(n, dtype=np.int64)
-    texts: list[str] = [""] * n
-    seen: dict[tuple[Any, ...], int] = {}
+    seen: dict[tuple[Any, ...], tuple[int, bool]] = {}
+    get = seen.get
     names: list[str] = []
-    nested = (dict, list, tuple)
-    for i, args in enumerate(values):
+    codes: list[int] = []
+    texts: list[str] = []
+    code_of, text_of = codes.append, texts.append
+    container = (dict, list, tuple)
+    for args in values:
         if type(args) is dict:
-            types = tuple(map(type, args.values()))
-            key = (*args, *types)
-            code = seen.get(key)
-            if code is None:
-                code = seen[key] = len(names)
+            items = args.values()
+            key = (*args, *map(type, items))
+            found = get(key)
+            if found is None:
+                nested = any(isinstance(v, container) for v in items)
+                found = seen[key] = (len(names), nested)
                 names.append(arg_shape(args))
-            codes[i] = code
-            if dict in types or list in types or tuple in types:
-                texts[i] = "\x00".join(_strings(args))
-            elif str in types:
-                texts[i] = "\x00".join([v for v in args.values() if type(v) is str])
-        else:
-            shape = "" if args is None or (isinstance(args, float) and args != args) else arg_shape(args)
-            code = seen.get((shape,))
-            if code is None:
-                code = seen[(shape,)] = len(names)
-                names.append(shape)
-            codes[i] = code
-            if isinstance(args, str):
-                texts[i] = args
-            elif isinstance(args, nested):
-                texts[i] = "\x00".join(_strings(args))
+            code_of(found[0])
+            text_of("\x00".join(_strings(args)) if found[1] else "\x00".join([v for v in items if type(v) is str]))
+            continue
+        shape = "" if args is None or (isinstance(args, float) and args != args) else arg_shape(args)
+        found = get((shape,))
+        if found is None:
+            found = seen[(shape,)] = (len(names), False)
+            names.append(shape)
+        code_of(found[0])
+        text_of(args if isinstance(args, str) else "\x00".join(_strings(args)) if isinstance(args, container)
+                else "")
     unique = sorted(set(names))
     remap = np.array([unique.index(name) for name in names], dtype=np.int64) if names else np.zeros(0, np.int64)
-    shapes = pd.Categorical.from_codes(remap[codes] if n else codes, unique or [""])
+    array = np.asarray(codes, dtype=np.int64)
+    shapes = pd.Categorical.from_codes(remap[array] if len(array) else array, unique or [""])
     return shapes, _matches(texts, SENSITIVE_ARGS)
 
 
@@ -263,17 +264,45 @@ def rate_profile(events: pd.DataFrame, *, mode: str | None = None) -> pd.DataFra
                "burst_p99"]
     if len(c) == 0:
         return pd.DataFrame(columns=columns)  # type: ignore[no-any-return]
+    agents = c["agent_id"].cat.categories.astype(str)
+    agent = c["agent_id"].cat.codes.to_numpy().astype(np.int64)
+    session = c["session_id"].cat.codes.to_numpy().astype(np.int64)
+    n_agents, n_sessions = len(agents), len(c["session_id"].cat.categories)
     minute = c["t_ns"].to_numpy() // 60_000_000_000
-    frame = pd.DataFrame({"agent_id": c["agent_id"], "session": c["session_id"].cat.codes, "minute": minute,
-                          "burst": c["burst"]})
-    grouped = frame.groupby("agent_id", observed=True)
-    out = grouped.agg(calls=("burst", "size"), sessions=("session", "nunique"))
-    out["active_minutes"] = frame.drop_duplicates(["agent_id", "session", "minute"]).groupby(
-        "agent_id", observed=True).size()
-    out["calls_per_minute"] = out["calls"] / out["active_minutes"]
-    quantiles = grouped["burst"].quantile([0.5, 0.95, 0.99]).unstack()
-    out["burst_p50"], out["burst_p95"], out["burst_p99"] = quantiles[0.5], quantiles[0.95], quantiles[0.99]
-    return out.reset_index()[columns]  # type: ignore[no-any-return]
+    minute = minute - minute.min()
+    pair = np.unique(agent * n_sessions + session)
+    bucket = np.unique((agent * n_sessions + session) * (int(minute.max()) + 1) + minute)
+    calls_n = np.bincount(agent, minlength=n_agents)
+    sessions_n = np.bincount(pair // n_sessions, minlength=n_agents)
+    minutes_n = np.bincount(bucket // ((int(minute.max()) + 1) * n_sessions), minlength=n_agents)
+    burst = c["burst"].to_numpy()
+    order = np.argsort(agent, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(calls_n)])
+    quantiles = np.full((n_agents, 3), np.nan)
+    for a in range(n_agents):
+        if calls_n[a]:
+            quantiles[a] = np.quantile(burst[order[bounds[a]:bounds[a + 1]]], [0.5, 0.95, 0.99])
+    out = pd.DataFrame({"agent_id": agents, "calls": calls_n, "sessions": sessions_n, "active_minutes": minutes_n,
+                        "calls_per_minute": calls_n / np.maximum(minutes_n, 1), "burst_p50": quantiles[:, 0],
+                        "burst_p95": quantiles[:, 1], "burst_p99": quantiles[:, 2]})
+    return out[calls_n > 0].reset_index(drop=True)  # type: ignore[no-any-return]
+
+
+def _counted(pd: Any, keys: list[tuple[str, Any]], sizes: list[int]) -> Any:
+    """Counts of each combination of categorical codes (one bincount), as a frame of the non-zero ones."""
+    flat = np.zeros(len(keys[0][1]), dtype=np.int64)
+    for (_, codes), size in zip(keys, sizes, strict=True):
+        flat = flat * size + codes
+    counts = np.bincount(flat, minlength=int(np.prod(sizes)))
+    present = np.nonzero(counts)[0]
+    out = {}
+    rest = present
+    for (name, _), size in reversed(list(zip(keys, sizes, strict=True))):
+        out[name] = rest % size
+        rest = rest // size
+    frame = pd.DataFrame({name: out[name] for name, _ in keys})
+    frame["count"] = counts[present]
+    return frame
 
 
 def baseline(events: pd.DataFrame, *, mode: str | None = None) -> pd.DataFrame:
@@ -288,32 +317,43 @@ def baseline(events: pd.DataFrame, *, mode: str | None = None) -> pd.DataFrame:
                      burst_p99 (see `rate_profile`); count = the value, share = NaN
 
     `mode="observe"` learns only from observe-mode calls (the usual way to build a baseline before
-    enforcing). The frame's attrs record the burst window.
+    enforcing). Counting is one `np.bincount` per kind over the categorical codes.
     """
     pd = _pd()
     c = calls(events, mode=mode)
     columns = ["agent_id", "kind", "tool_name", "prev_tool", "key", "count", "share"]
     parts = []
     if len(c):
-        tool = c.groupby(["agent_id", "tool_name"], observed=True).size().rename("count").reset_index()
-        tool["share"] = tool["count"] / tool.groupby("agent_id", observed=True)["count"].transform("sum")
-        tool["kind"], tool["key"], tool["prev_tool"] = "tool", tool["tool_name"].astype(str), ""
+        agents = np.asarray(c["agent_id"].cat.categories.astype(str), dtype=object)
+        tools = np.asarray(c["tool_name"].cat.categories.astype(str), dtype=object)
+        prevs = np.asarray(c["prev_tool"].cat.categories.astype(str), dtype=object)
+        a = ("agent", c["agent_id"].cat.codes.to_numpy().astype(np.int64))
+        t = ("tool", c["tool_name"].cat.codes.to_numpy().astype(np.int64))
+        sizes = [len(agents), len(tools)]
+        tool = _counted(pd, [a, t], sizes)
+        tool["share"] = tool["count"] / tool.groupby("agent")["count"].transform("sum")
+        tool = tool.assign(agent_id=agents[tool["agent"]], tool_name=tools[tool["tool"]], kind="tool", prev_tool="")
+        tool["key"] = tool["tool_name"]
         parts.append(tool)
-        if c["arg_shape"].notna().any():
-            shape = c.groupby(["agent_id", "tool_name", "arg_shape"], observed=True).size().rename(
-                "count").reset_index()
-            shape["share"] = shape["count"] / shape.groupby(["agent_id", "tool_name"], observed=True)[
-                "count"].transform("sum")
-            shape["kind"], shape["key"], shape["prev_tool"] = "shape", shape["arg_shape"].astype(str), ""
-            parts.append(shape.drop(columns="arg_shape"))
-        pairs = c[(c["prev_tool"] != "").to_numpy()]
-        if len(pairs):
-            bigram = pairs.groupby(["agent_id", "prev_tool", "tool_name"], observed=True).size().rename(
-                "count").reset_index()
-            bigram["share"] = bigram["count"] / bigram.groupby(["agent_id", "prev_tool"], observed=True)[
-                "count"].transform("sum")
-            bigram["kind"] = "bigram"
-            bigram["key"] = bigram["prev_tool"].astype(str) + "→" + bigram["tool_name"].astype(str)
+        shape_codes = c["arg_shape"].cat.codes.to_numpy().astype(np.int64)
+        if (shape_codes >= 0).any():
+            shapes = np.asarray(c["arg_shape"].cat.categories.astype(str), dtype=object)
+            keep = shape_codes >= 0
+            sub = [(n, v[keep]) for n, v in (a, t, ("shape", shape_codes))]
+            shape = _counted(pd, sub, [*sizes, len(shapes)])
+            shape["share"] = shape["count"] / shape.groupby(["agent", "tool"])["count"].transform("sum")
+            shape = shape.assign(agent_id=agents[shape["agent"]], tool_name=tools[shape["tool"]],
+                                 key=shapes[shape["shape"]], kind="shape", prev_tool="")
+            parts.append(shape)
+        prev_codes = c["prev_tool"].cat.codes.to_numpy().astype(np.int64)
+        has_prev = prevs[prev_codes] != ""
+        if has_prev.any():
+            sub = [(n, v[has_prev]) for n, v in (a, ("prev", prev_codes), t)]
+            bigram = _counted(pd, sub, [len(agents), len(prevs), len(tools)])
+            bigram["share"] = bigram["count"] / bigram.groupby(["agent", "prev"])["count"].transform("sum")
+            bigram = bigram.assign(agent_id=agents[bigram["agent"]], tool_name=tools[bigram["tool"]],
+                                   prev_tool=prevs[bigram["prev"]], kind="bigram")
+            bigram["key"] = bigram["prev_tool"] + "→" + bigram["tool_name"]
             parts.append(bigram)
         rates = rate_profile(c).melt(id_vars="agent_id", var_name="key", value_name="count")
         rates["kind"], rates["tool_name"], rates["prev_tool"], rates["share"] = "rate", "", "", np.nan
@@ -321,8 +361,8 @@ def baseline(events: pd.DataFrame, *, mode: str | None = None) -> pd.DataFrame:
     if not parts:
         out = pd.DataFrame(columns=columns)
     else:
-        out = pd.concat([p.astype({"agent_id": str, "tool_name": str, "prev_tool": str})[columns] for p in parts],
-                        ignore_index=True)
+        out = pd.concat([p[columns].astype({"agent_id": str, "tool_name": str, "prev_tool": str, "key": str})
+                         for p in parts], ignore_index=True)
     out["count"] = out["count"].astype("float64")
     out["share"] = out["share"].astype("float64")
     out.attrs["thoth_baseline"] = {"burst_window_s": BURST_WINDOW_S, "mode": mode, "calls": len(c)}
