@@ -383,3 +383,23 @@ def test_db_cli_upgrade_prune_export(pg_url: str, tmp_path: Path, capsys: pytest
         assert "pruned 1 rows" in capsys.readouterr().out
         assert main(["db", "prune", "--older-than", "soon", "--db", target]) == 2
         assert "90d" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_seq_pages_wait_for_a_lower_seq_still_committing(pg: Any, pg_url: str) -> None:
+    """A batch committing late with a lower seq is not skipped by a reader paging by seq."""
+    import psycopg
+
+    slow = psycopg.connect(pg_url)  # a replica's ingest, in flight: its seq is allocated, not committed
+    try:
+        slow.execute("INSERT INTO events (event_id, tenant_id, session_id, event_type, occurred_at, ingested_at, "
+                     "chain_index, hash, previous_hash, body) VALUES ('t:slow', 't', 'x', 'TOOL_CALL_PRE', now(), "
+                     "now(), 0, 'h', '', '{\"event_id\": \"t:slow\"}')")
+        pg.ingest_events([event("y")])  # another replica commits a higher seq meanwhile
+        assert [e["session_id"] for e in pg.events("t")] == ["y"]  # a plain read sees what is committed
+        assert pg.events("t", limit=10) == []  # a page would end past the pending lower seq: wait
+        slow.commit()
+        page = pg.events("t", limit=10)
+        assert [e["event_id"] for e in page][:1] == ["t:slow"] and len(page) == 2
+    finally:
+        slow.close()

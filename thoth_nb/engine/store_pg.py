@@ -208,6 +208,12 @@ _EVENT_COLUMNS = ("event_id", "tenant_id", "session_id", "agent_id", "user_id", 
 
 
 _SEP = "\x1f"
+#: Rows a seq cursor may pass: committed before every transaction still running began (so no lower seq
+#: can commit after them), or ingested over 5 s ago (a stuck transaction elsewhere delays the tail at most
+#: that long). seq comes from an identity, allocated at insert, not at commit: without this, a page read
+#: while two replicas ingest could end past a row that commits a moment later, and the next page skip it.
+_SETTLED = ("(ingested_at < now() - interval '5 seconds' OR age(xmin) > "
+            "age(((pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296)::text::xid)))")
 _COPY_EVENTS = f"COPY events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
 _INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
@@ -522,6 +528,8 @@ class PostgresStore(Store):
         if after_seq:
             where.append("seq > %s")
             params.append(after_seq)
+        if limit is not None or after_seq:
+            where.append(_SETTLED)  # pages by seq: never hand out a seq while a lower one may still commit
         sql = f"SELECT seq, hash, body FROM events WHERE {' AND '.join(where)} ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -990,6 +998,7 @@ class PostgresStore(Store):
         if until is not None:
             where.append("occurred_at < %s")
             params.append(parse_ts(normalize_ts(until)))
+        where.append(_SETTLED)
         sql = (f"SELECT {', '.join(self.EXPORT_COLUMNS)} FROM events WHERE {' AND '.join(where)} "
                f"ORDER BY seq LIMIT {int(batch)}")
         while True:
