@@ -206,14 +206,12 @@ def replay(
     elapsed = time.perf_counter() - started
     out = pd.DataFrame({
         "seq": pre["seq"].to_numpy() if "seq" in pre.columns else np.arange(n),
-        "occurred_at": pre["occurred_at"].to_numpy() if "occurred_at" in pre.columns else pd.NaT,
+        "occurred_at": pre["occurred_at"].reset_index(drop=True) if "occurred_at" in pre.columns else pd.NaT,
         "session_id": sessions, "agent_id": agents, "tool_name": tools, "tool_args": list(args_col),
         "mode": modes, "before": recorded["before"].to_numpy(), "after": after,
         "before_rules": list(recorded["before_rules"]), "after_rules": after_rules,
         "after_reason": reasons, "after_code": codes, "risk_score": risks,
     })
-    if "occurred_at" in pre.columns:
-        out["occurred_at"] = pre["occurred_at"].to_numpy()
     out["before"] = out["before"].astype(object)
     known = out["before"].notna().to_numpy()
     before_s = pd.Series(np.where(known, out["before"].to_numpy(), "?"), dtype=object).astype(str)
