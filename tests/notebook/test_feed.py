@@ -239,3 +239,22 @@ def test_nested_cells_share_the_outer_feed(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(display.handles) == 1
     final = display.handles[0].updates[-1]["text/plain"]
     assert "inner" in final and "outer" in final
+
+
+def test_long_cells_keep_few_rows_but_count_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    display = Display()
+    _patch_display(monkeypatch, display)
+    cell = CellFeed("widget", max_rows=10, throttle=60.0, display=display)
+    feed = Feed("widget", enabled=lambda: True, max_rows=lambda: 10, throttle=60.0)
+    feed.current = cell
+    feed.pre_run_cell()
+    _context.add_listener(feed)
+    try:
+        _run_calls(_tools(), n=1000)
+    finally:
+        _context.remove_listener(feed)
+    assert len(cell.ordered) <= 200  # memory stays bounded however long the cell runs
+    feed.post_run_cell()
+    text = display.handles[0].updates[-1]["text/plain"]
+    assert text.startswith("thoth · 1001 governed calls · 1000 ALLOW · 1 BLOCK")
+    assert "… 991 earlier calls not shown" in text and "q999" in text

@@ -22,7 +22,7 @@ import html
 import reprlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from thoth_nb._render import DECISION_COLOURS
@@ -125,16 +125,22 @@ def _badge(row: FeedRow) -> str:
             f"{html.escape(row.label)}</span>")
 
 
-def _counts(rows: list[FeedRow]) -> str:
-    counts: dict[str, int] = {}
+def _key(row: FeedRow) -> str:
+    return row.label if row.state == "held" else (row.decision or "pending")
+
+
+def _summary(rows: list[FeedRow], earlier: Mapping[str, int] | None) -> tuple[int, str]:
+    counts: dict[str, int] = dict(earlier or {})
     for row in rows:
-        key = row.label if row.state == "held" else (row.decision or "pending")
+        key = _key(row)
         counts[key] = counts.get(key, 0) + 1
-    return " · ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    total = sum(counts.values())
+    return total, " · ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
-def feed_html(rows: list[FeedRow], max_rows: int = 50) -> str:
-    """A compact table of the newest `max_rows` calls, readable without JavaScript."""
+def feed_html(rows: list[FeedRow], max_rows: int = 50, earlier: Mapping[str, int] | None = None) -> str:
+    """A compact table of the newest `max_rows` calls, readable without JavaScript. `earlier` counts,
+    by decision, calls no longer kept as rows."""
     shown = rows[-max_rows:]
     cell = _CELL.format(w=160)
     wide = _CELL.format(w=320)
@@ -151,24 +157,26 @@ def feed_html(rows: list[FeedRow], max_rows: int = 50) -> str:
             f"<td style='{cell};text-align:right'>{row.risk:g}</td><td style='{cell};text-align:right'>{ms}</td>"
             "</tr>"
         )
-    hidden = len(rows) - len(shown)
+    total, counts = _summary(rows, earlier)
+    hidden = total - len(shown)
     more = f"<div style='color:#57606a'>… {hidden} earlier calls not shown</div>" if hidden else ""
     head = "".join(f"<th style='{cell}'>{h}</th>" for h in ("time", "agent", "tool", "args", "decision",
                                                                "reason", "risk", "ms"))
     return (
         "<div class='thoth-feed' style='font-size:12px;font-family:var(--jp-code-font-family,monospace)'>"
-        f"<div style='color:#57606a'>thoth · {len(rows)} governed call{'s' if len(rows) != 1 else ''}"
-        f" · {html.escape(_counts(rows))}</div>{more}"
+        f"<div style='color:#57606a'>thoth · {total} governed call{'s' if total != 1 else ''}"
+        f" · {html.escape(counts)}</div>{more}"
         f"<table style='border-collapse:collapse'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
         "</table></div>"
     )
 
 
-def feed_text(rows: list[FeedRow], max_rows: int = 50) -> str:
+def feed_text(rows: list[FeedRow], max_rows: int = 50, earlier: Mapping[str, int] | None = None) -> str:
     shown = rows[-max_rows:]
-    lines = [f"thoth · {len(rows)} governed call{'s' if len(rows) != 1 else ''} · {_counts(rows)}"]
-    if len(rows) > len(shown):
-        lines.append(f"… {len(rows) - len(shown)} earlier calls not shown")
+    total, counts = _summary(rows, earlier)
+    lines = [f"thoth · {total} governed call{'s' if total != 1 else ''} · {counts}"]
+    if total > len(shown):
+        lines.append(f"… {total - len(shown)} earlier calls not shown")
     lines.extend(row.text() for row in shown)
     return "\n".join(lines)
 
@@ -183,6 +191,8 @@ class CellFeed:
         self.throttle = throttle
         self.rows: dict[int, tuple[Call, FeedRow]] = {}  # calls still in flight, by id
         self._order: list[FeedRow] = []
+        self._earlier: dict[str, int] = {}  # finished calls trimmed from _order, by decision
+        self._keep = max(4 * max_rows, 200)
         self._lock = threading.Lock()
         self._last = 0.0
         self._timer: threading.Timer | None = None
@@ -204,6 +214,8 @@ class CellFeed:
             if entry is None or entry[0] is not call:
                 entry = self.rows[key] = (call, FeedRow(call))
                 self._order.append(entry[1])
+                if len(self._order) > self._keep:
+                    self._trim()
             row = entry[1]
             row.update(phase, call)
             if phase in ("finished", "blocked"):
@@ -225,6 +237,16 @@ class CellFeed:
                 self._timer.daemon = True
                 self._timer.start()
 
+    def _trim(self) -> None:
+        """Bound memory and render cost in cells with many calls: keep the newest rows, count the rest."""
+        drop = 0
+        limit = len(self._order) - self._keep // 2
+        while drop < limit and self._order[drop].state in ("finished", "blocked"):
+            key = _key(self._order[drop])
+            self._earlier[key] = self._earlier.get(key, 0) + 1
+            drop += 1
+        del self._order[:drop]
+
     def _tick(self) -> None:
         with self._lock:
             self._timer = None
@@ -236,14 +258,13 @@ class CellFeed:
         if self.mode == "widget":
             import ipywidgets
 
-            self.widget = ipywidgets.HTML(value=feed_html(self._order, self.max_rows))
+            self.widget = ipywidgets.HTML(value=feed_html(self._order, self.max_rows, self._earlier))
             # the widget view for frontends with a widget manager, the text feed for everything else
             bundle = dict(self.widget._repr_mimebundle_() or {})
-            bundle["text/plain"] = feed_text(self._order, self.max_rows)
+            bundle["text/plain"] = feed_text(self._order, self.max_rows, self._earlier)
             self.handle = display(bundle, raw=True, display_id=True)
         else:
-            self.handle = display({"text/html": feed_html(self._order, self.max_rows),
-                                   "text/plain": feed_text(self._order, self.max_rows)}, raw=True, display_id=True)
+            self.handle = display(self._bundle(), raw=True, display_id=True)
         self._last = time.monotonic()
         self.renders += 1
 
@@ -251,17 +272,19 @@ class CellFeed:
         self._last = now
         self.renders += 1
         if self.mode == "widget":
-            self.widget.value = feed_html(self._order, self.max_rows)
+            self.widget.value = feed_html(self._order, self.max_rows, self._earlier)
         elif self.handle is not None:
-            self.handle.update({"text/html": feed_html(self._order, self.max_rows),
-                                "text/plain": feed_text(self._order, self.max_rows)}, raw=True)
+            self.handle.update(self._bundle(), raw=True)
 
     # -- end of the cell ---------------------------------------------------------------------------
 
+    def _bundle(self) -> dict[str, str]:
+        return {"text/html": feed_html(self._order, self.max_rows, self._earlier),
+                "text/plain": feed_text(self._order, self.max_rows, self._earlier)}
+
     def snapshot(self) -> dict[str, str]:
         with self._lock:
-            return {"text/html": feed_html(self._order, self.max_rows),
-                    "text/plain": feed_text(self._order, self.max_rows)}
+            return self._bundle()
 
     def close(self) -> None:
         """Replace the live widget with a static snapshot (what nbconvert and plain viewers keep)."""
