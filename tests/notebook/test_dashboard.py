@@ -97,7 +97,7 @@ def test_tabs_show_the_history_and_buttons_resolve_holds(tmp_path: Path) -> None
     assert "no-etc: path regex" in shown and "What to do next" in shown  # Engine.explain from the rule
     assert "no-etc" in _html(policies) and "big-refund" in _html(policies)
     charts = _html(analytics)
-    assert "calls analysed" in charts and "image/png" in charts
+    assert "calls analysed" in charts and "application/vnd.plotly.v1+json" in charts  # interactive charts
     buttons = {b.description: b for b in _buttons(approvals)}
     assert set(buttons) == {"Approve", "Deny"}
     pending = thoth_nb.approvals("pending")

@@ -100,7 +100,8 @@ class Workbench:
     def approvals(self, status: str) -> Any:
         from thoth_nb.analytics import frames
 
-        frame = frames.approvals(status, agent_id=self.agent_id, limit=self.limit, **self._source())
+        limit = self.limit if status != "all" else max(self.limit, 10_000)  # pending ones are the newest
+        frame = frames.approvals(status, agent_id=self.agent_id, limit=limit, **self._source())
         if status != "pending" and len(frame):
             frame = frame.assign(latency=frame["resolved_at"] - frame["created_at"])
         return frame
@@ -217,10 +218,12 @@ class Workbench:
         return out
 
 
-def _append(out: Any, obj: Any) -> None:
-    """Add a chart's full mime bundle (plotly JSON + PNG) to an Output widget; works with or without a
-    kernel, and the outputs are saved with the widget state."""
-    bundle = obj._repr_mimebundle_()
+def _append(out: Any, chart: Any) -> None:
+    """Add a chart to an Output widget (works with or without a kernel; saved with the widget state):
+    the interactive plotly figure, or the PNG without plotly. The static snapshot has the PNGs."""
+    figure = chart.figure()
+    bundle = {"text/plain": chart.title, "application/vnd.plotly.v1+json": figure.to_plotly_json()} if (
+        figure is not None) else chart._repr_mimebundle_()
     out.outputs = (*out.outputs, {"output_type": "display_data", "data": bundle, "metadata": {}})
 
 
@@ -399,10 +402,9 @@ def _approvals_tab(widgets: Any, bench: Workbench, static: dict[str, str]) -> tu
     message = widgets.HTML()
 
     def render() -> str:
-        pending = bench.approvals("pending")
-        resolved = bench.approvals("all")
-        if len(resolved):
-            resolved = resolved[resolved["status"].astype(str) != "pending"]
+        everything = bench.approvals("all")  # one read: listing holds also expires the overdue ones
+        waiting = (everything["status"].astype(str) == "pending").to_numpy(dtype=bool)
+        pending, resolved = everything[waiting], everything[~waiting]
         rows = [widgets.HTML("<b>Pending</b>" + ("" if len(pending) else " <i>(none)</i>"))]
         for record in pending.head(_ROWS).to_dict("records"):
             key = str(record["approval_id"])
