@@ -41,7 +41,7 @@ try:
     tools[1]("/tmp/x")
 except thoth_nb.ThothPolicyViolation:
     pass
-time.sleep(5)
+time.sleep(10)
 print("CELL DONE")
 """
 
