@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -64,6 +65,27 @@ def _retry_after(response: httpx.Response) -> float | None:
         return 1.0
 
 
+def _close_with_loop(client: httpx.AsyncClient) -> object:
+    """Close `client` inside its loop when the loop shuts down (`asyncio.run` calls
+    `shutdown_asyncgens()` before closing): a started async generator the loop finalises. Without it
+    every finished loop leaves its keep-alive sockets open. Returns the generator (keep a reference:
+    the loop only holds it weakly)."""
+
+    async def closer() -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    gen = closer()
+    step: Any = gen.__anext__()  # registers the generator with the running loop's asyncgen hooks
+    try:
+        step.send(None)
+    except StopIteration:
+        pass
+    return gen
+
+
 class HTTPTransport(Transport):
     def __init__(
         self,
@@ -81,7 +103,7 @@ class HTTPTransport(Transport):
         self._transport = transport
         self._async_transport = async_transport
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._aclients: dict[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, object]] = {}
         self._lock = threading.Lock()
         self._long_poll: bool | None = None
 
@@ -113,13 +135,21 @@ class HTTPTransport(Transport):
 
     @property
     def aclient(self) -> httpx.AsyncClient:
-        # one per event loop would be stricter; notebooks run one loop, and a closed loop gets a new client
-        if self._aclient is None or self._aclient.is_closed:
-            self._aclient = httpx.AsyncClient(
-                base_url=self.api_url, headers=self.headers(), timeout=ENFORCE_TIMEOUT,
-                transport=self._async_transport, trust_env=False,
-            )
-        return self._aclient
+        """One client per running event loop: connections belong to the loop that opened them, and
+        several loops (`asyncio.run` per call, one loop per worker thread) may govern calls at once."""
+        loop = asyncio.get_running_loop()
+        found = self._aclients.get(loop)
+        if found is not None and not found[0].is_closed:
+            return found[0]
+        client = httpx.AsyncClient(
+            base_url=self.api_url, headers=self.headers(), timeout=ENFORCE_TIMEOUT,
+            transport=self._async_transport, trust_env=False,
+        )
+        with self._lock:
+            for old in [k for k in self._aclients if k.is_closed()]:
+                del self._aclients[old]
+            self._aclients[loop] = (client, _close_with_loop(client))
+        return client
 
     def close(self) -> None:
         if self._client is not None:
