@@ -371,3 +371,28 @@ def test_feed_covers_the_cell_that_loads_the_extension(shell: Shell, capsys: pyt
     assert state.feed is not None and state.feed.current is None  # closed at the end of that cell
     shell.cell("agent.tools[0].run('next-cell')")
     assert "query='next-cell'" in capsys.readouterr().out
+
+
+def test_unload_restores_library_patches_made_while_loaded() -> None:
+    langchain_core = pytest.importorskip("langchain_core.tools")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from thoth_nb.integrations import installed
+
+    original_run = langchain_core.BaseTool.run
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "thoth_nb")
+
+        @langchain_core.tool
+        def lookup(q: str) -> str:
+            """Look something up."""
+            return q
+
+        shell.user_ns["tools"] = [lookup]
+        shell.run_line_magic("thoth", "instrument tools --agent-id a --scope lookup --tenant t")
+        assert "langchain" in installed() and langchain_core.BaseTool.run is not original_run
+        shell.run_line_magic("unload_ext", "thoth_nb")
+        assert "langchain" not in installed() and langchain_core.BaseTool.run is original_run
+    finally:
+        InteractiveShell.clear_instance()

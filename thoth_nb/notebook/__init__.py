@@ -38,6 +38,8 @@ class ExtensionState:
         self.feed: Feed | None = None
         self.matcher: Any = None
         self.approvals = False
+        # integrations already patching the process before %load_ext: unload leaves those alone
+        self.integrations_before: set[str] = set()
         # (shell id, records) of an unload done by %reload_ext, for the load that follows it
         self.unloaded: tuple[int, list[tuple[str | None, MutableMapping[str, Any] | None, Any, dict[str, Any],
                                              str]]] | None = None
@@ -80,6 +82,9 @@ def load_ipython_extension(ipython: Any) -> None:
         state.matcher = make_matcher(magics)
         completer.custom_matchers.append(state.matcher)
     state.shell, state.magics, state.feed = ipython, magics, feed
+    from thoth_nb.integrations import installed
+
+    state.integrations_before = set(installed())
     state.approvals = _install_approvals(ipython)
     _reapply_after_reload(ipython)
 
@@ -141,6 +146,15 @@ def _reloading() -> bool:
     return False
 
 
+def _teardown_integrations() -> None:
+    """Undo the library patches integrations made while the extension was loaded (not earlier ones)."""
+    from thoth_nb.integrations import installed
+
+    for identifier, integration in installed().items():
+        if identifier not in state.integrations_before:
+            integration.teardown()
+
+
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext thoth_nb`: remove magics, feed, completion and cards; restore objects; flush."""
     if state.shell is None:
@@ -175,6 +189,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         approval.uninstall(ipython)
     records = [(i.name, i.namespace, i.original, i.options, i.source) for i in state.registry.items]
     restored = state.registry.restore_all()
+    if not _reloading():
+        _teardown_integrations()
     state.unloaded = (id(ipython), records) if _reloading() else None
     state.shell = state.magics = state.feed = state.matcher = None
     state.approvals = False
