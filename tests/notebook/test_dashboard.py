@@ -174,3 +174,43 @@ def test_workbench_notebook_runs_offline(tmp_path: Path) -> None:
     assert "drift detected after the shift: True" in text
     assert "ALLOW→BLOCK" in text
     assert f"session-{uuid.UUID(int=0)}" not in text
+
+
+def test_dashboard_on_a_server(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from thoth_nb.engine.store import SQLiteStore
+    from thoth_nb.server import BackgroundServer
+
+    db, policy = tmp_path / "server.db", tmp_path / "policy.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    store = SQLiteStore(db)
+    key = store.create_api_key("acme", "admin", "admin")[1]
+    store.close()
+    server = BackgroundServer(db, policy=policy).start()
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        base = {"agent_id": "clerk", "tenant_id": "acme", "user_id": "u", "session_id": "srv-1",
+                "approved_scope": ["read_file", "refund"], "enforcement_mode": "block", "session_tool_calls": []}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=10.0, trust_env=False) as client:
+            blocked = client.post("/v1/enforce", json={**base, "tool_name": "read_file",
+                                                       "tool_args": {"path": "/etc/passwd"}}).json()
+            assert blocked["decision"] == "BLOCK"
+            held = client.post("/v1/enforce", json={**base, "tool_name": "refund", "enforcement_mode": "step_up",
+                                                    "tool_args": {"amount": 500}}).json()
+            assert held["decision"] == "STEP_UP"
+        tab = dashboard(api_url=server.url, api_key=key, tenant_id="acme", analytics=False)
+        violations = tab.children[TABS.index("Violations")]
+        picker = violations.children[1]
+        picker.value = next(value for label, value in picker.options if label.startswith("read_file"))
+        assert "no-etc: path regex" in _html(violations)  # POST /v1/explain
+        assert "no-etc" in _html(tab.children[TABS.index("Policies")])  # GET /v1/policies
+        approvals = tab.children[TABS.index("Approvals")]
+        [approve] = [b for b in _buttons(approvals) if b.description == "Approve"]
+        approve.click()  # POST /v1/approvals/{id}/resolve
+        assert "could not resolve" not in _html(approvals)
+        status = thoth_nb.approvals("approved", api_url=server.url, api_key=key, tenant_id="acme")
+        assert len(status) == 1
+    finally:
+        server.stop()

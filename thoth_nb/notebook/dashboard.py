@@ -109,9 +109,9 @@ class Workbench:
     def explain(self, violation_id: str) -> dict[str, Any]:
         """Engine.explain (PROTOCOL §6) from the policy in force, or the server's POST /v1/explain."""
         if self.api_url:
-            from thoth_nb.notebook.magics import _explain_remote
-
-            return _explain_remote(self.api_url, self.tenant, violation_id)
+            data: dict[str, Any] = self._request("POST", "/v1/explain", {"violation_id": violation_id,
+                                                                          "tenant_id": self.tenant})
+            return data
         from thoth_nb.engine.decide import Engine
 
         return Engine(self._store(), self.policy()).explain(self.tenant, violation_id)
@@ -179,6 +179,9 @@ class Workbench:
         return (thoth_nb.approve if approve else thoth_nb.deny)(key)
 
     def _get(self, path: str) -> Any:
+        return self._request("GET", path)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         import httpx
 
         from thoth_nb._version import __version__
@@ -187,10 +190,10 @@ class Workbench:
         key = self.api_key or os.environ.get("THOTH_API_KEY")
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        response = httpx.get(f"{self.api_url}{path}", params={"tenant_id": self.tenant}, headers=headers,
-                             timeout=10.0, trust_env=False)
+        response = httpx.request(method, f"{self.api_url}{path}", params={"tenant_id": self.tenant}, json=body,
+                                 headers=headers, timeout=10.0, trust_env=False)
         if response.status_code >= 400:
-            raise RuntimeError(f"GET {path} failed (status={response.status_code})")
+            raise RuntimeError(f"{method} {path} failed (status={response.status_code})")
         return response.json()
 
     # -- analytics -------------------------------------------------------------------------------
