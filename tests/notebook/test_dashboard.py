@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +126,7 @@ def test_policy_versions_and_diff(tmp_path: Path) -> None:
     assert policy_diff("a\n", "a\n") == "(no differences)\n"
 
 
+@pytest.mark.slow
 def test_analytics_wait_for_their_tab_on_big_stores(tmp_path: Path) -> None:
     from benchmarks.notebook_data import make_store
 
@@ -159,6 +159,9 @@ def test_dashboard_and_replay_magics(shell: Any, tmp_path: Path) -> None:
         shell.magic(f"thoth replay {tmp_path / 'missing.yaml'}")
 
 
+@pytest.mark.kernel
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_workbench_notebook_runs_offline(tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -173,7 +176,7 @@ def test_workbench_notebook_runs_offline(tmp_path: Path) -> None:
     assert "planted exfiltration found: True" in text
     assert "drift detected after the shift: True" in text
     assert "ALLOW→BLOCK" in text
-    assert f"session-{uuid.UUID(int=0)}" not in text
+    assert "tools run by the replay: 0" in text
 
 
 def test_dashboard_on_a_server(tmp_path: Path) -> None:
