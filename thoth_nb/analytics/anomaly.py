@@ -18,6 +18,9 @@ with rarity(s) = 1 if s = 0 (never seen) else clip((-log10 s - 1) / 3, 0, 1): a 
 
 so one strong factor is enough for a high score and several weak ones add up; the weights
 (`WEIGHTS`) are the score a factor alone gives at full strength.
+
+unseen_shape and exfiltration need the tool arguments: `thoth_nb.events()` loads them for up to
+50,000 rows; for bigger frames call `df.thoth.with_args()` first, or those two factors stay 0.
 """
 
 from __future__ import annotations
