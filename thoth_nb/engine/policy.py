@@ -5,7 +5,7 @@ A policy is YAML (or the same structure as a dict):
     version: 1
     default: allow                # in-scope calls no rule matches
     scope_violation: {decision: block, severity: high, hard: false}
-    risk_thresholds: {step_up: 40, block: 80}     # progressive mode
+    risk_thresholds: {step_up: 40, block: 80}     # progressive mode: how rules and risk combine, see engine/risk.py
     rules:
       - id: no-system-files
         tool: read_file            # a tool name or glob, or a list of them
