@@ -21,7 +21,7 @@ rules:
   - {id: nuke, tool: shell, when: {cmd: {contains: "rm -rf"}}, decision: block, severity: critical}
   - {id: mild, tool: pay, when: {amount: {gt: 100}}, decision: block, severity: low}
 """
-TOOLS = ["read_file", "search", "shell", "pay", "deploy", "send_email"]
+TOOLS = ["read_file", "search", "shell", "pay", "deploy", "send_email", "web_search"]
 
 
 class Clock:
@@ -199,3 +199,17 @@ def test_sequence_rule_end_to_end_through_instrument(tmp_path: Path) -> None:
     rows = thoth_nb.violations(tenant_id="t")
     assert list(rows["tool_name"].astype(str)) == ["send_email"]
     assert list(rows["matched_rule_ids"].iloc[0]) == ["no-exfil-after-secrets"]
+
+
+def test_risk_model_seeded_from_an_analytics_baseline(engine: Engine, clock: Clock) -> None:
+    from thoth_nb.analytics.baseline import baseline
+    from thoth_nb.analytics.synthetic import synthetic_events
+
+    history = baseline(synthetic_events(2_000, seed=3))
+    tools = history[(history["kind"] == "tool") & (history["agent_id"] == "research")]
+    engine.risk.seed("t", "a", dict(zip(tools["tool_name"], tools["count"].astype(int), strict=True)))
+    clock.now += 5
+    assert engine.decide(req("web_search", {"q": "x"}, session="s")).decision is DecisionType.ALLOW  # 50 % share
+    clock.now += 5
+    rare = engine.decide(req("deploy", {}, session="s"))  # never seen in the baseline: no warm-up needed
+    assert rare.decision is DecisionType.STEP_UP and rare.matched_rule_ids == ["risk:rare_tool"]
