@@ -106,6 +106,7 @@ class Emitter:
     def _start(self) -> None:
         with self._idle:
             if self._thread is None:
+                _EMITTERS.add(self)
                 self._stop = False
                 self._thread = threading.Thread(target=self._run, name="thoth-nb-emitter", daemon=True)
                 self._thread.start()
@@ -298,6 +299,7 @@ class Emitter:
                 leftover.append(self._build(self._queue.popleft()))
         if leftover:
             self._spill(leftover)
+        _EMITTERS.discard(self)  # a stopped emitter no longer counts in status(); emit() restarts it
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from thoth_nb import _runtime
+from thoth_nb._emitter import all_emitters
 
 __all__ = ["ScriptedEnforcer", "isolated_home"]
 
@@ -38,6 +39,8 @@ def isolated_home(path: str | Path | None = None) -> Iterator[Path]:
             yield home
         finally:
             _runtime.reset()
+            for emitter in all_emitters():  # emitters a test built by hand: stop their threads too
+                emitter.shutdown(timeout=1.0)
             for key, value in previous.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -99,19 +99,57 @@ def test_lazy_tool_args(recorded: dict[str, Any]) -> None:
     assert full.thoth.with_args() is full  # already loaded
 
 
-def test_sqlite3_fallback_matches_adbc(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def _adbc_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Opt in to ADBC for a store this process has closed; record each ADBC read."""
     pytest.importorskip("adbc_driver_sqlite")
-    fast = thoth_nb.events(tenant_id="acme")
-    monkeypatch.setattr(frames, "_adbc", lambda: None)
-    slow = thoth_nb.events(tenant_id="acme")
+    from thoth_nb import _runtime
+
+    thoth_nb.flush()
+    path = _runtime.local_store().path
+    _runtime.reset()  # ADBC is only used for a store file no sqlite3 connection here holds open
+    monkeypatch.setenv("THOTH_ADBC", "1")
+    used: list[str] = []
+    real = frames._read_adbc
+
+    def spy(*args: Any) -> Any:
+        used.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(frames, "_read_adbc", spy)
+    monkeypatch.setattr(frames, "_STORE_FILE", path, raising=False)
+    return used
+
+
+def test_sqlite3_fallback_matches_adbc(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    used = _adbc_only(monkeypatch)
+    fast = frames.events(tenant_id="acme", store=frames._STORE_FILE)  # a file path: an analysis process
+    assert used, "the ADBC path did not run"
+    monkeypatch.setenv("THOTH_ADBC", "0")
+    slow = frames.events(tenant_id="acme", store=frames._STORE_FILE)
+    assert len(used) == 1
     pd.testing.assert_frame_equal(fast, slow, check_categorical=False)
 
 
 def test_parallel_read_path_keeps_order(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("adbc_driver_sqlite")
+    used = _adbc_only(monkeypatch)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)  # split even this small store across workers
-    df = thoth_nb.events(tenant_id="acme")
-    assert df["seq"].is_monotonic_increasing and len(df) == 20
+    df = frames.events(tenant_id="acme", store=frames._STORE_FILE)
+    assert len(used) >= 2 and df["seq"].is_monotonic_increasing and len(df) == 20
+
+
+def test_reading_while_governing_never_breaks_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a second SQLite library (ADBC) closing its connection dropped this process's locks."""
+    monkeypatch.setenv("THOTH_ADBC", "1")
+
+    @thoth_nb.governed(agent_id="a", tenant_id="t", approved_scope=["search"])
+    def search(q: str) -> str:
+        return q
+
+    for round_ in range(3):
+        for i in range(20):
+            search(f"{round_}-{i}")
+        assert thoth_nb.flush()
+        assert len(thoth_nb.events(tenant_id="t")) == 40 * (round_ + 1)
 
 
 def test_accessor_on_known_data(recorded: dict[str, Any]) -> None:

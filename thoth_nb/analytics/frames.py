@@ -151,7 +151,8 @@ def events(
     decision (on POST/BLOCK rows), violation_id; with tool arguments also tool_args (dicts), reason,
     risk_score, duration_ms, outcome. `tool_args=None` loads them when at most `ARGS_AUTO_LIMIT` rows
     match, True always, False never (then `df.thoth.with_args()` adds them for the rows you keep).
-    With `api_url` (or $THOTH_API_URL) the rows come from a server's GET /v1/events.
+    With `api_url` (or $THOTH_API_URL) the rows come from a server's GET /v1/events. `store` may be a
+    store object or the path of a store file (from an analysis process: see `_adbc` on THOTH_ADBC).
     """
     pd = _pd()
     tenant = default_tenant(tenant_id)
@@ -176,7 +177,7 @@ def events(
         if bound is not None:
             where.append(f"occurred_at {op} ?")
             params.append(bound)
-    path = Path(store.path)
+    path = Path(store) if isinstance(store, (str, os.PathLike)) else Path(store.path)
     table = _read_events(path, where, params, limit)
     frame = _events_frame(pd, table)
     frame.attrs["thoth"] = {"source": "store", "path": str(path), "tenant_id": tenant, "tool_args": False}
@@ -196,6 +197,15 @@ def _event_sql(where: Sequence[str], limit: int | None) -> str:
 
 
 def _adbc() -> Any:
+    """ADBC only when asked for (THOTH_ADBC=1), and only for a store this process does not write.
+
+    adbc-driver-sqlite bundles its own SQLite. Two SQLite libraries in one process do not share
+    their POSIX-lock bookkeeping, so closing an ADBC connection drops the locks the process's own
+    sqlite3 connections hold on the same file ("disk I/O error", and a WAL file at risk). Reading
+    a store file from a separate analysis process is safe and ~3x faster; it is never the default.
+    """
+    if os.environ.get("THOTH_ADBC", "").lower() not in ("1", "true", "yes", "on"):
+        return None
     try:
         import adbc_driver_sqlite.dbapi as adbc
     except ImportError:
@@ -209,7 +219,7 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
         lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
     probe.close()
     adbc = _adbc()
-    if adbc is None:
+    if adbc is None or _open_here(path):
         return _read_sqlite3(path, where, params, limit)
     parts = 1 if limit is not None or hi - lo < _PARALLEL_FROM else min(4, max(2, os.cpu_count() or 2))
     if parts == 1:
@@ -223,6 +233,12 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
         tables = list(pool.map(lambda i: _read_adbc(adbc, path, _event_sql(ranged, None),
                                                     [*params, bounds[i], bounds[i + 1]]), range(parts)))
     return pa.concat_tables(tables)
+
+
+def _open_here(path: Path) -> bool:
+    from thoth_nb import _runtime
+
+    return any(store.path.resolve() == path.resolve() for store in list(_runtime._stores.values()))
 
 
 def _read_adbc(adbc: Any, path: Path, sql: str, params: list[Any]) -> Any:
