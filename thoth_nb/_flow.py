@@ -196,12 +196,18 @@ class Governor:
             body["tool_args"] = call.tool_args
         return body
 
-    def flow(self, call: Call) -> Generator[Effect, Any, EnforcementDecision]:
+    def flow(self, call: Call, decided: EnforcementDecision | None = None) -> Generator[
+            Effect, Any, EnforcementDecision]:
+        """`decided`: the enforcer's answer when the driver already asked it (the sync fast path)."""
         config = self.config
-        try:
-            decision: EnforcementDecision = yield Enforce(self.request(call))
-        except EnforcerError as exc:
-            decision = failure_decision(exc, config)
+        decision: EnforcementDecision
+        if decided is not None:
+            decision = decided
+        else:
+            try:
+                decision = yield Enforce(self.request(call))
+            except EnforcerError as exc:
+                decision = failure_decision(exc, config)
         call.decision = decision
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("thoth decision tool=%s decision=%s reason=%s hold_token=%s", call.tool_name,

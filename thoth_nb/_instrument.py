@@ -19,8 +19,9 @@ from typing import Any, TypeVar, overload
 from thoth_nb import _context, _runtime
 from thoth_nb._config import ThothConfig, resolve_config
 from thoth_nb._exceptions import EnforcerError, ThothConfigError
-from thoth_nb._flow import Call, Enforce, Governor, PollHold, Sleep
-from thoth_nb._models import EnforcementDecision, tool_args_of
+from thoth_nb._flow import Call, Enforce, Governor, PollHold, Sleep, failure_decision
+from thoth_nb._flow import logger as _flow_logger
+from thoth_nb._models import DecisionType, EnforcementDecision, tool_args_of
 from thoth_nb._transports.base import Transport
 
 __all__ = [
@@ -73,7 +74,11 @@ def _config(config: Mapping[str, Any]) -> ThothConfig:
 
 def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transport, call: Call) -> EnforcementDecision:
     """Carry out the flow's effects with blocking I/O. An interrupt while held denies the hold."""
-    effect = next(flow)
+    try:
+        effect = next(flow)
+    except StopIteration as done:  # a flow given its decision up front may need no effect at all
+        first: EnforcementDecision = done.value
+        return first
     while True:
         try:
             try:
@@ -215,7 +220,18 @@ def _decide_sync(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]
         Call, tuple[Any, ...], dict[str, Any]]:
     call, args, kwargs = binding.begin(args, kwargs)
     gov = binding.governor
-    decision = drive_sync(gov.flow(call), gov.transport, call)
+    transport = gov.transport
+    # The flow's first effect is always this enforce call; making it here lets the common case (a plain
+    # ALLOW, nobody listening, no debug log) skip the generator. Anything else continues in the flow.
+    try:
+        decision = transport.enforce(gov.request(call))
+    except EnforcerError as exc:
+        decision = failure_decision(exc, gov.config)
+    if decision.decision is DecisionType.ALLOW and not _context.listeners and not _flow_logger.isEnabledFor(
+            logging.DEBUG):
+        call.decision = decision
+    else:
+        decision = drive_sync(gov.flow(call, decision), transport, call)
     if not decision.allowed:
         raise gov.violation(call, decision)
     args, kwargs = gov.apply(decision, args, kwargs)
