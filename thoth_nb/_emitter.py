@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -226,26 +227,49 @@ class Emitter:
             logger.error("thoth: could not spill %d events to %s (%s); they are lost and counted as dropped",
                          len(events), path, exc)
 
+    def _claim(self, path: Path) -> list[Path]:
+        """Rename the spill file, and any file an earlier replayer claimed but died before finishing, to
+        names this process owns (atomic: two processes never replay the same file)."""
+        claimed: list[Path] = []
+
+        def take(source: Path) -> None:
+            target = path.with_suffix(f".replay-{os.getpid()}-{time.monotonic_ns()}")
+            with contextlib.suppress(OSError):
+                source.rename(target)
+                claimed.append(target)
+
+        with self._spill_lock:
+            if path.exists():
+                take(path)
+            with contextlib.suppress(OSError):
+                for orphan in sorted(path.parent.glob(f"{path.stem}.replay-*")):
+                    found = re.search(r"\.replay-(\d+)-\d+$", orphan.name)
+                    if found and not _alive(int(found.group(1))) and orphan not in claimed:
+                        take(orphan)
+        return claimed
+
     def _replay_spill(self) -> int:
         """Send events spilled by an earlier run; the file is removed only after the sink took them."""
-        path = self._spill_path()
-        if not path.exists():
+        claimed = self._claim(self._spill_path())
+        if not claimed:
             return 0
-        claimed = path.with_suffix(f".replay-{os.getpid()}-{time.monotonic_ns()}")
-        with self._spill_lock:
-            try:
-                path.rename(claimed)  # atomic claim: two processes never replay the same file
-            except OSError:
-                return 0
         events: list[Mapping[str, Any]] = []
-        try:
-            with claimed.open("rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        with contextlib.suppress(ValueError):
-                            events.append(_json.loads(line))
-        except OSError:
-            return 0
+        unreadable = 0
+        for part in claimed:
+            try:
+                with part.open("rb") as fh:
+                    for line in fh:
+                        if line.strip():
+                            try:
+                                events.append(_json.loads(line))
+                            except ValueError:
+                                unreadable += 1
+            except OSError as exc:
+                logger.warning("thoth: could not read spill file %s (%s); a later start retries it", part, exc)
+                return 0
+        if unreadable:
+            self.dropped += unreadable
+            logger.warning("thoth: %d spilled lines could not be read and are counted as dropped", unreadable)
         delivered = 0
         for start in range(0, len(events), self.batch_size):
             chunk = events[start : start + self.batch_size]
@@ -257,7 +281,8 @@ class Emitter:
                 self._spill(events[start:])
                 break
         self.replayed += delivered
-        claimed.unlink(missing_ok=True)
+        for part in claimed:
+            part.unlink(missing_ok=True)
         if delivered:
             logger.info("thoth: replayed %d spilled events to %s", delivered, self.transport.name)
         return delivered
@@ -312,6 +337,19 @@ class Emitter:
             "failures": self.failures,
             "last_error": self.last_error,
         }
+
+
+def _alive(pid: int) -> bool:
+    """Is the process that claimed a spill file still running? (Windows: assume so; os.kill would kill.)"""
+    if pid == os.getpid() or os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 @atexit.register
