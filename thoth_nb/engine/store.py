@@ -11,10 +11,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import os
 import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -321,6 +323,18 @@ def _event_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str, 
     )
 
 
+_open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _reopen_stores_after_fork() -> None:
+    for store in list(_open_stores):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reopen_stores_after_fork)
+
+
 class SQLiteStore(Store):
     """One SQLite file in WAL mode. A lock serialises this process's writers; WAL and a busy
     timeout let other processes (CLI, server, another kernel) read and write beside it."""
@@ -328,6 +342,8 @@ class SQLiteStore(Store):
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path).expanduser()
         self.url = f"sqlite:///{self.path}"
+        self._busy_timeout = busy_timeout
+        self._inherited: list[sqlite3.Connection] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
@@ -346,6 +362,19 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self.migrate()
+        _open_stores.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held it at the fork) and a fresh
+        connection (SQLite connections must not cross a fork). The inherited one is kept, never closed:
+        closing it could checkpoint and remove the WAL the parent is still using."""
+        self._lock = threading.RLock()
+        self._inherited.append(self._db)
+        with contextlib.suppress(sqlite3.Error):
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=self._busy_timeout)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
 
     # -- plumbing --------------------------------------------------------------------------------
 
