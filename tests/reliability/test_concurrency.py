@@ -202,3 +202,67 @@ def test_fork_after_import_child_governs_through_the_embedded_engine(tmp_path: P
     assert counts == {"TOOL_CALL_PRE": 51, "TOOL_CALL_POST": 50, "TOOL_CALL_BLOCK": 1}
     everything = store.events("local")
     assert len({e["event_id"] for e in everything}) == len(everything) == 2 * (300 + 100 + 10) + 102
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_another_thread_is_inside_the_store(tmp_path: Path) -> None:
+    """multiprocessing's default start method on Linux forks: a fork that lands while another thread is inside
+    a store transaction must not leave the child waiting forever on a lock no thread will release. SQLite's
+    own per-process lock state is copied mid-transaction too, so that child cannot write this store: its
+    decisions that must be recorded fail closed after the busy timeout (documented degradation), never hang,
+    and the parent is unaffected."""
+    from thoth_nb._runtime import local_store
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    cfg: dict[str, Any] = {"agent_id": "agent-1", "tenant_id": "local", "approved_scope": SCOPE,
+                           "policy": str(policy)}
+
+    def drop_table(name: str) -> str:
+        return name
+
+    def lookup(q: str) -> str:
+        return q
+
+    tools = thoth_nb.instrument([drop_table, lookup], **cfg)
+    with pytest.raises(ThothPolicyViolation):
+        tools[0]("warm-up")  # the store is open and has written
+    store = local_store()
+    inside, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        with store.transaction():
+            inside.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=busy)
+    holder.start()
+    assert inside.wait(5)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            code = 0 if tools[1]("q") == "q" else 5  # ALLOW records nothing: unaffected
+            try:
+                tools[0]("users")  # a BLOCK writes its violation
+                code = 3
+            except ThothPolicyViolation:
+                pass
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join(5)
+    for _ in range(300):  # up to 30 s; the child needs one busy timeout (5 s)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        threading.Event().wait(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on a store lock it inherited from the fork")
+    assert os.waitstatus_to_exitcode(status) == 0
+    with pytest.raises(ThothPolicyViolation, match="forbidden"):
+        tools[0]("parent-after")  # the parent still decides and records
+    assert thoth_nb.flush(timeout=10)
+    assert len([e for e in store.events("local") if e["event_type"] == "TOOL_CALL_BLOCK"]) == 2
