@@ -126,3 +126,49 @@ def test_fail_open_never_covers_auth_errors(serve: ServeProcess) -> None:
         closed.lookup("q")
     with pytest.raises(httpx.ConnectError):
         httpx.get(serve.url + "/healthz", trust_env=False)
+
+
+def test_server_killed_repeatedly_mid_ingest_loses_and_doubles_nothing(serve: ServeProcess) -> None:
+    """The issue's durability figure, bounded: SIGKILL the server several times while an agent keeps
+    calling (fail_open) and the emitter keeps sending and retrying. A batch the server committed but
+    could not acknowledge is sent again and absorbed as a duplicate; what outlived the retries is spilled
+    and replayed. At the end, stored ids == produced ids."""
+    serve.start()
+    key = serve.keys["acme:agent"]
+    agent, session = http_agent(serve.url, key, fail_open=True)
+    emitter = _emitter_for(serve.url)
+    produced: list[str] = []
+    _record_ids(emitter, produced)
+    emitter.retry_delays = (0.2, 0.5, 1.0)
+    emitter.batch_size = 20
+    stop = threading.Event()
+    calls = 0
+
+    def run_agent() -> None:
+        nonlocal calls
+        while not stop.is_set():
+            agent.lookup(f"q{calls}")
+            calls += 1
+            time.sleep(0.002)
+
+    worker = threading.Thread(target=run_agent)
+    worker.start()
+    try:
+        for _ in range(6):
+            time.sleep(0.4)
+            serve.kill()
+            time.sleep(0.2)
+            serve.start()
+    finally:
+        stop.set()
+        worker.join(30)
+    assert thoth_nb.flush(timeout=30)
+    assert emitter.failures > 0  # the kills did hit the event stream
+    _runtime.reset()  # the next start replays whatever was spilled
+    http_agent(serve.url, key, session_id=session)
+    assert thoth_nb.flush(timeout=30)
+    stored = serve.events(session_id=session)
+    ids = [e["event_id"] for e in stored]
+    assert calls > 20 and len(produced) == 2 * calls
+    assert len(ids) == len(set(ids)), "duplicates in the store"
+    assert sorted(ids) == sorted(produced), (len(ids), len(produced))
