@@ -24,7 +24,7 @@ Bench = Callable[[Sizes], list[Result]]
 
 
 def _groups() -> dict[str, list[Bench]]:
-    from benchmarks import embedded, emitter, pg_scale, policy_engine, server, store
+    from benchmarks import embedded, emitter, notebook, pg_scale, policy_engine, server, store
 
     return {
         "embedded": embedded.BENCHES,
@@ -33,10 +33,11 @@ def _groups() -> dict[str, list[Bench]]:
         "store": store.BENCHES,
         "server": server.BENCHES,
         "postgres": pg_scale.BENCHES,
+        "notebook": notebook.BENCHES,
     }
 
 
-GROUPS = ("embedded", "emitter", "policy", "store", "server", "postgres")
+GROUPS = ("embedded", "emitter", "policy", "store", "server", "postgres", "notebook")
 
 
 def run(sizes: Sizes, only: Sequence[str] = (), log: Callable[[str], None] | None = None) -> list[Result]:
