@@ -276,3 +276,23 @@ def test_cards_for_violations_and_sessions(recorded: dict[str, Any]) -> None:
     assert "session s-alice agent research user alice: 7 calls, 3 blocked" in repr(card)
     with pytest.raises(ValueError, match="card"):
         thoth_nb.events(tenant_id="acme").thoth.card()
+
+
+def test_big_reads_use_a_child_process_and_match(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big read of a store this process has open goes through ADBC in a child process (never here)."""
+    pytest.importorskip("adbc_driver_sqlite")
+    slow = thoth_nb.events(tenant_id="acme")
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    children: list[int] = []
+    real = frames._read_in_child
+
+    def spy(*args: Any) -> Any:
+        children.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(frames, "_read_in_child", spy)
+    fast = thoth_nb.events(tenant_id="acme")
+    assert children == [1]
+    pd.testing.assert_frame_equal(fast, slow, check_categorical=False)
+    assert thoth_nb.flush()
+    assert len(thoth_nb.events(tenant_id="acme")) == 20  # and the store is still fine afterwards
