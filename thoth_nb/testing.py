@@ -22,7 +22,7 @@ import httpx
 from thoth_nb import _runtime
 from thoth_nb._emitter import all_emitters
 
-__all__ = ["ScriptedEnforcer", "isolated_home"]
+__all__ = ["ScriptedEnforcer", "isolated_home", "run_notebook"]
 
 
 @contextlib.contextmanager
@@ -102,3 +102,25 @@ class ScriptedEnforcer:
 from thoth_nb._fake_llm import FakeLLMServer, call_tool, call_tools, echo_tool_results, reply  # noqa: E402
 
 __all__ += ["FakeLLMServer", "call_tool", "call_tools", "echo_tool_results", "reply"]
+
+
+def run_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: int = 120) -> str:
+    """Execute a notebook top to bottom in a real `python3` kernel (nbclient) and return everything
+    its cells showed (streams, text/plain, errors as `ERROR name: value`). Raises on a failing cell."""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(Path(path), as_version=4)  # type: ignore[no-untyped-call]
+    where = str(cwd or Path(path).resolve().parents[1])
+    nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": where}}).execute()
+    parts: list[str] = []
+    for cell in notebook.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out.get("text", ""))
+            elif out.get("output_type") == "error":
+                parts.append(f"ERROR {out.get('ename')}: {out.get('evalue')}")
+            else:
+                parts.append(str(out.get("data", {}).get("text/plain", "")))
+    return "".join(parts)
