@@ -76,11 +76,13 @@ def _fmt(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
 
-def _reviewer(stop: threading.Event, approve_after: float, say: Any) -> None:
+def _reviewer(stop: threading.Event, approve_after: float, say: Any, session_id: str) -> None:
     """A scripted human: approves the first held call and denies the second, from another thread."""
     decided = 0
     while not stop.is_set():
         for hold in thoth_nb.holds("pending", tenant_id="demo"):
+            if hold["session_id"] != session_id:  # an earlier, interrupted demo's hold: not ours
+                continue
             time.sleep(approve_after)
             approve = decided == 0
             who = "scripted-reviewer"
@@ -107,7 +109,8 @@ def run_demo(*, approve_after: float = 0.5, quiet: bool = False) -> int:
     say(f"thoth_nb demo — embedded enforcer, policy {policy}")
     say("mode step_up: rule violations are held for a human; hard rules and out-of-scope tools block\n")
     stop = threading.Event()
-    reviewer = threading.Thread(target=_reviewer, args=(stop, approve_after, say), daemon=True)
+    session_id = agent.tools[0].run.__thoth_binding__.governor.config.session_id
+    reviewer = threading.Thread(target=_reviewer, args=(stop, approve_after, say, session_id), daemon=True)
     reviewer.start()
     try:
         outcomes = agent.run(say)
@@ -115,7 +118,7 @@ def run_demo(*, approve_after: float = 0.5, quiet: bool = False) -> int:
         stop.set()
         reviewer.join(timeout=5)
     thoth_nb.flush()
-    events = store.events("demo", session_id=agent.tools[0].run.__thoth_binding__.governor.config.session_id)
+    events = store.events("demo", session_id=session_id)
     counts = Counter(e["event_type"] for e in events)
     say(f"\n{sum(1 for o in outcomes if o[1] == 'ran')} calls ran, "
         f"{sum(1 for o in outcomes if o[1] == 'blocked')} were stopped before running.")
