@@ -61,7 +61,7 @@ def components() -> list[tuple[str, float]]:
                 lambda: engine._policy_verdict(policy, body, state, body["agent_id"], "read_file", args))),
             ("        5 compiled rule matchers", _best(lambda: [r.matches(args) for r in rules])),
             ("  Governor.finished: clocks, session, queue POST", _best(lambda: gov.finished(call, 1), after=flush)),
-            ("  Emitter.emit (one event)", _best(lambda: gov.emitter.emit(("pre", call, 0)), after=flush)),
+            ("  Emitter.emit (one event)", _best(lambda: gov.emitter.emit(("pre", call)), after=flush)),
         ]
         emitter.shutdown()
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -53,8 +54,9 @@ class Emitter:
         *,
         build: Builder | None = None,
         max_queue: int = 100_000,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         interval: float = 0.25,
+        high_water: int | None = None,
         spill_dir: Path | None = None,
         retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
@@ -62,6 +64,9 @@ class Emitter:
         self._build = build or (lambda item: item)
         self.max_queue = max_queue
         self.batch_size = batch_size
+        #: above this backlog the calling thread yields the GIL on every event (back-pressure), so a
+        #: thread producing events flat out cannot starve the emitter thread; see `emit`
+        self.high_water = min(max_queue, high_water if high_water is not None else 10 * batch_size)
         self.interval = interval
         self.retry_delays = tuple(retry_delays)
         self.spill_dir = spill_dir
@@ -71,10 +76,10 @@ class Emitter:
         self._inflight = 0
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._spill_lock = threading.Lock()
         self.sent = 0
         self.dropped = 0
+        self.throttled = 0
         self.spilled = 0
         self.replayed = 0
         self.failures = 0
@@ -85,17 +90,24 @@ class Emitter:
     # -- the hot path ----------------------------------------------------------------------------
 
     def emit(self, item: Any) -> None:
-        """Queue one event (a raw item the builder turns into an event). Never blocks, never raises."""
-        if os.getpid() != self._pid:
-            self._after_fork()
+        """Queue one event (a raw item the builder turns into an event). Never raises, never waits on I/O.
+
+        Back-pressure: with more than `high_water` events queued (the emitter thread is seconds behind),
+        the caller yields the GIL once per event (`time.sleep(0)`). A CPU-bound producer otherwise keeps
+        the GIL for a whole switch interval (5 ms) each time the emitter thread gives it up for SQLite or
+        hashing, and the emitter falls ever further behind until events are dropped (`max_queue`)."""
         queue = self._queue
-        if len(queue) >= self.max_queue:
-            self.dropped += 1  # counted, shown in status; only when the thread is far behind
-            return
+        depth = len(queue)
+        if depth >= self.high_water:
+            if depth >= self.max_queue:
+                self.dropped += 1  # counted, shown in status(); only when back-pressure could not keep up
+                return
+            self.throttled += 1
+            _yield_gil()
         queue.append(item)
         if self._thread is None:
             self._start()
-        elif len(queue) == self.batch_size:  # wake once per full batch, not on every append behind it
+        elif depth + 1 == self.batch_size:  # wake once per full batch, not on every append behind it
             self._wake.set()
 
     @property
@@ -113,12 +125,13 @@ class Emitter:
                 self._thread.start()
 
     def _after_fork(self) -> None:
-        """In a forked child the thread is gone: start fresh (the parent keeps its own queue)."""
-        self._pid = os.getpid()
+        """In a forked child the thread is gone: start fresh (the parent keeps its own queue). Locks
+        are new too: another thread of the parent may have held one at the fork."""
         self._queue = collections.deque()
         self._thread = None
         self._wake = threading.Event()
         self._idle = threading.Condition()
+        self._spill_lock = threading.Lock()
         self._inflight = 0
 
     def _run(self) -> None:
@@ -334,9 +347,22 @@ class Emitter:
             "dropped": self.dropped,
             "spilled": self.spilled,
             "replayed": self.replayed,
+            "throttled": self.throttled,
             "failures": self.failures,
             "last_error": self.last_error,
         }
+
+
+_yield_gil = functools.partial(time.sleep, 0)
+
+
+def _reset_after_fork() -> None:
+    for emitter in list(_EMITTERS):
+        emitter._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # instead of comparing os.getpid() on every emit
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _alive(pid: int) -> bool:

@@ -66,8 +66,16 @@ class Sleep:
 Effect = Enforce | PollHold | Sleep
 
 
+_CALL_DEFAULTS: dict[str, Any] = {
+    "chunks": 0, "decision": None, "error": None, "hold_reply": None, "outcome": "", "result": None,
+    "result_type": "", "size": None, "t1": 0.0, "waited": 0.0,
+}
+
+
 class Call:
-    """One governed invocation, from PRE to POST. Cheap to create: no ids, no clocks beyond two reads."""
+    """One governed invocation, from PRE to POST. Cheap to create: one clock read, five slots set; the
+    rarely used slots read their default from `_CALL_DEFAULTS` until set (`__getattr__` only runs for
+    an unset slot), and wall-clock times are derived from the monotonic reads on the emitter thread."""
 
     __slots__ = (
         "args",
@@ -83,13 +91,23 @@ class Call:
         "result",
         "result_type",
         "size",
-        "started_ns",
         "t0",
         "t1",
         "tool_args",
         "tool_name",
         "waited",
     )
+
+    decision: EnforcementDecision | None
+    hold_reply: dict[str, Any] | None
+    result: Any
+    result_type: str
+    size: int | None
+    chunks: int
+    error: BaseException | None
+    outcome: str
+    waited: float
+    t1: float
 
     def __init__(self, governor: Governor, tool_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                  tool_args: dict[str, Any] | None) -> None:
@@ -98,29 +116,44 @@ class Call:
         self.args = args
         self.kwargs = kwargs
         self.tool_args = tool_args
-        self.started_ns = time.time_ns()
-        self.t0 = time.perf_counter()
-        self.t1 = 0.0
-        self.decision: EnforcementDecision | None = None
-        self.hold_reply: dict[str, Any] | None = None
-        self.result: Any = None
-        self.result_type = ""
-        self.size: int | None = None
-        self.chunks = 0
-        self.error: BaseException | None = None
-        self.outcome = ""
-        self.waited = 0.0
-        session = governor.session
-        self.calls = session.calls
-        self.calls_len = len(self.calls)
+        self.t0 = _perf_counter()
+        calls = governor.session.calls
+        self.calls = calls
+        self.calls_len = len(calls)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return _CALL_DEFAULTS[name]
+        except KeyError:
+            raise AttributeError(f"'Call' object has no attribute {name!r}") from None
+
+    @property
+    def started_ns(self) -> int:
+        """Wall-clock start in ns since the epoch."""
+        return wall_ns(self.t0)
 
     @property
     def duration_ms(self) -> float:
-        return ((self.t1 or time.perf_counter()) - self.t0) * 1000.0
+        return ((self.t1 or _perf_counter()) - self.t0) * 1000.0
 
     @property
     def config(self) -> ThothConfig:
         return self.governor.config
+
+
+_perf_counter = time.perf_counter
+_anchor_ns = time.time_ns() - time.perf_counter_ns()
+
+
+def wall_ns(perf: float) -> int:
+    """A `time.perf_counter()` reading as wall-clock ns; the anchor is refreshed on the emitter thread
+    (`refresh_clock`), so a wall-clock step is picked up within one batch."""
+    return _anchor_ns + int(perf * 1e9)
+
+
+def refresh_clock() -> None:
+    global _anchor_ns
+    _anchor_ns = time.time_ns() - time.perf_counter_ns()
 
 
 def failure_decision(exc: EnforcerError, config: ThothConfig) -> EnforcementDecision:
@@ -185,13 +218,14 @@ class Governor:
     def begin(self, tool_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
               tool_args: dict[str, Any] | None) -> Call:
         call = Call(self, tool_name, args, kwargs, tool_args)
-        self.emitter.emit(("pre", call, call.started_ns))
+        self.emitter.emit(("pre", call))
         return call
 
     def request(self, call: Call) -> dict[str, Any]:
         body = self._static.copy()
         body["tool_name"] = call.tool_name
-        body["session_tool_calls"] = self.session.recent(call.tool_name)
+        if self.transport.wants_session_calls:
+            body["session_tool_calls"] = self.session.recent(call.tool_name)
         if call.tool_args is not None:
             body["tool_args"] = call.tool_args
         return body
@@ -295,7 +329,7 @@ class Governor:
                 reason += f" (retry in {decision.defer_timeout_seconds:g}s)"
         call.t1 = time.perf_counter()
         call.outcome = "blocked"
-        self.emitter.emit(("block", call, time.time_ns()))
+        self.emitter.emit(("block", call))
         if _context.listeners:
             self._tell("blocked", call)
         error = ThothPolicyViolation(call.tool_name, reason, decision.violation_id, decision=decision)
@@ -320,13 +354,14 @@ class Governor:
         return args, kwargs
 
     def finished(self, call: Call, result: Any, result_type: str | None = None) -> None:
-        call.t1 = time.perf_counter()
+        call.t1 = _perf_counter()
         call.result = result
         if result_type is not None:
             call.result_type = result_type
-        call.outcome = call.outcome or "ok"
+        if not call.outcome:
+            call.outcome = "ok"
         self.session.completed(call.tool_name)
-        self.emitter.emit(("post", call, time.time_ns()))
+        self.emitter.emit(("post", call))
         if _context.listeners:
             self._tell("finished", call)
 
@@ -347,9 +382,16 @@ class Governor:
 # --- events (built on the emitter thread) -------------------------------------------------------
 
 
+_iso_second: list[Any] = [None, ""]
+
+
 def _iso(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    cached = _iso_second
+    if cached[0] != seconds:  # events come in bursts: format the date once per second
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        cached[0] = seconds
+    return f"{cached[1]}.{rest // 1000:06d}Z"
 
 
 _CONTENT = {
@@ -413,9 +455,12 @@ def _metadata_base(config: ThothConfig) -> dict[str, Any]:
     return base
 
 
-def build_event(item: tuple[str, Call, int]) -> dict[str, Any]:
-    """Turn a queued `(phase, call, time_ns)` into a PROTOCOL §5 event (runs on the emitter thread)."""
-    phase, call, ns = item
+def build_event(item: tuple[str, Call]) -> dict[str, Any]:
+    """Turn a queued `(phase, call)` into a PROTOCOL §5 event (runs on the emitter thread): ids, wall
+    clock times and JSON-safe arguments are made here, not on the calling thread."""
+    phase, call = item
+    refresh_clock()
+    ns = wall_ns(call.t0 if phase == "pre" else call.t1)
     governor = call.governor
     decision = call.decision
     safe_args = json_safe(call.tool_args) if call.tool_args is not None else None

@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("thoth_nb")
+_ALLOW = DecisionType.ALLOW
+_DEBUG = logging.DEBUG
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -191,17 +193,22 @@ class Binding:
         self.names = names
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call, tuple[Any, ...], dict[str, Any]]:
-        """Name the arguments (so policies can match `path`, not `args.0`) and start the call."""
+        """Name the arguments (so policies can match `path`, not `args.0`) and start the call.
+
+        `kwargs` is the wrapper's own fresh dict (or one built here), and the tool receives a copy of it
+        through `**`, so it doubles as the recorded `tool_args` without another copy."""
         names = self.names
-        if names is not None and args and len(args) <= len(names) and not (
-            len(args) == 1 and not kwargs and isinstance(args[0], dict)
-        ):
-            named = dict(zip(names, args, strict=False))
-            if kwargs:
-                named.update(kwargs)
-            kwargs = named
-            args = ()
-        tool_args = tool_args_of(args, kwargs)
+        if args:
+            if names is not None and len(args) <= len(names) and not (
+                len(args) == 1 and not kwargs and isinstance(args[0], dict)
+            ):
+                named = dict(zip(names, args, strict=False))
+                if kwargs:
+                    named.update(kwargs)
+                return self.governor.begin(self.tool_name, (), named, named), (), named
+            tool_args = tool_args_of(args, kwargs)
+        else:
+            tool_args = kwargs or None
         return self.governor.begin(self.tool_name, args, kwargs, tool_args), args, kwargs
 
 
@@ -227,11 +234,10 @@ def _decide_sync(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]
         decision = transport.enforce(gov.request(call))
     except EnforcerError as exc:
         decision = failure_decision(exc, gov.config)
-    if decision.decision is DecisionType.ALLOW and not _context.listeners and not _flow_logger.isEnabledFor(
-            logging.DEBUG):
+    if decision.decision is _ALLOW and not _context.listeners and not _flow_logger.isEnabledFor(_DEBUG):
         call.decision = decision
-    else:
-        decision = drive_sync(gov.flow(call, decision), transport, call)
+        return call, args, kwargs
+    decision = drive_sync(gov.flow(call, decision), transport, call)
     if not decision.allowed:
         raise gov.violation(call, decision)
     args, kwargs = gov.apply(decision, args, kwargs)
@@ -343,8 +349,9 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
             except BaseException as exc:
                 gov.failed(call, exc)
                 raise
-            if hasattr(type(result), "__await__"):  # a sync callable returned an awaitable: POST when it completes
-                return _finish_awaitable(gov, call, result)
+            kind = type(result)
+            if kind not in _PLAIN_RESULTS and hasattr(kind, "__await__"):
+                return _finish_awaitable(gov, call, result)  # a sync callable returned an awaitable: POST later
             gov.finished(call, result)
             return result
 
@@ -356,6 +363,10 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
         wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
     wrapper.__thoth_binding__ = binding  # type: ignore[attr-defined]
     return wrapper
+
+
+#: result types that are certainly not awaitable (skips a `hasattr` on the hot path)
+_PLAIN_RESULTS = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
 
 
 async def _finish_awaitable(gov: Governor, call: Call, awaitable: Any) -> Any:

@@ -18,6 +18,9 @@ class Transport(abc.ABC):
     long_poll: bool = False
     #: a short description for status displays and error messages
     name: str = "transport"
+    #: whether enforce bodies carry `session_tool_calls` (PROTOCOL §3.1, on the wire); the embedded
+    #: engine keeps each session's history itself, so building the list per call would be wasted
+    wants_session_calls: bool = True
 
     @abc.abstractmethod
     def enforce(self, body: Mapping[str, Any]) -> EnforcementDecision: ...

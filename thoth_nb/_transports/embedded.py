@@ -20,6 +20,7 @@ _ASYNC_SLICE = 0.2
 
 class EmbeddedTransport(Transport):
     long_poll = True
+    wants_session_calls = False
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -31,7 +32,7 @@ class EmbeddedTransport(Transport):
 
     def enforce(self, body: Mapping[str, Any]) -> EnforcementDecision:
         try:
-            return self.engine.decide(body)
+            return self.engine._decide(body)  # no request-id dedupe in-process: skip `decide`'s checks
         except Exception as exc:  # the engine failing is the enforcer failing: fail closed upstream
             raise EnforcerError("internal", f"embedded enforcer error: {type(exc).__name__}: {exc}") from exc
 

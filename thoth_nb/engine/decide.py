@@ -19,7 +19,7 @@ from typing import Any
 from thoth_nb import _json
 from thoth_nb._models import DecisionType, EnforcementDecision, EnforcementMode, json_safe
 from thoth_nb.engine.holds import board_for
-from thoth_nb.engine.policy import SEVERITY_RISK, Policy, Rule, condition_matches, tool_matches
+from thoth_nb.engine.policy import SEVERITY_RISK, Policy, RateLimit, Rule, condition_matches, tool_matches
 from thoth_nb.engine.risk import RiskModel, combine
 from thoth_nb.engine.store import HoldConflict, HoldNotFound, SQLiteStore, format_ts, parse_ts
 
@@ -243,9 +243,9 @@ class Engine:
         state = _SharedSessionState()
         agent, tool = request["agent_id"], request["tool_name"]
         state.record = self._has_sequences(policy)
-        wants_history = state.record and any(rule.after for rule in policy.rules_for(agent, tool))
-        windows = [(limit.id, tool, float(limit.per_seconds), int(limit.max_calls) + 1)
-                   for limit in policy.limits_for(agent, tool)]
+        plan = policy.plan_for(agent, tool)
+        wants_history = state.record and plan.has_after
+        windows = [(limit.id, tool, float(limit.per_seconds), int(limit.max_calls) + 1) for limit in plan.limits]
         progressive = str(request["enforcement_mode"]).lower() == "progressive"
         if progressive:
             windows.append((_BURST_KEY, "*", float(self.risk.burst_seconds), 3 * int(self.risk.burst_calls) + 1))
@@ -277,8 +277,11 @@ class Engine:
         agent = request["agent_id"]
         tool = request["tool_name"]
         args = request.get("tool_args")
-        policy = self.policy(tenant)
-        state = self._shared_session(policy, request) if self.shared else self._session(tenant, request["session_id"])
+        policy = self.default_policy if self._policy_for is None else self.policy(tenant)
+        if self.shared:
+            state = self._shared_session(policy, request)
+        else:
+            state = self._sessions.get((tenant, request["session_id"])) or self._session(tenant, request["session_id"])
         verdict = self._policy_verdict(policy, request, state, agent, tool, args)
         mode = request["enforcement_mode"]
         if mode == "progressive" or (mode not in _PLAIN_MODES and str(mode).lower() == "progressive"):
@@ -341,14 +344,15 @@ class Engine:
                 ["approved_scope"],
                 policy.scope_hard,
             )
+        plan = policy.plan_for(agent, tool)
         best: Rule | None = None
         matched: list[str] = []
-        for rule in policy.rules_for(agent, tool):
+        for rule in plan.candidates(args):
             if rule.matches(args) and (not rule.after or self._after_matches(rule, state)):
                 matched.append(rule.id)
                 if best is None or (_RANK[rule.decision], rule.risk) > (_RANK[best.decision], best.risk):
                     best = rule
-        limited = self._rate_limited(policy, state, agent, tool)
+        limited = self._rate_limited(plan.limits, state, tool) if plan.limits else None
         if limited is not None:
             matched.append(limited.matched[0])
             if best is None or _RANK[limited.decision] >= _RANK[best.decision]:
@@ -376,10 +380,7 @@ class Engine:
                 return False
         return True
 
-    def _rate_limited(self, policy: Policy, state: _SessionState, agent: str, tool: str) -> _Verdict | None:
-        limits = policy.limits_for(agent, tool)
-        if not limits:
-            return None
+    def _rate_limited(self, limits: tuple[RateLimit, ...], state: _SessionState, tool: str) -> _Verdict | None:
         hit: _Verdict | None = None
         if isinstance(state, _SharedSessionState):  # counted in the store, this call included
             for limit in limits:
@@ -464,10 +465,19 @@ class Engine:
                 "risk_score": verdict.risk,
                 "matched_rule_ids": verdict.matched,
                 "tool_args": json_safe(tool_args),
-                "request": {k: json_safe(v) for k, v in request.items() if k != "tool_args"},
+                "request": self._recorded_request(request, state),
             }
         )
         return decision
+
+    @staticmethod
+    def _recorded_request(request: Mapping[str, Any], state: _SessionState) -> dict[str, Any]:
+        """The request as stored with a violation; an in-process caller (the embedded transport) sends
+        no `session_tool_calls`, so the session's own history stands in for them."""
+        recorded = {k: json_safe(v) for k, v in request.items() if k != "tool_args"}
+        if "session_tool_calls" not in recorded:
+            recorded["session_tool_calls"] = [tool for tool, _ in state.history][-_HISTORY:]
+        return recorded
 
     # -- holds -----------------------------------------------------------------------------------
 

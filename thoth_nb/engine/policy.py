@@ -49,6 +49,7 @@ from thoth_nb._models import DecisionType
 __all__ = [
     "DEFAULT_POLICY_YAML",
     "Condition",
+    "Plan",
     "Policy",
     "RateLimit",
     "Rule",
@@ -403,6 +404,81 @@ def tool_matches(patterns: tuple[str, ...], tool_name: str) -> bool:
     return False
 
 
+_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+_UNSAFE_TO_MERGE = re.compile(r"\\[1-9]|\(\?P[<=]|\(\?\(|\(\?<[^=!]")
+
+
+def _scoped(pattern: str) -> str | None:
+    """`pattern` as a group that keeps its meaning inside an alternation, or None when it cannot be
+    merged safely (backreferences and named groups would change meaning or clash)."""
+    if _UNSAFE_TO_MERGE.search(pattern):
+        return None
+    found = _GLOBAL_FLAGS.match(pattern)
+    flags, body = (found.group(1), pattern[found.end():]) if found else ("", pattern)
+    return f"(?{flags}:{body}\n)" if "x" in flags else f"(?{flags}:{body})"
+
+
+def _necessary_pattern(rule: Rule) -> tuple[str, str] | None:
+    """A (field, regex) that must match (by `search`) for `rule` to match, if the rule has one."""
+    for cond in rule.all_of:
+        if cond.field == "*" or "." in cond.field:
+            continue
+        if cond.op == "regex":
+            scoped = _scoped(cond.value)
+        elif cond.op == "glob":
+            scoped = _scoped(r"\A" + fnmatch.translate(cond.value))
+        else:
+            continue
+        if scoped is not None:
+            return cond.field, scoped
+    return None
+
+
+class Plan:
+    """Everything the engine needs about one (agent, tool): its rules, its rate limits, and a prefilter.
+
+    The prefilter merges one necessary regex/glob condition of each rule into one regex per argument
+    field: when none of them matches, no rule can match and only the `residual` rules (those without
+    such a condition) are evaluated. When one matches, every rule is evaluated as usual, so the
+    decision is always exactly what evaluating each rule gives."""
+
+    __slots__ = ("has_after", "limits", "prefilter", "residual", "rules")
+
+    def __init__(self, rules: tuple[Rule, ...], limits: tuple[RateLimit, ...]) -> None:
+        self.rules = rules
+        self.limits = limits
+        self.has_after = any(rule.after for rule in rules)
+        by_field: dict[str, list[str]] = {}
+        residual: list[Rule] = []
+        for rule in rules:
+            necessary = _necessary_pattern(rule)
+            if necessary is None:
+                residual.append(rule)
+            else:
+                by_field.setdefault(necessary[0], []).append(necessary[1])
+        prefilter: list[tuple[str, Callable[[str], Any]]] = []
+        for field, patterns in by_field.items():
+            try:
+                prefilter.append((field, re.compile("|".join(patterns)).search))
+            except re.error:  # cannot merge after all: every rule on this field is evaluated every time
+                return self._no_prefilter()
+        self.prefilter = tuple(prefilter)
+        self.residual = tuple(residual) if prefilter else rules
+
+    def _no_prefilter(self) -> None:
+        self.prefilter = ()
+        self.residual = self.rules
+
+    def candidates(self, args: Mapping[str, Any] | None) -> tuple[Rule, ...]:
+        """The rules that may match `args` (a superset of those that do)."""
+        if args:
+            for field, search in self.prefilter:
+                value = args.get(field)
+                if isinstance(value, str) and search(value) is not None:
+                    return self.rules
+        return self.residual
+
+
 @dataclasses.dataclass(slots=True)
 class Policy:
     rules: tuple[Rule, ...]
@@ -420,6 +496,7 @@ class Policy:
     _limits_by_tool: dict[tuple[str | None, str], tuple[RateLimit, ...]] = dataclasses.field(
         default_factory=dict, repr=False
     )
+    _plans: dict[tuple[str | None, str], Plan] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def etag(self) -> str:
@@ -435,6 +512,16 @@ class Policy:
             )
             if len(self._by_tool) < 10_000:
                 self._by_tool[key] = found
+        return found
+
+    def plan_for(self, agent_id: str | None, tool_name: str) -> Plan:
+        """The engine's one lookup per call: rules, limits and prefilter for this agent and tool."""
+        key = (agent_id, tool_name)
+        found = self._plans.get(key)
+        if found is None:
+            found = Plan(self.rules_for(agent_id, tool_name), self.limits_for(agent_id, tool_name))
+            if len(self._plans) < 10_000:
+                self._plans[key] = found
         return found
 
     def limits_for(self, agent_id: str | None, tool_name: str) -> tuple[RateLimit, ...]:
