@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from thoth_nb._exceptions import PolicyError
 from thoth_nb._models import DecisionType
-from thoth_nb.engine.policy import load_policy, parse_policy
+from thoth_nb.engine.policy import Policy, load_policy, parse_policy
 
 
 def rule_matches(when: dict[str, object], args: dict[str, object] | None) -> bool:
@@ -132,3 +133,58 @@ agents:
     rule = policy.rules[0]
     assert rule.agent_id == "bot" and rule.id == "bot:rule-1" and rule.after[0].tool == ("read_file",)
     assert policy.rules_for("other", "send_email") == ()
+
+
+# --- the per-(agent, tool) plan and its merged prefilter ------------------------------------------
+
+_PATTERNS = [
+    {"regex": "^/etc/"}, {"regex": r"\.\./"}, {"regex": r"(?i)\.ssh|id_rsa"}, {"regex": "(?i)password|secret"},
+    {"regex": "(?x) ^ s3 : // # a verbose pattern with a comment"}, {"regex": r"(a)\1"},
+    {"regex": "(?P<x>ab)(?P=x)"}, {"glob": "/home/*/secrets/*"}, {"glob": "*.pem"}, {"glob": "[!a]*z"},
+    {"contains": "DROP"}, {"equals": "/tmp/x"}, {"length_gt": 30},
+]
+_VALUES = ["/etc/passwd", "/home/al/secrets/k", "a/../b", "~/.SSH/id", "MY PASSWORD", "s3://bucket", "aa",
+           "abab", "key.pem", "bz", "az", "DROP TABLE", "/tmp/x", "x" * 40, "/home/user/notes.txt", 7, None,
+           ["/etc/passwd"]]
+
+
+def _random_policy(rng: random.Random) -> Policy:
+    rules = []
+    for i in range(rng.randint(1, 6)):
+        when = {rng.choice(["path", "mode", "q"]): rng.choice(_PATTERNS) for _ in range(rng.randint(0, 2))}
+        rule: dict[str, object] = {"id": f"r{i}", "tool": rng.choice(["t", "*", "t*"]), "decision": "step_up"}
+        if rng.random() < 0.2:
+            rule["any"] = [when, {"q": rng.choice(_PATTERNS)}]
+        elif when:
+            rule["when"] = when
+        rules.append(rule)
+    return parse_policy({"rules": rules})
+
+
+def test_plan_prefilter_never_hides_a_matching_rule() -> None:
+    """The merged prefilter may only skip rules that cannot match: checked against every rule one by one."""
+    rng = random.Random(7)
+    pruned = 0
+    for _ in range(400):
+        policy = _random_policy(rng)
+        plan = policy.plan_for("agent", "t")
+        for _ in range(10):
+            args = {k: rng.choice(_VALUES) for k in rng.sample(["path", "mode", "q"], rng.randint(0, 3))}
+            candidates = plan.candidates(args)
+            matching = [r for r in policy.rules_for("agent", "t") if r.matches(args)]
+            assert all(r in candidates for r in matching), (policy.text, args)
+            pruned += len(candidates) < len(plan.rules)
+    assert pruned > 500  # and it does prune: most random calls skip most rules
+
+
+def test_plan_prefilter_skips_all_rules_when_no_pattern_can_match() -> None:
+    policy = parse_policy({"rules": [
+        {"id": "etc", "tool": "*", "when": {"path": {"regex": "^/etc/"}}, "decision": "block"},
+        {"id": "keys", "tool": "*", "when": {"path": {"regex": "(?i)id_rsa"}, "mode": "r"}, "decision": "block"},
+        {"id": "pem", "tool": "*", "when": {"path": {"glob": "*.pem"}}, "decision": "block"},
+        {"id": "always", "tool": "other", "decision": "block"},
+    ]})
+    plan = policy.plan_for(None, "read_file")
+    assert plan.candidates({"path": "/home/notes.txt", "mode": "r"}) == ()
+    assert plan.candidates({"path": "/home/ID_RSA", "mode": "w"}) == plan.rules
+    assert [r.id for r in policy.plan_for(None, "other").candidates({"path": "/x"})] == ["always"]
