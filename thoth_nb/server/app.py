@@ -397,6 +397,8 @@ _POLICY_SCHEMA = {
 def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | None = None) -> FastAPI:
     """Build the server for one store. The caller owns the store (and closes it after the app stops)."""
     settings = settings or ServerSettings()
+    if isinstance(store, SQLiteStore):  # ingest commits no longer pay the WAL checkpoint's fsyncs
+        store.checkpoint_in_background()
     state = ServerState(store, policy, settings)
     engine = state.engine
     auth = state.auth
