@@ -79,7 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ThothConfigError as exc:
         return _fail(str(exc))
     settings = ServerSettings(
-        no_auth=args.no_auth, local_tenant=args.tenant, max_body_bytes=args.max_body_bytes
+        no_auth=args.no_auth, local_tenant=args.tenant, max_body_bytes=args.max_body_bytes,
+        event_ingest_token=args.event_ingest_token or os.environ.get("THOTH_EVENT_INGEST_TOKEN") or None,
     )
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host_for_url}:{args.port}"
@@ -185,6 +186,10 @@ def add_server_commands(subparsers: Any) -> None:
         type=int,
         default=5 * 1024 * 1024,
         help="larger request bodies get 413 (default 5 MiB)",
+    )
+    serve.add_argument(
+        "--event-ingest-token",
+        help="require this X-Thoth-Event-Ingest-Token on POST /v1/events/batch (default: $THOTH_EVENT_INGEST_TOKEN)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]

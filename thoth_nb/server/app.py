@@ -43,7 +43,7 @@ from thoth_nb.server._http import (
     read_body,
     read_json,
 )
-from thoth_nb.server.auth import Authenticator, Principal
+from thoth_nb.server.auth import Authenticator, Principal, check_ingest_token
 
 __all__ = ["ServerSettings", "ServerState", "create_app"]
 
@@ -67,6 +67,10 @@ class ServerSettings:
     #: how often a tenant's stored policy is re-checked for a newer version (PUT here applies at once)
     policy_recheck_seconds: float = 1.0
     key_cache_seconds: float = 2.0
+    #: PROTOCOL §2/§9: when set, `POST /v1/events/batch` also needs `X-Thoth-Event-Ingest-Token` equal to
+    #: it (a dedicated secret for event ingestion, beside the API key that names the tenant); None: the
+    #: header is not required and ignored
+    event_ingest_token: str | None = None
 
 
 class ServerState:
@@ -397,6 +401,8 @@ _POLICY_SCHEMA = {
 def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | None = None) -> FastAPI:
     """Build the server for one store. The caller owns the store (and closes it after the app stops)."""
     settings = settings or ServerSettings()
+    if isinstance(store, SQLiteStore):  # ingest commits no longer pay the WAL checkpoint's fsyncs
+        store.checkpoint_in_background()
     state = ServerState(store, policy, settings)
     engine = state.engine
     auth = state.auth
@@ -534,10 +540,17 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         status_code=202,
         tags=["wire"],
         summary="Ingest events (PROTOCOL §5)",
-        openapi_extra=_body_schema(_EVENTS_SCHEMA, 'a bare array or {"events": [...]}, at most 500'),
+        openapi_extra={
+            **_body_schema(_EVENTS_SCHEMA, 'a bare array or {"events": [...]}, at most 500'),
+            "parameters": [{"name": "X-Thoth-Event-Ingest-Token", "in": "header", "required": False,
+                            "description": "required when the server is configured with an event ingest token",
+                            "schema": {"type": "string"}}],
+        },
     )
     async def events_batch(request: Request) -> Response:
         principal = auth.principal(request, "ingest")
+        if settings.event_ingest_token is not None:
+            check_ingest_token(request, settings.event_ingest_token)
         body = await read_json(request, limit)
         if isinstance(body, dict):
             events = body.get("events")

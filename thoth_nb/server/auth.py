@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import threading
 import time
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from thoth_nb.engine.store import SQLiteStore
 from thoth_nb.server._http import ApiError
 
-__all__ = ["PERMISSIONS", "Authenticator", "Principal"]
+__all__ = ["PERMISSIONS", "Authenticator", "Principal", "check_ingest_token"]
 
 #: which roles may do what; admin may do everything
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -155,3 +156,25 @@ class Authenticator:
             for digest, (_, principal) in list(self._cache.items()):
                 if principal.key_id == key_id:
                     del self._cache[digest]
+
+
+INGEST_TOKEN_HEADER = "x-thoth-event-ingest-token"
+
+
+def check_ingest_token(request: Request, expected: str) -> None:
+    """401 unless the request carries the server's event ingest token (compared in constant time).
+    It is a second secret for the ingest route only; the API key still decides tenant and role."""
+    presented = (request.headers.get(INGEST_TOKEN_HEADER) or "").strip()
+    if not presented:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this server requires its event ingest token: send 'X-Thoth-Event-Ingest-Token: <token>' "
+            "(THOTH_EVENT_INGEST_TOKEN or event_ingest_token= on the client)",
+            field="X-Thoth-Event-Ingest-Token",
+        )
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise ApiError(
+            401, "unauthorized", "X-Thoth-Event-Ingest-Token does not match this server's event ingest token",
+            field="X-Thoth-Event-Ingest-Token",
+        )

@@ -1,0 +1,133 @@
+"""SQLiteStore's ingest path: idempotence, the per-session hash chain, bad events, and the background
+checkpointer the server turns on (commits stay durable, the WAL is still checkpointed)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from thoth_nb import _json
+from thoth_nb.engine.store import SQLiteStore
+
+
+def event(session: str = "s1", n: int = 0, tenant: str = "t", **over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": f"{tenant}:{uuid.uuid4()}", "tenant_id": tenant, "session_id": session, "agent_id": "a",
+        "user_id": "u", "tool_name": f"tool{n % 3}", "event_type": "TOOL_CALL_PRE",
+        "occurred_at": f"2026-01-01T00:00:{n % 60:02d}Z", "hash": "", "previous_hash": "", "signature": "",
+        "chain_index": None, "metadata": {"authorization_decision": "ALLOW", "n": n},
+    }
+    body.update(over)
+    return body
+
+
+def verify_chain(rows: list[dict[str, Any]]) -> None:
+    """Each event's hash is sha256(previous hash + its stored body); indexes run 0..n-1 per session."""
+    previous = ""
+    for index, row in enumerate(rows):
+        body = {k: v for k, v in row.items() if k not in ("hash", "seq")}
+        assert body["chain_index"] == index and body["previous_hash"] == previous
+        assert hashlib.sha256((previous + _json.dumps(body)).encode()).hexdigest() == row["hash"]
+        previous = row["hash"]
+
+
+def test_batches_chain_per_session_and_store_each_id_once(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    first = [event("s1", n) for n in range(4)] + [event("s2", n) for n in range(3)]
+    result = store.ingest_events(first)
+    assert (result.accepted, result.duplicates, result.rejected) == (7, 0, [])
+    before = store.events("t", session_id="s1")[0]
+    # a replayed id (also twice in one batch) is counted, stored once, and takes no chain position
+    again = [{**first[0], "tool_name": "changed"}, event("s1", 10), first[1], event("s2", 11)]
+    twice = event("s1", 12)
+    result = store.ingest_events([*again, twice, dict(twice)])
+    assert (result.accepted, result.duplicates) == (3, 3)
+    s1 = store.events("t", session_id="s1")
+    assert [r["metadata"]["n"] for r in s1] == [0, 1, 2, 3, 10, 12]
+    verify_chain(s1)
+    verify_chain(store.events("t", session_id="s2"))
+    assert s1[0] == before  # the stored copy of a replayed id is untouched
+    assert "signature" not in before and before["ingested_at"].endswith("Z")
+    assert store.count_events("t") == 10
+    store.close()
+
+
+def test_columns_and_timestamps_are_normalised(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.ingest_events([event(occurred_at="2026-01-01T01:00:00+01:00", violation_id="v1",
+                               metadata={"authorization_decision": "BLOCK"}),
+                         event(occurred_at="2026-01-01T00:30:00")])  # naive: UTC (PROTOCOL §5)
+    rows = store.query("SELECT occurred_at, decision, violation_id FROM events ORDER BY seq")
+    assert rows == [
+        {"occurred_at": "2026-01-01T00:00:00.000000Z", "decision": "BLOCK", "violation_id": "v1"},
+        {"occurred_at": "2026-01-01T00:30:00.000000Z", "decision": "ALLOW", "violation_id": None},
+    ]
+    assert [e["occurred_at"] for e in store.events("t")] == [r["occurred_at"] for r in rows]
+    store.close()
+
+
+def test_bad_events_are_rejected_by_index_and_the_rest_stored(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    good = event()
+    result = store.ingest_events([  # type: ignore[list-item]
+        "nope", {"tenant_id": "t", "session_id": "s"}, good, event(occurred_at="yesterday-ish"),
+    ])
+    assert result.accepted == 1 and result.duplicates == 0
+    assert [r["index"] for r in result.rejected] == [0, 1, 3]
+    assert "event must be an object" in result.rejected[0]["error"]
+    assert "missing required field(s): event_id" in result.rejected[1]["error"]
+    assert [e["event_id"] for e in store.events("t")] == [good["event_id"]]
+    assert store.ingest_events([]).accepted == 0
+    store.close()
+
+
+def test_concurrent_batches_keep_one_chain(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.checkpoint_in_background(interval=0.01)
+    batches = [[event("s1", n) for n in range(50)] for _ in range(6)]
+    threads = [threading.Thread(target=store.ingest_events, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = store.events("t", session_id="s1")
+    assert len(rows) == 300
+    verify_chain(rows)
+    store.close()
+
+
+def test_background_checkpointer_checkpoints_and_stops_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.checkpoint_in_background(interval=0.01)
+    store.checkpoint_in_background(interval=0.01)  # idempotent: still one thread
+    assert sum(t.name == "thoth-sqlite-checkpoint" for t in threading.enumerate()) == 1
+    assert store.query("PRAGMA wal_autocheckpoint") == [{"wal_autocheckpoint": 10_000}]
+    store.ingest_events([event(n=n) for n in range(200)])
+    # committed means readable from another connection at once, checkpointed or not
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT COUNT(*) FROM events").fetchone() == (200,)
+    other.close()
+    # the thread copies the WAL into the database file: the file alone (no -wal) soon holds every row
+    deadline = time.monotonic() + 5
+    while _rows_in_main_file(path, tmp_path / "copy.db") != 200:
+        assert time.monotonic() < deadline, "the background checkpointer never checkpointed the WAL"
+        time.sleep(0.02)
+    store.close()
+    assert not any(t.name == "thoth-sqlite-checkpoint" for t in threading.enumerate())
+    assert SQLiteStore(path).count_events("t") == 200
+
+
+def _rows_in_main_file(path: Path, copy: Path) -> int:
+    copy.write_bytes(path.read_bytes())
+    with contextlib.closing(sqlite3.connect(copy)) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        except sqlite3.DatabaseError:  # caught mid-checkpoint: the copy is not a consistent file
+            return -1
