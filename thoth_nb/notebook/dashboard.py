@@ -240,12 +240,10 @@ def _reviewer() -> str:
 
 
 def _explanation_html(explained: dict[str, Any]) -> str:
-    rows = [("What happened", explained.get("what_happened")), ("Why", explained.get("why_it_was_blocked")),
-            ("What to do next", explained.get("what_to_do_next")),
-            ("Business impact", explained.get("business_impact")), ("Severity", explained.get("severity"))]
-    for condition in explained.get("conditions") or []:
-        rows.append((f"Rule {condition.get('rule_id')}", f"{condition.get('condition')} → {condition.get('decision')}"))
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v or ''))}</td></tr>" for k, v in rows)
+    from thoth_nb.engine.explain import explanation_rows
+
+    body = "".join(f"<tr><th>{html.escape(k.capitalize())}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in explanation_rows(explained))
     return f"{_STYLE}<table class='thoth-table'>{body}</table>"
 
 
