@@ -65,6 +65,8 @@ __all__ = [
     "holds",
     "instrument",
     "load_ipython_extension",
+    "policy_test",
+    "regression_cases",
     "replay",
     "run_anthropic_tools",
     "run_openai_tools",
@@ -157,6 +159,20 @@ def replay(events: Any, policy: Any, **options: Any) -> Any:
     from thoth_nb.analytics.replay import replay as run
 
     return run(events, policy, **options)
+
+
+def policy_test(policy: Any, cases: Any, **options: Any) -> Any:
+    """Decide example calls under a policy and compare with the expected decisions (one row per case)."""
+    from thoth_nb.analytics.policy_tests import policy_test as run
+
+    return run(policy, cases, **options)
+
+
+def regression_cases(frame: Any, **options: Any) -> Any:
+    """Policy-test cases that expect what was recorded (from an events, violations or approvals frame)."""
+    from thoth_nb.analytics.policy_tests import regression_cases as build
+
+    return build(frame, **options)
 
 
 # Tool loops for the provider SDKs (the SDK is imported only when one of these is called)
