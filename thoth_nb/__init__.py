@@ -57,6 +57,7 @@ __all__ = [
     "arun_openai_tools",
     "baseline",
     "configure",
+    "coverage",
     "deny",
     "drift",
     "events",
@@ -159,6 +160,13 @@ def replay(events: Any, policy: Any, **options: Any) -> Any:
     from thoth_nb.analytics.replay import replay as run
 
     return run(events, policy, **options)
+
+
+def coverage(events: Any, policy: Any, **options: Any) -> Any:
+    """Tools seen with no rule, rules that never fired, tools reviewers always approve (one frame)."""
+    from thoth_nb.analytics.coverage import coverage as report
+
+    return report(events, policy, **options)
 
 
 def policy_test(policy: Any, cases: Any, **options: Any) -> Any:

@@ -87,3 +87,16 @@ def test_unload_removes_the_cell_magic(shell: Shell) -> None:
     assert "thoth_policy" in shell.ip.magics_manager.magics["cell"]
     shell.magic("unload_ext thoth_nb")
     assert "thoth_policy" not in shell.ip.magics_manager.magics["cell"]
+
+
+def test_thoth_coverage_magic(loaded: Shell, policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loaded.magic("thoth instrument agent --agent-id research --scope web_search,delete_file")
+    loaded.cell("agent.tools[0].run('cats')")
+    result = loaded.magic(f"thoth coverage {policy_file}")
+    out = capsys.readouterr().out
+    assert f"coverage of {policy_file} over 1 calls: 2 tool without rule, 2 rule never fired, 0 always approved" in out
+    # delete_file was never called: it comes from the tool inventory instrument() recorded
+    without = result[result["finding"] == "tool without rule"].set_index("tool_name")["calls"].to_dict()
+    assert without == {"web_search": 1, "delete_file": 0}
+    with pytest.raises(UsageError, match="policy file not found"):
+        loaded.magic("thoth coverage nowhere.yaml")
