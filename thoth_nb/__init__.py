@@ -61,6 +61,7 @@ __all__ = [
     "deny",
     "drift",
     "events",
+    "export_events",
     "flush",
     "governed",
     "holds",
@@ -167,6 +168,13 @@ def coverage(events: Any, policy: Any, **options: Any) -> Any:
     from thoth_nb.analytics.coverage import coverage as report
 
     return report(events, policy, **options)
+
+
+def export_events(source: Any, path: Any, **options: Any) -> Any:
+    """Events to Parquet or JSON lines, or as OpenInference spans to an OTLP/HTTP endpoint (format= or by suffix)."""
+    from thoth_nb.analytics.export import export_events as write
+
+    return write(source, path, **options)
 
 
 def policy_test(policy: Any, cases: Any, **options: Any) -> Any:
