@@ -57,14 +57,18 @@ __all__ = [
     "arun_openai_tools",
     "baseline",
     "configure",
+    "coverage",
     "deny",
     "drift",
     "events",
+    "export_events",
     "flush",
     "governed",
     "holds",
     "instrument",
     "load_ipython_extension",
+    "policy_test",
+    "regression_cases",
     "replay",
     "run_anthropic_tools",
     "run_openai_tools",
@@ -157,6 +161,34 @@ def replay(events: Any, policy: Any, **options: Any) -> Any:
     from thoth_nb.analytics.replay import replay as run
 
     return run(events, policy, **options)
+
+
+def coverage(events: Any, policy: Any, **options: Any) -> Any:
+    """Tools seen with no rule, rules that never fired, tools reviewers always approve (one frame)."""
+    from thoth_nb.analytics.coverage import coverage as report
+
+    return report(events, policy, **options)
+
+
+def export_events(source: Any, path: Any, **options: Any) -> Any:
+    """Events to Parquet or JSON lines, or as OpenInference spans to an OTLP/HTTP endpoint (format= or by suffix)."""
+    from thoth_nb.analytics.export import export_events as write
+
+    return write(source, path, **options)
+
+
+def policy_test(policy: Any, cases: Any, **options: Any) -> Any:
+    """Decide example calls under a policy and compare with the expected decisions (one row per case)."""
+    from thoth_nb.analytics.policy_tests import policy_test as run
+
+    return run(policy, cases, **options)
+
+
+def regression_cases(frame: Any, **options: Any) -> Any:
+    """Policy-test cases that expect what was recorded (from an events, violations or approvals frame)."""
+    from thoth_nb.analytics.policy_tests import regression_cases as build
+
+    return build(frame, **options)
 
 
 # Tool loops for the provider SDKs (the SDK is imported only when one of these is called)

@@ -587,7 +587,7 @@ class Engine:
             next_step = "Change the arguments so the rule no longer matches, or ask a reviewer to approve it."
         severity = "critical" if row["risk_score"] >= 90 else "high" if row["risk_score"] >= 70 else (
             "medium" if row["risk_score"] >= 40 else "low")
-        return {
+        answer = {
             "violation_id": violation_id,
             "what_happened": f"Agent '{row['agent_id']}' called '{row['tool_name']}'; Thoth answered "
                              f"{row['decision']}.",
@@ -609,6 +609,9 @@ class Engine:
             "conditions": [{"rule_id": r.id, "condition": r.describe(), "decision": r.decision.value,
                             "severity": r.severity} for r in rules],
         }
+        from thoth_nb.engine.explain import enrich  # what would have passed (the rule and condition that failed)
+
+        return enrich(self, policy, row, answer)
 
 
 def hold_reply(record: Mapping[str, Any]) -> dict[str, Any]:

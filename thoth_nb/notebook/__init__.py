@@ -70,6 +70,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
     magics = ThothMagics(ipython, state=state)
     ipython.register_magics(magics)
+    from thoth_nb.notebook import policy_magic  # %%thoth_policy: policy tests in a cell
+
+    policy_magic.register(ipython)
     feed = Feed(feed_mode(ipython), enabled=lambda: bool(magics.feed), max_rows=lambda: int(magics.feed_max_rows),
                 throttle=float(magics.feed_throttle))
     ipython.events.register("pre_run_cell", feed.pre_run_cell)
@@ -169,6 +172,9 @@ def unload_ipython_extension(ipython: Any) -> None:
                 del table["thoth"]
         if manager.registry.get("ThothMagics") is magics:
             del manager.registry["ThothMagics"]
+        from thoth_nb.notebook import policy_magic
+
+        policy_magic.unregister(ipython)
     configurables = getattr(ipython, "configurables", None)
     if configurables is not None and magics in configurables:
         configurables.remove(magics)

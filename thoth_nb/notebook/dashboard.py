@@ -240,12 +240,10 @@ def _reviewer() -> str:
 
 
 def _explanation_html(explained: dict[str, Any]) -> str:
-    rows = [("What happened", explained.get("what_happened")), ("Why", explained.get("why_it_was_blocked")),
-            ("What to do next", explained.get("what_to_do_next")),
-            ("Business impact", explained.get("business_impact")), ("Severity", explained.get("severity"))]
-    for condition in explained.get("conditions") or []:
-        rows.append((f"Rule {condition.get('rule_id')}", f"{condition.get('condition')} → {condition.get('decision')}"))
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v or ''))}</td></tr>" for k, v in rows)
+    from thoth_nb.engine.explain import explanation_rows
+
+    body = "".join(f"<tr><th>{html.escape(k.capitalize())}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in explanation_rows(explained))
     return f"{_STYLE}<table class='thoth-table'>{body}</table>"
 
 
@@ -571,3 +569,34 @@ def register(command: Callable[..., Any], add_filters: Callable[..., None] | Non
 
     command("replay", "What-if: re-decide recorded calls under a candidate policy FILE (no tool runs).",
             replay_options)(run_replay)
+
+    def coverage_options(p: Any) -> None:
+        p.add_argument("policy", nargs="?", help="policy YAML file (default: the policy in force)")
+        p.add_argument("--agent", dest="agent_id", help="only this agent's calls")
+        p.add_argument("--since", help="ISO time or relative: 30m, 2h, 7d")
+        p.add_argument("--tenant", dest="tenant_id")
+        p.add_argument("--min-approvals", dest="min_approvals", type=int, default=3,
+                       help="resolved holds a tool needs, all approved, to be an allow candidate (default 3)")
+
+    def run_coverage(magics: Any, args: argparse.Namespace) -> Any:
+        from IPython.core.error import UsageError
+
+        from thoth_nb._exceptions import PolicyError
+        from thoth_nb.analytics import frames
+        from thoth_nb.analytics.coverage import FINDINGS, coverage
+
+        try:
+            bench = Workbench(agent_id=args.agent_id, since=args.since, tenant_id=args.tenant_id,
+                              policy=os.path.expanduser(args.policy) if args.policy else
+                              (getattr(magics, "policy", None) or None))
+            events = frames.events(agent_id=args.agent_id, since=args.since, tenant_id=bench.tenant)
+            result = coverage(events, bench.policy(), min_approvals=args.min_approvals)
+        except (PolicyError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        stats = result.attrs["thoth_coverage"]
+        print(f"thoth: coverage of {stats['policy']} over {stats['calls']} calls: "
+              + ", ".join(f"{stats[f]} {f}" for f in FINDINGS))
+        return result
+
+    command("coverage", "Coverage of a policy FILE (default: in force): tools with no rule, rules that never "
+            "fired, tools reviewers always approve.", coverage_options)(run_coverage)

@@ -104,23 +104,17 @@ class Explanation:
 
     def __repr__(self) -> str:
         d = self.data
-        lines = [f"violation {d.get('violation_id')} ({d.get('severity')})",
-                 f"what happened: {d.get('what_happened')}",
-                 f"why: {d.get('why_it_was_blocked')}",
-                 f"next: {d.get('what_to_do_next')}",
-                 f"impact: {d.get('business_impact')}"]
-        for cond in d.get("conditions") or []:
-            lines.append(f"rule {cond.get('rule_id')}: {cond.get('condition')} → {cond.get('decision')}")
-        return "\n".join(lines)
+        from thoth_nb.engine.explain import explanation_rows
+
+        return "\n".join([f"violation {d.get('violation_id')} ({d.get('severity')})",
+                          *(f"{k}: {v}" for k, v in explanation_rows(d))])
 
     def _repr_html_(self) -> str:
         d = self.data
-        rows = [("what happened", _e(d.get("what_happened"))), ("why", _e(d.get("why_it_was_blocked"))),
-                ("what to do next", _e(d.get("what_to_do_next"))), ("impact", _e(d.get("business_impact"))),
-                ("severity", _e(d.get("severity"))), ("risk", _e(d.get("risk_score"))),
+        from thoth_nb.engine.explain import explanation_rows
+
+        rows = [*((k, _e(v)) for k, v in explanation_rows(d)), ("risk", _e(d.get("risk_score"))),
                 ("session", f"<code>{_e(d.get('session_id'))}</code>")]
-        rows += [(f"rule {c.get('rule_id')}", f"<code>{_e(c.get('condition'))}</code> → {_e(c.get('decision'))}")
-                 for c in d.get("conditions") or []]
         return (f"<div class='thoth-explain' style='border-left:4px solid {DECISION_COLOURS['BLOCK']};"
                 f"padding:4px 8px'><div><b>violation</b> <code>{_e(d.get('violation_id'))}</code> · "
                 f"<b>{_e(d.get('tool_name'))}</b></div>{_pairs(rows)}</div>")
