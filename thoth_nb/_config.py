@@ -150,7 +150,7 @@ def _redaction(patterns: Any, keys: Any, defaults: bool | None) -> tuple[dict[st
     named = {name: p.pattern for name, p in compiled.items()}
     try:
         _redact.redactor_for_options(named, key_list, bool(on))
-    except (ValueError, TypeError) as exc:  # names clashing with a default, groups that cannot combine
+    except ValueError as exc:  # a name clashing with a default pattern's
         raise ThothConfigError(f"redact: {exc}") from None
     return named, key_list, bool(on)
 

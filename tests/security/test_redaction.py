@@ -165,7 +165,6 @@ def test_redact_from_the_environment(cfg: dict[str, Any], monkeypatch: pytest.Mo
         ({"redact": {"email": "x+"}}, "already name a default pattern"),
         ({"redact": {"bad name": "x"}}, "must be letters, digits or _"),
         ({"redact": 5}, "redact must be a regex, a list of regexes or a dict"),
-        ({"redact": ["(?P<x>a)", "(?P<x>b)"]}, "cannot be combined"),
         ({"redact_keys": [1]}, "redact_keys must list argument names as strings"),
     ],
 )
