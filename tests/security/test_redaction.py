@@ -231,3 +231,14 @@ def test_the_redactor_keeps_ordinary_values_readable() -> None:
     assert redactor.text("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----") == \
         "[REDACTED:private_key]"
     assert redactor.tree(float("nan")) == "nan"
+
+
+def test_an_error_message_is_masked_too(cfg: dict[str, Any]) -> None:
+    def send(**kwargs: Any) -> str:
+        raise RuntimeError(f"login failed for {EMAIL} with password={PASSWORD}")
+
+    with pytest.raises(RuntimeError, match=PASSWORD):  # the caller still sees the real error
+        thoth_nb.governed(**cfg)(send)(to="x")
+    assert thoth_nb.flush()
+    post = next(e for e in local_store().events("t") if e["event_type"] == "TOOL_CALL_POST")
+    assert post["metadata"]["error"] == "login failed for [REDACTED:email] with [REDACTED:password]"
