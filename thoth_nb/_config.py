@@ -51,6 +51,12 @@ class ThothConfig:
     event_ingest_token: str | None = None
     policy: str | None = None
     tool_inventory: bool = True
+    #: extra patterns (name -> regex) masked in what events record; see thoth_nb/_redact.py
+    redact: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: extra argument names whose values events never record
+    redact_keys: list[str] = dataclasses.field(default_factory=list)
+    #: mask API keys, tokens, passwords, emails and card numbers (on unless turned off)
+    redact_defaults: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -116,6 +122,39 @@ def _positive(name: str, value: Any) -> float:
     return number
 
 
+def _redaction(patterns: Any, keys: Any, defaults: bool | None) -> tuple[dict[str, str], list[str], bool]:
+    """`redact=` / THOTH_REDACT (a JSON list or object of regexes), `redact_keys=` / THOTH_REDACT_KEYS
+    (comma-separated), `redact_defaults=` / THOTH_REDACT_DEFAULTS; every pattern compiled here, once."""
+    from thoth_nb import _redact
+
+    if patterns is None and (raw := _env("THOTH_REDACT")):
+        try:
+            patterns = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ThothConfigError(
+                f"THOTH_REDACT must be a JSON list or object of regular expressions, e.g. "
+                f"'[\"INT-[0-9]{{6}}\"]'; got {raw!r}") from None
+    try:
+        compiled = _redact.compile_patterns(patterns)
+    except (ValueError, TypeError) as exc:
+        raise ThothConfigError(f"redact: {exc}") from None
+    key_value = keys if keys is not None else _env("THOTH_REDACT_KEYS")
+    if isinstance(key_value, str):
+        key_value = [k.strip() for k in key_value.split(",") if k.strip()]
+    key_list = list(key_value) if key_value is not None else []
+    if not all(isinstance(k, str) and k for k in key_list):
+        raise ThothConfigError(f"redact_keys must list argument names as strings, e.g. ['ssn', 'pin']; "
+                               f"got {key_value!r}")
+    on = defaults if defaults is not None else (_env("THOTH_REDACT_DEFAULTS") or "on").lower() not in {
+        "0", "off", "false", "no"}
+    named = {name: p.pattern for name, p in compiled.items()}
+    try:
+        _redact.redactor_for_options(named, key_list, bool(on))
+    except ValueError as exc:  # a name clashing with a default pattern's
+        raise ThothConfigError(f"redact: {exc}") from None
+    return named, key_list, bool(on)
+
+
 def resolve_config(
     *,
     agent_id: str | None = None,
@@ -141,6 +180,9 @@ def resolve_config(
     event_ingest_token: str | None = None,
     policy: str | os.PathLike[str] | None = None,
     tool_inventory: bool | None = None,
+    redact: Mapping[str, str] | Iterable[str] | str | None = None,
+    redact_keys: Iterable[str] | str | None = None,
+    redact_defaults: bool | None = None,
 ) -> ThothConfig:
     """Build a validated `ThothConfig`; every problem is a `ThothConfigError` naming the fix."""
     agent = _first(agent_id, "THOTH_AGENT_ID")
@@ -207,6 +249,7 @@ def resolve_config(
         if tool_inventory is not None
         else (_env("THOTH_TOOL_INVENTORY") or "on").lower() not in {"0", "off", "false", "no"},
     )
+    config.redact, config.redact_keys, config.redact_defaults = _redaction(redact, redact_keys, redact_defaults)
     if config.policy is not None and not config.embedded:
         raise ThothConfigError(
             "policy= only applies to the embedded enforcer; with api_url set the server's policy decides "

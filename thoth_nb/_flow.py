@@ -23,8 +23,8 @@ from thoth_nb._models import (
     EnforcementDecision,
     EnforcementMode,
     apply_modified_args,
-    json_safe,
 )
+from thoth_nb._redact import redact_args, redact_text
 from thoth_nb._transports.base import Transport
 
 if TYPE_CHECKING:
@@ -463,7 +463,7 @@ def build_event(item: tuple[str, Call]) -> dict[str, Any]:
     ns = wall_ns(call.t0 if phase == "pre" else call.t1)
     governor = call.governor
     decision = call.decision
-    safe_args = json_safe(call.tool_args) if call.tool_args is not None else None
+    safe_args = redact_args(call.tool_args, governor.config) if call.tool_args is not None else None
     upto = call.calls_len + (1 if phase == "post" else 0)
     metadata = governor.metadata_base.copy()
     if governor.framework:
@@ -496,7 +496,7 @@ def build_event(item: tuple[str, Call]) -> dict[str, Any]:
         metadata["outcome"] = call.outcome or "ok"
         if call.error is not None:
             metadata["error_type"] = type(call.error).__name__
-            metadata["error"] = str(call.error)[:512]
+            metadata["error"] = redact_text(str(call.error)[:512], governor.config)
         else:
             metadata["result_type"] = call.result_type or type(call.result).__name__
             if call.size is not None:

@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_commands(sub)
     _add_bench_command(sub)
     _add_db_commands(sub)
+    from thoth_nb.cli_audit import add_audit_commands  # stdlib only: always available
+
+    add_audit_commands(sub)
     return parser
 
 

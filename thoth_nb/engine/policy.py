@@ -132,6 +132,18 @@ class _Doc:
         return PolicyError(message, source=self.source, line=line, field=field)
 
 
+_MAX_NODES = 50_000
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
+
+
+def _plain_tag(n: yaml.Node, path: tuple[Any, ...], source: str | None) -> None:
+    """Only plain YAML values: `!!python/...` and custom tags are refused, never constructed."""
+    if n.tag not in _PLAIN_TAGS:
+        raise PolicyError(f"YAML tag {n.tag!r} is not allowed: a policy holds plain values only (no objects, "
+                          "no code); remove the tag", source=source, line=n.start_mark.line + 1,
+                          field=".".join(str(p) for p in path) or None)
+
+
 def _compose(text: str, source: str | None) -> _Doc:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -145,12 +157,19 @@ def _compose(text: str, source: str | None) -> _Doc:
     if node is None:
         return _Doc({}, lines, source)
     constructor = yaml.SafeLoader("")
+    budget = [_MAX_NODES]
 
     def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
         lines[path] = n.start_mark.line + 1
+        budget[0] -= 1
+        if budget[0] < 0:  # aliases can expand exponentially ("billion laughs")
+            raise PolicyError(f"more than {_MAX_NODES} values once YAML aliases are expanded; remove the aliases",
+                              source=source, line=n.start_mark.line + 1)
+        _plain_tag(n, path, source)
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in n.value:
+                _plain_tag(key_node, path, source)
                 key = constructor.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
                 if key in out:
                     raise PolicyError(
