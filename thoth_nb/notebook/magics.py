@@ -369,7 +369,7 @@ def _async_cell_source(magics: ThothMagics, line: str, body: str) -> str | None:
     tree = ast.parse(source)
     if not _top_level_await(tree):
         return None
-    quiet = DisplayHook.semicolon_at_end_of_expression(source)  # `last;` shows nothing, as in plain cells
+    quiet = bool(DisplayHook.semicolon_at_end_of_expression(source))  # type: ignore[no-untyped-call]  # `x;`: no Out
     cell = ast.Name(_CELL_NAME, ast.Load())
     statements: list[ast.stmt] = []
     for index, node in enumerate(tree.body):
