@@ -115,9 +115,9 @@ def _adbc_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     used: list[str] = []
     real = _arrow_reader._query
 
-    def spy(path: str, sql: str, params: Any) -> Any:
+    def spy(conn: Any, sql: str, params: Any) -> Any:
         used.append(sql)
-        return real(path, sql, params)
+        return real(conn, sql, params)
 
     monkeypatch.setattr(_arrow_reader, "_query", spy)
     monkeypatch.setattr(frames, "_STORE_FILE", path, raising=False)
@@ -289,7 +289,7 @@ def _no_adbc_here(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any) -> Any:
         raise AssertionError("ADBC read a store in the process that holds it open")
 
-    monkeypatch.setattr(_arrow_reader, "_query", refuse)
+    monkeypatch.setattr(_arrow_reader, "_connect", refuse)  # even opening (and so closing) is the hazard
 
 
 def test_big_reads_use_a_warm_child_process_and_match(recorded: dict[str, Any],
@@ -375,3 +375,35 @@ def test_a_failing_reader_child_falls_back_to_sqlite3(recorded: dict[str, Any], 
     assert "fast read failed" in caplog.text and "reader cannot start" in caplog.text
     pd.testing.assert_frame_equal(df, expected, check_categorical=False)
     assert reader.pid is None
+
+
+def test_reader_connections_are_reused_until_the_file_is_replaced(tmp_path: Path) -> None:
+    """The reader child keeps its connections between reads, but a store file replaced at the same path
+    (a new inode) is read afresh, not through a connection to the old file."""
+    pytest.importorskip("adbc_driver_sqlite")
+    from thoth_nb.analytics import _arrow_reader
+
+    def make(path: Path, labels: list[str]) -> None:
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, at TEXT, label TEXT)")
+            db.executemany("INSERT INTO t (at, label) VALUES ('2026-01-02T03:04:05.000006Z', ?)",
+                           [(x,) for x in labels])
+        db.close()
+
+    path = tmp_path / "r.db"
+    make(path, ["a", "b", "a"])
+    connections = _arrow_reader.Connections()
+    query = [("SELECT seq, at, label FROM t WHERE seq >= ? ORDER BY seq", [1])]
+    try:
+        first = _arrow_reader.read(str(path), query, times=["at"], categories=["label"], connections=connections)
+        conn = connections.get(str(path), 0)
+        again = _arrow_reader.read(str(path), query, times=["at"], categories=["label"], connections=connections)
+        assert connections.get(str(path), 0) is conn and again.equals(first)
+        assert str(first.schema.field("at").type) == "timestamp[us, tz=UTC]"
+        assert first.schema.field("label").type.value_type == "string" and first["label"].to_pylist() == ["a", "b", "a"]
+        make(tmp_path / "new.db", ["z"])
+        os.replace(tmp_path / "new.db", path)
+        replaced = _arrow_reader.read(str(path), query, times=["at"], categories=["label"], connections=connections)
+        assert replaced["label"].to_pylist() == ["z"] and connections.get(str(path), 0) is not conn
+    finally:
+        connections.close()
