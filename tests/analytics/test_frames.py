@@ -4,6 +4,8 @@ lazy tool arguments, and the `df.thoth` accessor on known data."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -108,14 +110,16 @@ def _adbc_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     path = _runtime.local_store().path
     _runtime.reset()  # ADBC is only used for a store file no sqlite3 connection here holds open
     monkeypatch.setenv("THOTH_ADBC", "1")
+    from thoth_nb.analytics import _arrow_reader
+
     used: list[str] = []
-    real = frames._read_adbc
+    real = _arrow_reader._query
 
-    def spy(*args: Any) -> Any:
-        used.append(args[2])
-        return real(*args)
+    def spy(conn: Any, sql: str, params: Any) -> Any:
+        used.append(sql)
+        return real(conn, sql, params)
 
-    monkeypatch.setattr(frames, "_read_adbc", spy)
+    monkeypatch.setattr(_arrow_reader, "_query", spy)
     monkeypatch.setattr(frames, "_STORE_FILE", path, raising=False)
     return used
 
@@ -278,21 +282,128 @@ def test_cards_for_violations_and_sessions(recorded: dict[str, Any]) -> None:
         thoth_nb.events(tenant_id="acme").thoth.card()
 
 
-def test_big_reads_use_a_child_process_and_match(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A big read of a store this process has open goes through ADBC in a child process (never here)."""
+def _no_adbc_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if ADBC reads anything in this process."""
+    from thoth_nb.analytics import _arrow_reader
+
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("ADBC read a store in the process that holds it open")
+
+    monkeypatch.setattr(_arrow_reader, "_connect", refuse)  # even opening (and so closing) is the hazard
+
+
+def test_big_reads_use_a_warm_child_process_and_match(recorded: dict[str, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big read of a store this process has open goes through ADBC in a reader child (never here),
+    typed like the sqlite3 path, and the child stays up for the next read."""
     pytest.importorskip("adbc_driver_sqlite")
-    slow = thoth_nb.events(tenant_id="acme")
+    slow = thoth_nb.events(tenant_id="acme", tool_args=False)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
-    children: list[int] = []
-    real = frames._read_in_child
+    monkeypatch.setenv("THOTH_ADBC", "1")  # even when asked for, never in-process for an open store
+    _no_adbc_here(monkeypatch)
+    reads: list[int | None] = []
+    real = frames._READER.read
 
-    def spy(*args: Any) -> Any:
-        children.append(1)
-        return real(*args)
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        table = real(*args, **kwargs)
+        reads.append(frames._READER.pid)
+        return table
 
-    monkeypatch.setattr(frames, "_read_in_child", spy)
-    fast = thoth_nb.events(tenant_id="acme")
-    assert children == [1]
+    monkeypatch.setattr(frames._READER, "read", spy)
+    fast = thoth_nb.events(tenant_id="acme", tool_args=False)
+    again = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reads) == 2 and reads[0] == reads[1] and reads[0] not in (None, os.getpid())
     pd.testing.assert_frame_equal(fast, slow, check_categorical=False)
+    pd.testing.assert_frame_equal(again, slow, check_categorical=False)
+    assert str(fast["occurred_at"].dtype) == "datetime64[us, UTC]"
+    assert all(isinstance(fast[c].dtype, pd.CategoricalDtype) for c in frames.EVENT_CATEGORIES)
+    assert "tool_args" not in fast.columns and fast.thoth.with_args()["tool_args"].iloc[0] == {"query": "a"}
     assert thoth_nb.flush()
     assert len(thoth_nb.events(tenant_id="acme")) == 20  # and the store is still fine afterwards
+
+
+def test_governing_while_the_child_reads_keeps_the_store_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The regression guard: big reads between rounds of governed calls (the store open and written here)
+    never run ADBC in this process, and every write still lands."""
+    pytest.importorskip("adbc_driver_sqlite")
+    monkeypatch.setenv("THOTH_ADBC", "1")
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    _no_adbc_here(monkeypatch)
+
+    @thoth_nb.governed(agent_id="a", tenant_id="t", approved_scope=["search"])
+    def search(q: str) -> str:
+        return q
+
+    for round_ in range(3):
+        for i in range(20):
+            search(f"{round_}-{i}")
+        assert thoth_nb.flush()
+        assert len(thoth_nb.events(tenant_id="t", tool_args=False)) == 40 * (round_ + 1)
+    assert frames._READER.pid is not None
+    from thoth_nb import _runtime
+
+    path = _runtime.local_store().path
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+
+
+def test_open_here_sees_any_connection_to_the_file(tmp_path: Path) -> None:
+    """A store opened by hand (not through the runtime) still counts as open: no in-process ADBC then."""
+    path = tmp_path / "by-hand.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd")
+    assert frames._open_here(path)
+    db.close()
+    assert not frames._open_here(path)
+
+
+def test_a_failing_reader_child_falls_back_to_sqlite3(recorded: dict[str, Any], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("adbc_driver_sqlite")
+    expected = thoth_nb.events(tenant_id="acme", tool_args=False)
+    broken = tmp_path / "broken_reader.py"
+    broken.write_text("import sys\nsys.stderr.write('reader cannot start')\nsys.exit(3)\n")
+    reader = frames._ReaderProcess(script=broken)
+    monkeypatch.setattr(frames, "_READER", reader)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    with caplog.at_level("WARNING", logger="thoth_nb"):
+        df = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert "fast read failed" in caplog.text and "reader cannot start" in caplog.text
+    pd.testing.assert_frame_equal(df, expected, check_categorical=False)
+    assert reader.pid is None
+
+
+def test_reader_connections_are_reused_until_the_file_is_replaced(tmp_path: Path) -> None:
+    """The reader child keeps its connections between reads, but a store file replaced at the same path
+    (a new inode) is read afresh, not through a connection to the old file."""
+    pytest.importorskip("adbc_driver_sqlite")
+    from thoth_nb.analytics import _arrow_reader
+
+    def make(path: Path, labels: list[str]) -> None:
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, at TEXT, label TEXT)")
+            db.executemany("INSERT INTO t (at, label) VALUES ('2026-01-02T03:04:05.000006Z', ?)",
+                           [(x,) for x in labels])
+        db.close()
+
+    path = tmp_path / "r.db"
+    make(path, ["a", "b", "a"])
+    connections = _arrow_reader.Connections()
+    query = [("SELECT seq, at, label FROM t WHERE seq >= ? ORDER BY seq", [1])]
+    try:
+        first = _arrow_reader.read(str(path), query, times=["at"], categories=["label"], connections=connections)
+        conn = connections.get(str(path), 0)
+        again = _arrow_reader.read(str(path), query, times=["at"], categories=["label"], connections=connections)
+        assert connections.get(str(path), 0) is conn and again.equals(first)
+        assert str(first.schema.field("at").type) == "timestamp[us, tz=UTC]"
+        assert first.schema.field("label").type.value_type == "string" and first["label"].to_pylist() == ["a", "b", "a"]
+        make(tmp_path / "new.db", ["z"])
+        os.replace(tmp_path / "new.db", path)
+        replaced = _arrow_reader.read(str(path), query, times=["at"], categories=["label"], connections=connections)
+        assert replaced["label"].to_pylist() == ["z"] and connections.get(str(path), 0) is not conn
+    finally:
+        connections.close()

@@ -5,9 +5,10 @@
 
 Dtypes are chosen for auditing: timestamps are tz-aware UTC, repeated labels (agent, tool, decision,
 event type, ...) are categoricals, tool arguments are dicts. Speed matters because stores grow to
-millions of rows: the embedded path reads only the indexed columns of `events` with one SQL query
-per worker (ADBC into Arrow when `adbc-driver-sqlite` is installed, which is about 3x faster than
-`pd.read_sql`), converts timestamps inside SQLite, and never parses the JSON event bodies unless asked.
+millions of rows: the embedded path reads only the indexed columns of `events`; big reads go through
+ADBC straight into typed Arrow (timestamps parsed and labels dictionary-encoded per worker, so pandas
+gets categoricals without a second pass), in a warm reader child process when this process holds the
+store open (`_arrow_reader` explains why), and the JSON event bodies are never parsed unless asked.
 Tool arguments of large frames load on demand with `df.thoth.with_args()` (for the rows still in `df`).
 """
 
@@ -19,7 +20,6 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,44 +199,41 @@ def _event_sql(where: Sequence[str], limit: int | None) -> str:
 
 
 def _adbc() -> Any:
-    """ADBC only when asked for (THOTH_ADBC=1), and only for a store this process does not write.
+    """The in-process ADBC reader when asked for (THOTH_ADBC=1); it is only used for a store file this
+    process does not hold open (see `_arrow_reader` for why)."""
+    if os.environ.get("THOTH_ADBC", "").lower() not in ("1", "true", "yes", "on") or not _adbc_importable():
+        return None
+    from thoth_nb.analytics import _arrow_reader
 
-    adbc-driver-sqlite bundles its own SQLite. Two SQLite libraries in one process do not share
-    their POSIX-lock bookkeeping, so closing an ADBC connection drops the locks the process's own
-    sqlite3 connections hold on the same file ("disk I/O error", and a WAL file at risk). Reading
-    a store file from a separate analysis process is safe and ~3x faster; it is never the default.
-    """
-    if os.environ.get("THOTH_ADBC", "").lower() not in ("1", "true", "yes", "on"):
-        return None
-    try:
-        import adbc_driver_sqlite.dbapi as adbc
-    except ImportError:
-        return None
-    return adbc
+    return _arrow_reader
 
 
 def _read_events(path: Path, where: list[str], params: list[Any], limit: int | None) -> Any:
-    """The matching rows as a pyarrow Table (ADBC) or a list of column lists (stdlib sqlite3)."""
+    """The matching rows as a typed pyarrow Table (ADBC) or a list of column lists (stdlib sqlite3).
+
+    Big reads (no limit, at least `_PARALLEL_FROM` rows) go through ADBC, one query per seq range on
+    its own connection and thread (SQLite decodes rows while the GIL is released): in this process for
+    a store file nothing here holds open and THOTH_ADBC=1, else in the warm reader child."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
         lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
     probe.close()
-    adbc = _adbc()
-    if adbc is None or _open_here(path):
-        if hi - lo >= _PARALLEL_FROM and limit is None and _adbc_importable():
-            return _read_in_child(path, where, params)  # ADBC's speed, in a process of its own
-        return _read_sqlite3(path, where, params, limit)
-    parts = 1 if limit is not None or hi - lo < _PARALLEL_FROM else min(4, max(2, os.cpu_count() or 2))
+    big = limit is None and hi - lo >= _PARALLEL_FROM
+    parts = min(4, max(2, os.cpu_count() or 2)) if big else 1
     if parts == 1:
-        return _read_adbc(adbc, path, _event_sql(where, limit), params)
-    # one query per seq range on its own connection: SQLite decodes rows while the GIL is released
-    bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
-    ranged = [*where, "seq > ?", "seq <= ?"]
-    import pyarrow as pa
-
-    with ThreadPoolExecutor(parts, thread_name_prefix="thoth-nb-read") as pool:
-        tables = list(pool.map(lambda i: _read_adbc(adbc, path, _event_sql(ranged, None),
-                                                    [*params, bounds[i], bounds[i + 1]]), range(parts)))
-    return pa.concat_tables(tables)
+        queries = [(_event_sql(where, limit), list(params))]
+    else:
+        bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
+        ranged = _event_sql([*where, "seq > ?", "seq <= ?"], None)
+        queries = [(ranged, [*params, bounds[i], bounds[i + 1]]) for i in range(parts)]
+    adbc = _adbc()
+    if adbc is not None and not _open_here(path):
+        return _read_adbc(adbc, path, queries)
+    if big and _adbc_importable():
+        try:
+            return _READER.read(path, queries, times=("occurred_at",), categories=EVENT_CATEGORIES)
+        except ReaderError as exc:
+            logger.warning("thoth: fast read failed (%s); reading with sqlite3", exc)
+    return _read_sqlite3(path, where, params, limit)
 
 
 def _adbc_importable() -> bool:
@@ -245,60 +242,143 @@ def _adbc_importable() -> bool:
     return importlib.util.find_spec("adbc_driver_sqlite") is not None
 
 
-_CHILD = """
-import json, sys
-import pyarrow as pa
-from pathlib import Path
-from thoth_nb.analytics.frames import _read_events
-job = json.load(sys.stdin)
-table = _read_events(Path(job["path"]), job["where"], job["params"], None)
-with pa.OSFile(job["out"], "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-    writer.write_table(table)
-"""
+def _read_adbc(adbc: Any, path: Path, queries: list[tuple[str, list[Any]]]) -> Any:
+    return adbc.read(str(path), queries, times=("occurred_at",), categories=EVENT_CATEGORIES)
 
 
-def _read_in_child(path: Path, where: list[str], params: list[Any]) -> Any:
-    """Read a big store with ADBC in a child process, so its bundled SQLite never shares our file locks;
-    the table comes back as an Arrow IPC file."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
+class ReaderError(RuntimeError):
+    """The reader child could not read (not installed properly, crashed, or the query failed)."""
 
-    import pyarrow as pa
 
-    with tempfile.TemporaryDirectory(prefix="thoth-read-") as tmp:
-        out = Path(tmp) / "events.arrow"
-        job = json.dumps({"path": str(path), "where": where, "params": params, "out": str(out)})
-        env = {**os.environ, "THOTH_ADBC": "1"}
-        done = subprocess.run([sys.executable, "-c", _CHILD], input=job, capture_output=True, text=True,
-                              env=env, timeout=600)
-        if done.returncode != 0:
-            logger.warning("thoth: fast read failed (%s); reading with sqlite3", done.stderr.strip()[-300:])
-            return _read_sqlite3(path, where, params, None)
-        with pa.OSFile(str(out), "rb") as source:  # read into memory: the file goes with the folder
-            return pa.ipc.open_file(source).read_all()
+class _ReaderProcess:
+    """A reader child kept warm between reads (`python -P _arrow_reader.py`): starting Python with
+    pyarrow and ADBC costs about a second, more than reading a million rows. It reads with ADBC's own
+    SQLite, in its own process, so this process's sqlite3 locks on the store are never touched. Tables
+    come back as Arrow IPC files on /dev/shm (when present) that this process memory-maps, then deletes.
+    The child ends when its stdin closes: at exit here, or when this process dies."""
+
+    def __init__(self, script: Path | None = None) -> None:
+        import threading
+
+        self._script = script or Path(__file__).with_name("_arrow_reader.py")
+        self._lock = threading.Lock()
+        self._proc: Any = None
+        self._pid = 0
+        self._dir: Path | None = None
+
+    def read(self, path: Path, queries: list[tuple[str, list[Any]]], *, times: Sequence[str] = (),
+             categories: Sequence[str] = ()) -> Any:
+        import uuid
+
+        import pyarrow as pa
+
+        with self._lock:
+            proc = self._start()
+            assert self._dir is not None
+            out = self._dir / f"{uuid.uuid4().hex}.arrow"
+            job = {"path": str(path), "queries": queries, "times": list(times), "categories": list(categories),
+                   "out": str(out)}
+            try:
+                proc.stdin.write(_json.dumps(job) + "\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+            except (OSError, ValueError):
+                line = ""
+            if not line:
+                why = self._stderr_tail()
+                self._stop()
+                raise ReaderError(f"the reader process ended: {why or 'no output'}")
+            try:
+                reply = _json.loads(line)
+                if not reply.get("ok"):
+                    raise ReaderError(str(reply.get("error")))
+                with pa.memory_map(str(out)) as source:  # buffers keep the mapping after close and unlink
+                    return pa.ipc.open_file(source).read_all()
+            finally:
+                out.unlink(missing_ok=True)
+
+    def _start(self) -> Any:
+        import subprocess
+        import sys
+        import tempfile
+
+        if self._proc is not None and self._proc.poll() is None and self._pid == os.getpid():
+            return self._proc
+        if self._pid != os.getpid():  # a forked copy of this object: the child belongs to the parent
+            self._proc, self._dir = None, None
+        self._stop()
+        shm = Path("/dev/shm")
+        self._dir = Path(tempfile.mkdtemp(prefix="thoth-read-",
+                                          dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+        with open(self._dir / "stderr.log", "wb") as log:
+            self._proc = subprocess.Popen([sys.executable, "-P", str(self._script)], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+                                          close_fds=True)
+        self._pid = os.getpid()
+        if not getattr(self, "_registered", False):
+            import atexit
+
+            atexit.register(self.close)
+            self._registered = True
+        return self._proc
+
+    def _stderr_tail(self) -> str:
+        try:
+            return (self._dir / "stderr.log").read_text(errors="replace").strip()[-300:] if self._dir else ""
+        except OSError:
+            return ""
+
+    def _stop(self) -> None:
+        import shutil
+        import subprocess
+
+        proc, self._proc = self._proc, None
+        if proc is not None and self._pid == os.getpid():
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout,):
+                stream.close()
+        if self._dir is not None and self._pid == os.getpid():
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = None
+
+    def close(self) -> None:
+        """Stop the child (it is started again by the next big read)."""
+        with self._lock:
+            self._stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, else None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+
+_READER = _ReaderProcess()
 
 
 def _open_here(path: Path) -> bool:
+    """Whether this process has the file open: a store it opened, or any descriptor on the file
+    (/proc/self/fd, where there is one: it also sees stores opened by hand, outside `_runtime`)."""
     from thoth_nb import _runtime
 
-    return any(store.path.resolve() == path.resolve() for store in list(_runtime._stores.values()))
-
-
-def _read_adbc(adbc: Any, path: Path, sql: str, params: list[Any]) -> Any:
-    conn = adbc.connect(str(path))
-    try:
-        cursor = conn.cursor()
+    target = path.resolve()
+    if any(store.path.resolve() == target for store in list(_runtime._stores.values())):
+        return True
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return False
+    for fd in os.listdir(fds):
         try:
-            cursor.execute("PRAGMA busy_timeout=10000")  # parallel readers may meet the WAL writer
-            cursor.execute("PRAGMA mmap_size=8589934592")  # scan through mmap: fewer copies, ~15% faster
-            cursor.execute(sql, params)
-            return cursor.fetch_arrow_table()
-        finally:
-            cursor.close()
-    finally:
-        conn.close()
+            if os.readlink(fds / fd) == str(target):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _read_sqlite3(path: Path, where: list[str], params: list[Any], limit: int | None) -> list[list[Any]]:
@@ -320,21 +400,17 @@ def _events_frame(pd: Any, table: Any) -> Any:
             frame[column] = frame[column].astype("category")
         return frame
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    # the readers type columns on the way; a time column in another text format is parsed here
     columns = {}
     for name in table.column_names:
         col = table[name]
-        if name == "occurred_at":
-            try:
-                col = pc.cast(col, pa.timestamp("us", tz="UTC"))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # text not in the store's own format
-                col = pa.array(_utc(pd, col.to_pylist()).array)
-        elif name in EVENT_CATEGORIES:
+        if name == "occurred_at" and not pa.types.is_timestamp(col.type):
+            col = pa.array(_utc(pd, col.to_pylist()).array)
+        elif name in EVENT_CATEGORIES and not pa.types.is_dictionary(col.type):
             col = col.cast(pa.string()).dictionary_encode()
         columns[name] = col
-    frame = pa.table(columns).to_pandas()
-    return frame
+    return pa.table(columns).to_pandas(self_destruct=True, split_blocks=True)
 
 
 def _events_from_items(pd: Any, items: list[dict[str, Any]], tenant: str) -> Any:

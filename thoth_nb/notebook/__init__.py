@@ -73,6 +73,7 @@ def load_ipython_extension(ipython: Any) -> None:
     from thoth_nb.notebook import policy_magic  # %%thoth_policy: policy tests in a cell
 
     policy_magic.register(ipython)
+    magics.install_async_cells()  # %%thoth cells with top-level await
     feed = Feed(feed_mode(ipython), enabled=lambda: bool(magics.feed), max_rows=lambda: int(magics.feed_max_rows),
                 throttle=float(magics.feed_throttle))
     ipython.events.register("pre_run_cell", feed.pre_run_cell)
@@ -164,6 +165,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     magics, feed = state.magics, state.feed
     manager = getattr(ipython, "magics_manager", None)
+    if magics is not None:
+        magics.uninstall_async_cells()
     if manager is not None and magics is not None:
         for kind in ("line", "cell"):
             table = manager.magics.get(kind, {})

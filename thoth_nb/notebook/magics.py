@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shlex
 import uuid
 from collections.abc import Callable, MutableMapping
@@ -132,6 +133,7 @@ class ThothMagics(Magics):
         from thoth_nb.notebook import ExtensionState
 
         self.state = state or ExtensionState()
+        self._async_cells: Callable[[list[str]], list[str]] | None = None
 
     @property
     def ip(self) -> Any:
@@ -204,10 +206,13 @@ class ThothMagics(Magics):
 
     # -- %%thoth ---------------------------------------------------------------------------------
 
-    def _cell(self, line: str, cell: str) -> Any:
+    def _cell_options(self, line: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The cell's options as a `config_override` (only what was given) and as `instrument()` options."""
         args = CELL_PARSER.parse_args(_split(line))
-        override = self.governance_options(args, with_defaults=False)
-        auto = self.governance_options(args)
+        return self.governance_options(args, with_defaults=False), self.governance_options(args)
+
+    def _cell(self, line: str, cell: str) -> Any:
+        override, auto = self._cell_options(line)
         token = _context.config_override.set(override or None)
         try:
             return self._run_cell_governed(cell, auto)
@@ -222,9 +227,11 @@ class ThothMagics(Magics):
         filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
         tree = ast.parse(source, filename=filename)
         if _top_level_await(tree):
-            raise UsageError("%%thoth cannot run top-level await (the kernel's event loop is already busy "
-                             "running this cell). Instrument in a %%thoth cell, then await in a plain cell: the "
-                             "tools keep the cell's options.")
+            # cells with top-level await never get here once the extension is loaded: `async_cell_transformer`
+            # rewrites them into Python that IPython itself awaits
+            raise UsageError("%%thoth runs top-level await only in a shell where `%load_ext thoth_nb` installed "
+                             "its input transformer (and with %autoawait on); here, instrument in a %%thoth cell "
+                             "and await in a plain cell: the tools keep the cell's options.")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         ns = shell.user_ns
         glob = shell.user_global_ns
@@ -236,6 +243,25 @@ class ThothMagics(Magics):
             return None
         value = eval(compile(ast.Expression(last.value), filename, "eval"), glob, ns)
         return value
+
+    def install_async_cells(self) -> None:
+        """Let `%%thoth` cells use top-level await: registers `async_cell_transformer` (on `%load_ext`)."""
+        cleanup = getattr(self.ip, "input_transformers_cleanup", None)
+        if cleanup is not None and self._async_cells is None:
+            self._async_cells = async_cell_transformer(self)
+            cleanup.append(self._async_cells)
+
+    def uninstall_async_cells(self) -> None:
+        """Remove the transformer again (on `%unload_ext`)."""
+        cleanup = getattr(self.ip, "input_transformers_cleanup", None)
+        if cleanup is not None and self._async_cells in cleanup:
+            cleanup.remove(self._async_cells)
+        self._async_cells = None
+
+    def governed_cell(self, line: str) -> GovernedCell:
+        """The context a rewritten `%%thoth` cell with top-level await runs in (see `async_cell_transformer`)."""
+        override, auto = self._cell_options(line)
+        return GovernedCell(self, override, auto)
 
     def _govern_new(self, ns: MutableMapping[str, Any], before: dict[str, Any], options: dict[str, Any]) -> None:
         from thoth_nb._instrument import is_governed
@@ -257,6 +283,7 @@ class ThothMagics(Magics):
 
 
 _UNSET = object()
+_CELL_NAME = "__thoth_cell__"
 
 
 def _top_level_await(tree: ast.Module) -> bool:
@@ -270,6 +297,92 @@ def _top_level_await(tree: ast.Module) -> bool:
             continue
         todo.extend(ast.iter_child_nodes(node))
     return False
+
+
+class GovernedCell:
+    """A `%%thoth` cell with top-level await, rewritten by `async_cell_transformer` into
+
+        with get_ipython().find_cell_magic("thoth").__self__.governed_cell(LINE) as __thoth_cell__:
+            statement
+            __thoth_cell__.step()
+            ...
+            __thoth_cell__.show(last expression)
+
+    which IPython runs as a coroutine itself (`should_run_async` sees the await: the kernel awaits it on its
+    own event loop, a terminal on IPython's loop runner). The cell's options are a context variable set
+    here, so they reach every call the cell makes, awaited coroutines and the tasks and threads they start
+    (asyncio copies the context into each task, `asyncio.to_thread` into its thread).
+    """
+
+    def __init__(self, magics: ThothMagics, override: dict[str, Any], options: dict[str, Any]) -> None:
+        self._magics = magics
+        self._override = override
+        self._options = options
+        self._token: Any = None
+        self._before: dict[str, Any] = {}
+
+    def __enter__(self) -> GovernedCell:
+        self._token = _context.config_override.set(self._override or None)
+        self._before = dict(self._magics.ip.user_ns)
+        return self
+
+    def step(self) -> None:
+        """After each top-level statement: govern new objects with `.tools` (as the synchronous cell does)."""
+        ns = self._magics.ip.user_ns
+        self._magics._govern_new(ns, self._before, self._options)
+        self._before = dict(ns)
+
+    def show(self, value: Any) -> None:
+        """The cell's last expression, shown (and kept in Out) the way IPython shows a cell's value."""
+        import sys
+
+        self.step()
+        sys.displayhook(value)
+
+    def __exit__(self, *exc: object) -> None:
+        _context.config_override.reset(self._token)
+        self._magics.ip.user_ns.pop(_CELL_NAME, None)
+
+
+def async_cell_transformer(magics: ThothMagics) -> Callable[[list[str]], list[str]]:
+    """An IPython cleanup input transformer: a `%%thoth` cell whose body has top-level await becomes plain
+    Python around `GovernedCell` (IPython runs cell magics synchronously, inside the kernel's running event
+    loop, so the magic itself cannot await). Other cells pass through untouched; so does anything it
+    cannot parse, for the magic to report."""
+    def thoth_async_cells(lines: list[str]) -> list[str]:
+        if not lines or not re.match(r"%%thoth(\s|$)", lines[0]):
+            return lines
+        try:
+            source = _async_cell_source(magics, lines[0][len("%%thoth"):].strip(), "".join(lines[1:]))
+        except Exception:  # a syntax error or bad options: the magic raises it with its own message
+            return lines
+        return lines if source is None else source.splitlines(keepends=True)
+
+    thoth_async_cells.has_side_effects = False  # type: ignore[attr-defined]
+    return thoth_async_cells
+
+
+def _async_cell_source(magics: ThothMagics, line: str, body: str) -> str | None:
+    from IPython.core.displayhook import DisplayHook
+
+    source = magics.ip.transform_cell(body)
+    tree = ast.parse(source)
+    if not _top_level_await(tree):
+        return None
+    quiet = bool(DisplayHook.semicolon_at_end_of_expression(source))  # type: ignore[no-untyped-call]  # `x;`: no Out
+    cell = ast.Name(_CELL_NAME, ast.Load())
+    statements: list[ast.stmt] = []
+    for index, node in enumerate(tree.body):
+        if index == len(tree.body) - 1 and isinstance(node, ast.Expr) and not quiet:
+            statements.append(ast.Expr(ast.Call(ast.Attribute(cell, "show", ast.Load()), [node.value], [])))
+        else:
+            statements += [node, ast.Expr(ast.Call(ast.Attribute(cell, "step", ast.Load()), [], []))]
+    magic = ast.parse('get_ipython().find_cell_magic("thoth").__self__.governed_cell(LINE)', mode="eval").body
+    assert isinstance(magic, ast.Call)
+    magic.args = [ast.Constant(line)]
+    wrapped = ast.With([ast.withitem(magic, ast.Name(_CELL_NAME, ast.Store()))], statements)
+    return ast.unparse(ast.fix_missing_locations(ast.Module([wrapped], type_ignores=[]))) + "\n"
+
 
 CELL_PARSER = _Parser(prog="%%thoth", description="Govern every tool call made in this cell.")
 _add_governance_options(CELL_PARSER)

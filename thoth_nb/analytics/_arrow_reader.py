@@ -1,0 +1,165 @@
+"""Read rows of a SQLite file straight into typed Arrow with ADBC, and the warm reader process that does it.
+
+adbc-driver-sqlite bundles its own SQLite library. Two SQLite libraries in one process do not share their
+POSIX-lock bookkeeping: closing an ADBC connection drops the locks this process's `sqlite3` connections
+hold on the same file ("disk I/O error" on their next read, and a WAL file at risk). So `frames.py` imports
+this module in-process only for store files nothing here holds open; for a store the process does hold
+open it runs this file as a script, a reader child that stays up between reads (starting Python with
+pyarrow and ADBC costs about a second, more than the read itself).
+
+The script imports only pyarrow and the low-level ADBC driver (not its DB-API module, which pulls in pandas),
+never thoth_nb: it runs by path with `python -P`, so nothing from the parent's package is imported there.
+Protocol: one JSON job per stdin line -> one JSON reply per stdout line; the table goes to the Arrow IPC file
+the job names (on /dev/shm when there is one), which the parent memory-maps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: Rows per Arrow batch from the driver: its default (1024) makes ~1000 chunks per million rows, each
+#: with its own dictionary to merge later; large batches read ~25% faster (CPU, measured 4k to 1M rows).
+BATCH_ROWS = 1 << 20
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+class Connections:
+    """Open ADBC connections of the reader child, one per (file, worker), kept between reads: a fresh
+    connection maps the file afresh and pays its page faults again (~0.2 s of a million-row read).
+    A file replaced at the same path (another inode) gets new connections. Only the child keeps
+    connections; in-process reads close theirs at once (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, int], tuple[tuple[int, int], Any, Any]] = {}
+
+    def get(self, path: str, worker: int) -> Any:
+        import os
+
+        stat = os.stat(path)
+        identity = (stat.st_dev, stat.st_ino)
+        found = self._open.get((path, worker))
+        if found is not None and found[0] == identity:
+            return found[2]
+        if found is not None:
+            _close(found[1], found[2])
+        db, conn = _connect(path)
+        self._open[(path, worker)] = (identity, db, conn)
+        return conn
+
+    def close(self) -> None:
+        for _, db, conn in self._open.values():
+            _close(db, conn)
+        self._open.clear()
+
+
+def read(path: str, queries: Sequence[tuple[str, Sequence[Any]]], *, times: Sequence[str] = (),
+         categories: Sequence[str] = (), connections: Connections | None = None) -> pa.Table:
+    """The concatenated results of `queries` (one connection and thread each), typed on the way: `times`
+    columns (RFC 3339 text) as timestamp[us, UTC], `categories` dictionary-encoded (pandas categoricals
+    without a second pass). A time column in another text format stays text (the caller parses it).
+    With `connections` (the reader child) connections stay open for the next read."""
+    def one(worker: int) -> pa.Table:
+        sql, params = queries[worker]
+        if connections is not None:
+            return _typed(_query(connections.get(path, worker), sql, params), times, categories)
+        db, conn = _connect(path)
+        try:
+            return _typed(_query(conn, sql, params), times, categories)
+        finally:
+            _close(db, conn)
+
+    if len(queries) == 1:
+        return one(0)
+    with ThreadPoolExecutor(len(queries), thread_name_prefix="thoth-nb-read") as pool:
+        tables = list(pool.map(one, range(len(queries))))
+    return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
+
+
+def _connect(path: str) -> tuple[Any, Any]:
+    import adbc_driver_manager as dm
+    import adbc_driver_sqlite
+
+    db = adbc_driver_sqlite.connect(path)
+    try:
+        conn = dm.AdbcConnection(db)
+    except BaseException:
+        db.close()
+        raise
+    for pragma in ("PRAGMA busy_timeout=10000",  # parallel readers may meet the WAL writer
+                   "PRAGMA mmap_size=8589934592"):  # scan through mmap: fewer copies, ~15% faster
+        with dm.AdbcStatement(conn) as stmt:
+            stmt.set_sql_query(pragma)
+            stmt.execute_update()
+    return db, conn
+
+
+def _close(db: Any, conn: Any) -> None:
+    try:
+        conn.close()
+    finally:
+        db.close()
+
+
+def _query(conn: Any, sql: str, params: Sequence[Any]) -> pa.Table:
+    import adbc_driver_manager as dm
+
+    with dm.AdbcStatement(conn) as stmt:
+        stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+        stmt.set_sql_query(sql)
+        if params:
+            names = [f"p{i}" for i in range(len(params))]
+            stmt.bind(*_export(pa.record_batch([pa.array([p]) for p in params], names=names)))
+        stream, _ = stmt.execute_query()
+        return pa.RecordBatchReader._import_from_c(stream.address).read_all()
+
+
+def _export(batch: pa.RecordBatch) -> tuple[Any, Any]:
+    import adbc_driver_manager as dm
+
+    array, schema = dm.ArrowArrayHandle(), dm.ArrowSchemaHandle()
+    batch._export_to_c(array.address, schema.address)
+    return array, schema
+
+
+def _typed(table: pa.Table, times: Sequence[str], categories: Sequence[str]) -> pa.Table:
+    columns = []
+    for name in table.column_names:
+        column = table[name]
+        if name in times and not pa.types.is_timestamp(column.type):
+            try:
+                column = pc.cast(column, pa.timestamp("us", tz="UTC"))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass  # not the store's own format: left as text for the caller's slower parser
+        elif name in categories and not pa.types.is_dictionary(column.type):
+            column = column.cast(pa.string()).dictionary_encode()
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+def serve() -> None:
+    """The reader child: one job per stdin line until stdin closes."""
+    connections = Connections()
+    for line in sys.stdin:
+        try:
+            job = json.loads(line)
+            table = read(job["path"], [(q[0], q[1]) for q in job["queries"]], times=job.get("times", ()),
+                         categories=job.get("categories", ()), connections=connections)
+            with pa.OSFile(job["out"], "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            reply: dict[str, Any] = {"ok": True, "rows": table.num_rows}
+        except Exception as exc:  # reported to the parent, which falls back to sqlite3
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    connections.close()
+
+
+if __name__ == "__main__":
+    serve()
