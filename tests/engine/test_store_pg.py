@@ -332,16 +332,48 @@ def test_prune_and_export(pg: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_copy_falls_back_to_on_conflict_for_a_racing_duplicate(pg: Any) -> None:
-    """An id that slipped past the locked duplicate check (same id, another session, at once) is skipped."""
-    first = event("a")
-    pg.ingest_events([first])
-    racing = [event("b", n=1), {**event("b", n=2), "event_id": first["event_id"]}]
-    with pg.transaction() as db:
-        rows = [(e["event_id"], "t", "b", "a", "u", "x", "TOOL_CALL_PRE", "2026-01-01T00:00:00.000000Z", None, None,
-                 "2026-01-01T00:00:00.000000Z", i, "h", "", "{}") for i, e in enumerate(racing)]
-        assert pg._insert_events(db, rows) == 1
-    assert pg.count_events("t") == 2
+def test_an_id_racing_in_for_another_session_is_a_duplicate_and_the_chain_stays_whole(pg: Any, pg_url: str) -> None:
+    """The same event id, sent for session a and session b at once (different advisory locks), lands once:
+    b's batch meets the unique index, is redone after a's commit, counts the id as a duplicate and chains
+    its other events without a gap."""
+    import psycopg
+
+    shared = event("a")
+    batch = [event("b", n=1), {**event("b", n=2), "event_id": shared["event_id"]}, event("b", n=3)]
+    result: list[Any] = []
+    with psycopg.connect(pg_url) as other:  # a's writer: inserted, not yet committed
+        other.execute(
+            "INSERT INTO events (event_id, tenant_id, session_id, event_type, occurred_at, ingested_at, chain_index, "
+            "hash, previous_hash, body) VALUES (%s, 't', 'a', 'TOOL_CALL_PRE', now(), now(), 0, 'h', '', '{}')",
+            (shared["event_id"],))
+        writer = threading.Thread(target=lambda: result.append(pg.ingest_events(batch)))
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive(), "b's COPY should wait on the uncommitted duplicate id"
+        other.commit()
+    writer.join(30)
+    assert len(result) == 1
+    assert (result[0].accepted, result[0].duplicates) == (2, 1)
+    rows = pg.events("t", session_id="b")
+    assert [r["event_id"] for r in rows] == [batch[0]["event_id"], batch[2]["event_id"]]
+    verify_chain(rows)
+    assert pg.count_events("t") == 3
+
+
+@pytest.mark.postgres
+def test_ingest_keeps_odd_ids_and_values(pg: Any) -> None:
+    """Ids with the separator character, a numeric violation id and offset timestamps go through the
+    binary COPY as the text COPY took them."""
+    odd = event("s", n=1, event_id="t:with\x1fsep", violation_id=42,
+                occurred_at="2026-01-01T01:00:00+01:00")
+    result = pg.ingest_events([odd, event("s", n=2)])
+    assert (result.accepted, result.duplicates) == (2, 0)
+    assert pg.ingest_events([odd]).duplicates == 1
+    rows = pg.events("t", session_id="s")
+    assert rows[0]["event_id"] == odd["event_id"] and rows[0]["occurred_at"] == "2026-01-01T00:00:00.000000Z"
+    assert pg.query("SELECT violation_id FROM events WHERE event_id = %s", (odd["event_id"],)) == [
+        {"violation_id": "42"}]
+    verify_chain(rows)
 
 
 @pytest.mark.postgres

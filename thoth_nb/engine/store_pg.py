@@ -214,14 +214,22 @@ _SEP = "\x1f"
 #: while two replicas ingest could end past a row that commits a moment later, and the next page skip it.
 _SETTLED = ("(ingested_at < now() - interval '5 seconds' OR age(xmin) > "
             "age(((pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296)::text::xid)))")
-_COPY_EVENTS = f"COPY events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
-_INSERT_EVENTS = (
-    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-    "SELECT e, t, s, a, u, tn, et, oa::timestamptz, d, v, ia::timestamptz, ci, h, ph, b FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[]) "
-    "AS x(e, t, s, a, u, tn, et, oa, d, v, ia, ci, h, ph, b) ON CONFLICT (event_id) DO NOTHING"
+#: Binary COPY: no text escaping on either side; the types match the events table's columns.
+_COPY_EVENTS = f"COPY events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ("text",) * 7 + ("timestamptz", "text", "text", "timestamptz", "int4", "text", "text", "text")
+#: A batch's stored duplicates (rows with event_id set) and its sessions' chain heads (event_id NULL),
+#: in one statement; `{ids}` is the id list as an array expression.
+_INGEST_STATE = (
+    "SELECT event_id, NULL AS tenant_id, NULL AS session_id, NULL::int AS chain_index, NULL AS hash "
+    "FROM events WHERE event_id = ANY({ids}) UNION ALL "
+    "SELECT NULL, s.tenant_id, s.session_id, e.chain_index, e.hash "
+    "FROM unnest(%s::text[], %s::text[]) AS s(tenant_id, session_id) "
+    "CROSS JOIN LATERAL (SELECT chain_index, hash FROM events WHERE events.tenant_id = s.tenant_id "
+    "AND events.session_id = s.session_id ORDER BY seq DESC LIMIT 1) AS e"
 )
+#: A batch that meets a unique violation (an id sent for another session at the same moment) is redone
+#: from the start this many times at most.
+_INGEST_ATTEMPTS = 5
 
 
 _WINDOW_UPSERT = (
@@ -354,7 +362,13 @@ class PostgresStore(Store):
         self._state_pool = _Pool(url, pool_size, connect_timeout, "-c synchronous_commit=off")
         try:
             with self._pool.connection() as conn:
-                conn.execute("SELECT 1")
+                # event bodies (~2 KB of JSON) are TOAST-compressed on insert: lz4 costs PostgreSQL a
+                # fraction of the default pglz's CPU, and ingest is bound by that CPU (benchmarks/pg_scale.py)
+                lz4 = conn.execute("SELECT 'lz4' = ANY(enumvals) AS ok FROM pg_settings "
+                                   "WHERE name = 'default_toast_compression'").fetchone()
+                if lz4 and lz4["ok"]:
+                    self._pool.settings = "-c default_toast_compression=lz4"
+                    conn.execute("SET default_toast_compression = lz4")
         except ThothConfigError:
             raise
         except Exception as exc:
@@ -415,7 +429,9 @@ class PostgresStore(Store):
         """Store events idempotently (by event_id) and chain each session's events with SHA-256.
 
         Concurrent batches for the same session (two replicas, a retry racing the original) take the
-        session's advisory lock in a fixed order, so chains never fork and a duplicate is seen."""
+        session's advisory lock in a fixed order, so chains never fork and a duplicate is seen. One batch
+        costs four round trips (BEGIN + locks + duplicate/chain-head query pipelined, the binary COPY's
+        two, COMMIT) and is acknowledged only after its synchronous commit."""
         rejected: list[dict[str, Any]] = []
         parsed: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
         for index, event in enumerate(events):
@@ -430,68 +446,79 @@ class PostgresStore(Store):
                 rejected.append({"index": index, "error": str(exc)})
         if not parsed:
             return IngestResult(0, 0, rejected)
+        unique_violation = _psycopg().errors.UniqueViolation
+        for _attempt in range(_INGEST_ATTEMPTS - 1):
+            try:
+                accepted, duplicates = self._ingest_locked(parsed)
+                break
+            except unique_violation:
+                # the same event id went in for another session (other locks) after our duplicate check;
+                # it has committed now, so the next attempt's check sees it and the chain stays whole
+                continue
+        else:
+            accepted, duplicates = self._ingest_locked(parsed)
+        return IngestResult(accepted, duplicates, rejected)
+
+    def _ingest_locked(self, parsed: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> tuple[int, int]:
+        """One transaction: lock the batch's sessions, find stored duplicates and chain heads, chain the
+        new events in one pass, COPY them in. Returns (accepted, duplicates)."""
         ingested_at = format_ts()
+        ingested_moment = parse_ts(ingested_at)
         sessions = sorted({(p[0][1], p[0][2]) for p in parsed})
         keys = sorted({_lock_key(t, s) for t, s in sessions})
-        with self.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
-            ids = [p[0][0] for p in parsed]
-            if any(_SEP in i for i in ids):
-                found = db.execute("SELECT event_id FROM events WHERE event_id = ANY(%s::text[])", (ids,))
-            else:  # one joined string: far cheaper to send than a 500-element array parameter
-                found = db.execute("SELECT event_id FROM events WHERE event_id = ANY(string_to_array(%s, chr(31)))",
-                                   (_SEP.join(ids),))
-            existing = {r["event_id"] for r in found.fetchall()}
-            heads: dict[tuple[str, str], tuple[int, str]] = {
-                (r["tenant_id"], r["session_id"]): (int(r["chain_index"]), str(r["hash"]))
-                for r in db.execute(
-                    "SELECT s.tenant_id, s.session_id, e.chain_index, e.hash "
-                    "FROM unnest(%s::text[], %s::text[]) AS s(tenant_id, session_id) "
-                    "CROSS JOIN LATERAL (SELECT chain_index, hash FROM events WHERE events.tenant_id = s.tenant_id "
-                    "AND events.session_id = s.session_id ORDER BY seq DESC LIMIT 1) AS e",
-                    ([t for t, _ in sessions], [s for _, s in sessions]),
-                ).fetchall()
-            }
-            rows: list[tuple[Any, ...]] = []
-            seen: set[str] = set()
-            duplicates = 0
-            for row, event in parsed:
-                event_id = row[0]
-                if event_id in existing or event_id in seen:
-                    duplicates += 1
-                    continue
-                seen.add(event_id)
-                key = (row[1], row[2])
-                head = heads.get(key, (-1, ""))
-                body = dict(event)
-                body["occurred_at"] = row[7]
-                body["ingested_at"] = ingested_at
-                index = head[0] + 1
-                body["chain_index"] = index
-                body["previous_hash"] = head[1]
-                body.pop("hash", None)
-                body.pop("signature", None)
-                encoded = _json.dumps(body)
-                digest = hashlib.sha256((head[1] + encoded).encode()).hexdigest()
-                heads[key] = (index, digest)
-                rows.append((*row, ingested_at, index, digest, head[1], encoded))
-            accepted = self._insert_events(db, rows) if rows else 0
-        return IngestResult(accepted, duplicates + (len(rows) - accepted), rejected)
-
-    @staticmethod
-    def _insert_events(db: Any, rows: list[tuple[Any, ...]]) -> int:
-        """COPY the new rows (3x a multi-row INSERT here). The duplicate check above ran under the
-        sessions' locks, so a unique violation means the same event id was sent for another session at
-        once; then the batch goes in again with ON CONFLICT DO NOTHING, skipping that id."""
-        psycopg = _psycopg()
-        try:
-            with db.transaction(), db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return len(rows)
-        except psycopg.errors.UniqueViolation:
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            return int(db.execute(_INSERT_EVENTS, columns).rowcount)
+        ids = [p[0][0] for p in parsed]
+        if any(_SEP in i for i in ids):
+            state_sql, id_param = _INGEST_STATE.format(ids="%s::text[]"), ids
+        else:  # one joined string: far cheaper to send than a 500-element array parameter
+            state_sql, id_param = _INGEST_STATE.format(ids="string_to_array(%s, chr(31))"), _SEP.join(ids)
+        with self._pool.connection() as db:
+            try:
+                with db.pipeline():  # one round trip: the locks are taken before the state query's snapshot
+                    db.execute("BEGIN")
+                    db.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
+                    state = db.execute(state_sql, (id_param, [t for t, _ in sessions], [s for _, s in sessions]))
+                existing: set[str] = set()
+                heads: dict[tuple[str, str], tuple[int, str]] = {}
+                for r in state.fetchall():
+                    if r["event_id"] is not None:
+                        existing.add(r["event_id"])
+                    else:
+                        heads[(r["tenant_id"], r["session_id"])] = (int(r["chain_index"]), str(r["hash"]))
+                rows: list[tuple[Any, ...]] = []
+                duplicates = 0
+                for row, event in parsed:
+                    event_id = row[0]
+                    if event_id in existing:
+                        duplicates += 1
+                        continue
+                    existing.add(event_id)
+                    key = (row[1], row[2])
+                    previous_index, previous_hash = heads.get(key, (-1, ""))
+                    body = dict(event)
+                    body["occurred_at"] = row[7]
+                    body["ingested_at"] = ingested_at
+                    body["chain_index"] = index = previous_index + 1
+                    body["previous_hash"] = previous_hash
+                    body.pop("hash", None)
+                    body.pop("signature", None)
+                    encoded = _json.dumps(body)
+                    digest = hashlib.sha256((previous_hash + encoded).encode()).hexdigest()
+                    heads[key] = (index, digest)
+                    rows.append((*row[:7], parse_ts(row[7]), row[8],
+                                 None if row[9] is None else str(row[9]),
+                                 ingested_moment, index, digest, previous_hash, encoded))
+                if rows:
+                    with db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for out in rows:
+                            copy.write_row(out)
+                db.execute("COMMIT")
+            except BaseException:
+                if not db.closed:
+                    with contextlib.suppress(Exception):
+                        db.execute("ROLLBACK")
+                raise
+        return len(rows), duplicates
 
     @staticmethod
     def _filters(tenant_id: str, **equals: str | None) -> tuple[list[str], list[Any]]:
