@@ -263,6 +263,11 @@ def _ts(value: Any) -> Any:
     return format_ts(value) if isinstance(value, dt.datetime) else value
 
 
+def _moment(stamp: str) -> dt.datetime:
+    """A canonical timestamp (`normalize_ts`'s fixed-width UTC form) as an aware datetime, for binary COPY."""
+    return dt.datetime.fromisoformat(stamp)
+
+
 def _redact_url(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -463,7 +468,7 @@ class PostgresStore(Store):
         """One transaction: lock the batch's sessions, find stored duplicates and chain heads, chain the
         new events in one pass, COPY them in. Returns (accepted, duplicates)."""
         ingested_at = format_ts()
-        ingested_moment = parse_ts(ingested_at)
+        ingested_moment = _moment(ingested_at)
         sessions = sorted({(p[0][1], p[0][2]) for p in parsed})
         keys = sorted({_lock_key(t, s) for t, s in sessions})
         ids = [p[0][0] for p in parsed]
@@ -484,41 +489,39 @@ class PostgresStore(Store):
                         existing.add(r["event_id"])
                     else:
                         heads[(r["tenant_id"], r["session_id"])] = (int(r["chain_index"]), str(r["hash"]))
-                rows: list[tuple[Any, ...]] = []
-                duplicates = 0
+                fresh: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
                 for row, event in parsed:
-                    event_id = row[0]
-                    if event_id in existing:
-                        duplicates += 1
-                        continue
-                    existing.add(event_id)
-                    key = (row[1], row[2])
-                    previous_index, previous_hash = heads.get(key, (-1, ""))
-                    body = dict(event)
-                    body["occurred_at"] = row[7]
-                    body["ingested_at"] = ingested_at
-                    body["chain_index"] = index = previous_index + 1
-                    body["previous_hash"] = previous_hash
-                    body.pop("hash", None)
-                    body.pop("signature", None)
-                    encoded = _json.dumps(body)
-                    digest = hashlib.sha256((previous_hash + encoded).encode()).hexdigest()
-                    heads[key] = (index, digest)
-                    rows.append((*row[:7], parse_ts(row[7]), row[8],
-                                 None if row[9] is None else str(row[9]),
-                                 ingested_moment, index, digest, previous_hash, encoded))
-                if rows:
+                    if row[0] not in existing:
+                        existing.add(row[0])
+                        fresh.append((row, event))
+                if fresh:
+                    # rows stream out while the chain is computed, so PostgreSQL inserts (on the other
+                    # CPU) while this process still hashes: the batch costs max(client, server), not the sum
                     with db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
                         copy.set_types(_COPY_TYPES)
-                        for out in rows:
-                            copy.write_row(out)
+                        for row, event in fresh:
+                            key = (row[1], row[2])
+                            previous_index, previous_hash = heads.get(key, (-1, ""))
+                            body = dict(event)
+                            body["occurred_at"] = row[7]
+                            body["ingested_at"] = ingested_at
+                            body["chain_index"] = index = previous_index + 1
+                            body["previous_hash"] = previous_hash
+                            body.pop("hash", None)
+                            body.pop("signature", None)
+                            encoded = _json.dumps(body)
+                            digest = hashlib.sha256((previous_hash + encoded).encode()).hexdigest()
+                            heads[key] = (index, digest)
+                            copy.write_row((*row[:7], _moment(row[7]), row[8],
+                                            None if row[9] is None else str(row[9]),
+                                            ingested_moment, index, digest, previous_hash, encoded))
                 db.execute("COMMIT")
             except BaseException:
                 if not db.closed:
                     with contextlib.suppress(Exception):
                         db.execute("ROLLBACK")
                 raise
-        return len(rows), duplicates
+        return len(fresh), len(parsed) - len(fresh)
 
     @staticmethod
     def _filters(tenant_id: str, **equals: str | None) -> tuple[list[str], list[Any]]:
