@@ -101,7 +101,9 @@ def test_same_public_methods_as_sqlite() -> None:
     from thoth_nb.engine.store_pg import PostgresStore
 
     lite, pg = public(SQLiteStore), public(PostgresStore)
-    assert pg == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite}"
+    # the one addition: replicas push hold resolutions to each other (callers probe it with getattr)
+    pg_only = {"subscribe_holds"}
+    assert pg - pg_only == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite - pg_only}"
 
 
 @pytest.mark.postgres
@@ -435,3 +437,59 @@ def test_seq_pages_wait_for_a_lower_seq_still_committing(pg: Any, pg_url: str) -
         assert [e["event_id"] for e in page][:1] == ["t:slow"] and len(page) == 2
     finally:
         slow.close()
+
+
+def _hold(approval_id: str, expires_at: str = "2999-01-01T00:00:00.000000Z") -> dict[str, Any]:
+    return {"approval_id": approval_id, "hold_token": f"tok_{approval_id}", "tenant_id": "t", "agent_id": "a",
+            "user_id": "u", "session_id": "s1", "tool_name": "pay", "args_hash": "h", "tool_args": None, "reason": "r",
+            "decision_reason_code": "c", "risk_score": 50.0, "matched_rule_ids": [], "violation_id": None,
+            "allow_modify": False, "created_at": "2026-01-01T00:00:00.000000Z", "expires_at": expires_at}
+
+
+@pytest.mark.postgres
+def test_hold_resolutions_are_pushed_to_every_store_and_survive_a_lost_listener(pg: Any, pg_url: str) -> None:
+    """A resolution or expiry through one store (replica) calls the subscribers of another at once; a
+    killed LISTEN connection is re-opened and its subscribers are called once (they re-read)."""
+    import psycopg
+
+    other = open_store(pg_url)
+    woke = threading.Event()
+    unsubscribe = other.subscribe_holds(woke.set)
+    try:
+        pg.create_hold(_hold("apr_a"))
+        assert not woke.wait(0.3)  # creating a hold wakes no one
+        pg.resolve_hold("apr_a", status="approved", reviewer="r")
+        assert woke.wait(2.0)
+        woke.clear()
+        pg.create_hold(_hold("apr_b", expires_at="2000-01-01T00:00:00.000000Z"))
+        assert pg.expire_holds() == 1
+        assert woke.wait(2.0)
+        woke.clear()
+        with psycopg.connect(PG_URL, autocommit=True) as admin:  # PostgreSQL drops the listener's connection
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN thoth_holds%'"
+                " AND pid <> pg_backend_pid()").fetchone()
+        assert killed and killed[0] >= 1
+        assert woke.wait(5.0)  # after the reconnect: resolutions meanwhile may have been missed
+        woke.clear()
+        pg.create_hold(_hold("apr_c"))
+        pg.resolve_hold("tok_apr_c", status="denied", reviewer="r")
+        assert woke.wait(5.0)
+        unsubscribe()
+        woke.clear()
+        pg.create_hold(_hold("apr_d"))
+        pg.resolve_hold("apr_d", status="denied", reviewer="r")
+        assert not woke.wait(0.5)
+    finally:
+        other.close()
+
+
+@pytest.mark.postgres
+def test_a_store_without_hold_notifications_offers_none(pg_url: str) -> None:
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    store = PostgresStore(pg_url, hold_notifications=False)
+    try:
+        assert store.subscribe_holds(lambda: None) is None
+    finally:
+        store.close()

@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from thoth_nb import _json
@@ -45,6 +46,8 @@ from thoth_nb.engine.store import (
 )
 
 __all__ = ["PostgresStore"]
+
+logger = logging.getLogger("thoth_nb.store")
 
 _MIGRATION_LOCK = 0x7468_6F74_6800_0001  # "thoth" + 1: one migrator at a time across replicas
 
@@ -346,6 +349,85 @@ class _Pool:
                 conn.close()
 
 
+#: NOTIFY channel of hold resolutions; the payload is the approval id (waiters re-read their own hold).
+HOLD_CHANNEL = "thoth_holds"
+
+
+class _HoldListener:
+    """One LISTEN connection per store: every NOTIFY on `HOLD_CHANNEL` (a hold resolved or expired by any
+    replica, committed) calls the subscribers from this thread. A lost connection is re-opened with
+    backoff and the subscribers are called once after it, since notifications sent meanwhile are lost;
+    waiters also keep a slow re-read of the store as a fallback."""
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._callbacks[token] = callback
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="thoth-hold-listener", daemon=True)
+                self._thread.start()
+        self._ready.wait(self.connect_timeout)  # LISTEN is active before the caller's first re-read
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._callbacks.pop(token, None)
+
+        return unsubscribe
+
+    def _fire(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one broken subscriber must not silence the others
+                logger.exception("thoth: a hold wake-up subscriber failed")
+
+    def _run(self) -> None:
+        psycopg = _psycopg()
+        backoff = 0.2
+        reconnected = False
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True,
+                                     connect_timeout=max(1, int(self.connect_timeout))) as conn:
+                    conn.execute(f"LISTEN {HOLD_CHANNEL}")
+                    self._ready.set()
+                    backoff = 0.2
+                    if reconnected:
+                        self._fire()
+                    while not self._stop.is_set():
+                        woke = False
+                        for _ in conn.notifies(timeout=0.5, stop_after=256):
+                            woke = True
+                        if woke:
+                            self._fire()
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                logger.warning("thoth: hold listener lost its PostgreSQL connection (%s); retrying", exc)
+                reconnected = True
+                self._stop.wait(backoff)
+                backoff = min(5.0, backoff * 2)
+
+    def close(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2.0)
+
+
 class PostgresStore(Store):
     """The store on PostgreSQL: the same public methods and row shapes as `SQLiteStore`."""
 
@@ -355,7 +437,8 @@ class PostgresStore(Store):
     hash_api_key = staticmethod(SQLiteStore.hash_api_key)
     _hold_out = staticmethod(SQLiteStore._hold_out)
 
-    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0, migrate: bool = True,
+                 hold_notifications: bool = True) -> None:
         if url.startswith("postgresql+psycopg://"):
             url = "postgresql://" + url[len("postgresql+psycopg://"):]
         self.url = url
@@ -365,6 +448,7 @@ class PostgresStore(Store):
         # PostgreSQL itself may forget the last few hundred ms of counts; events, holds, violations and
         # keys always go through the synchronous pool).
         self._state_pool = _Pool(url, pool_size, connect_timeout, "-c synchronous_commit=off")
+        self._listener = _HoldListener(url, connect_timeout) if hold_notifications else None
         try:
             with self._pool.connection() as conn:
                 # event bodies (~2 KB of JSON) are TOAST-compressed on insert: lz4 costs PostgreSQL a
@@ -425,8 +509,18 @@ class PostgresStore(Store):
         return [r["name"] for r in self.query("SELECT name FROM schema_migrations ORDER BY name")]
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self._pool.close()
         self._state_pool.close()
+
+    def subscribe_holds(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call `callback` (from a listener thread) whenever any replica resolves or expires a hold, so
+        long-polls resume at once instead of at their next re-read. Returns the unsubscribe function, or
+        None if this store was opened with `hold_notifications=False` (then keep re-reading fast)."""
+        if self._listener is None:
+            return None
+        return self._listener.subscribe(callback)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -709,11 +803,13 @@ class PostgresStore(Store):
     def expire_holds(self, now: str | None = None) -> int:
         stamp = now or format_ts()
         with self._connection() as db:
-            cursor = db.execute(
-                "UPDATE holds SET status='expired', resolved_at=%s WHERE status='pending' AND expires_at <= %s",
+            expired = db.execute(
+                "WITH done AS (UPDATE holds SET status='expired', resolved_at=%s WHERE status='pending' "
+                "AND expires_at <= %s RETURNING approval_id) "
+                f"SELECT count(pg_notify('{HOLD_CHANNEL}', approval_id)) AS n FROM done",
                 (stamp, stamp),
-            )
-            return int(cursor.rowcount)
+            ).fetchone()
+            return int(expired["n"]) if expired else 0
 
     def resolve_hold(
         self,
@@ -747,6 +843,7 @@ class PostgresStore(Store):
                     (status, reviewer, note, now, grant_scope,
                      _json.dumps(modified_args) if modified_args is not None else None, found["approval_id"]),
                 )
+                db.execute("SELECT pg_notify(%s, %s)", (HOLD_CHANNEL, found["approval_id"]))  # sent on commit
                 if status == "approved" and grant_scope == "session" and modified_args is None:
                     db.execute(
                         "INSERT INTO grants SELECT tenant_id, session_id, tool_name, args_hash, approval_id, %s "
