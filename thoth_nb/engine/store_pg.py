@@ -407,11 +407,8 @@ class _HoldListener:
                     backoff = 0.2
                     if reconnected:
                         self._fire()
-                    while not self._stop.is_set():
-                        woke = False
-                        for _ in conn.notifies(timeout=0.5, stop_after=256):
-                            woke = True
-                        if woke:
+                    while not self._stop.is_set():  # the timeout only bounds how long close() waits
+                        for _ in conn.notifies(timeout=0.5):
                             self._fire()
             except Exception as exc:
                 if self._stop.is_set():
