@@ -496,3 +496,31 @@ def test_a_store_without_hold_notifications_offers_none(pg_url: str) -> None:
         assert store.subscribe_holds(lambda: None) is None
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_request_id_claim_makes_a_duplicate_wait_and_a_stale_claim_passes_on(pg: Any, pg_url: str) -> None:
+    """The first dedupe_get claims the id; a second caller waits for the first's decision; a claim whose
+    holder never stores a decision passes to a caller that waited out the claim time."""
+    other = open_store(pg_url)
+    try:
+        assert pg.dedupe_get("t", "r1", 600.0) is None  # claimed
+        waited: list[Any] = []
+        waiter = threading.Thread(target=lambda: waited.append(other.dedupe_get("t", "r1", 600.0)))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive(), "the duplicate should wait for the claim holder's decision"
+        assert pg.dedupe_put("t", "r1", {"decision": "first"}, 600.0) == {"decision": "first"}
+        waiter.join(5)
+        assert waited == [{"decision": "first"}]
+        assert other.dedupe_put("t", "r1", {"decision": "second"}, 600.0) == {"decision": "first"}
+
+        other._dedupe_claim_seconds = 0.2
+        assert pg.dedupe_get("t", "r2", 600.0) is None  # claimed, and its holder fails to decide
+        assert other.dedupe_get("t", "r2", 600.0) is None  # taken over after 0.2 s
+        assert other.dedupe_put("t", "r2", {"decision": "mine"}, 600.0) == {"decision": "mine"}
+        assert pg.dedupe_put("t", "r2", {"decision": "late"}, 600.0) == {"decision": "mine"}
+        assert pg.dedupe_get("t", "r2", 600.0) == {"decision": "mine"}
+        assert pg.dedupe_get("t", "r2", 600.0, now=time.time() + 601) is None  # too old: claimed anew
+    finally:
+        other.close()

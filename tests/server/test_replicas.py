@@ -339,3 +339,48 @@ def test_without_notifications_the_long_poll_still_resumes_by_re_reading(pg_url:
     finally:
         one.stop()
         two.stop()
+
+
+def test_one_request_id_sent_through_both_replicas_at_once_is_decided_once(replicas: Any) -> None:
+    """Real concurrent requests, released together through two replicas: each request id yields one
+    hold (both answers carry its token) and counts once against the rate limit."""
+    one, two, keys = replicas
+    clients = [client(one, keys["agent"]), client(two, keys["agent"])]
+
+    def body(tool: str, session: str, request_id: str, mode: str = "block", **args: Any) -> dict[str, Any]:
+        return {"agent_id": "agent-1", "tenant_id": "acme", "user_id": "u1", "tool_name": tool, "session_id": session,
+                "session_tool_calls": [], "approved_scope": SCOPE, "enforcement_mode": mode, "tool_args": args,
+                "request_id": request_id}
+
+    def both(request: dict[str, Any]) -> list[dict[str, Any]]:
+        start = threading.Barrier(2)
+
+        def send(c: httpx.Client) -> dict[str, Any]:
+            start.wait(5)
+            r = c.post("/v1/enforce", json=request)
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return list(pool.map(send, clients))
+
+    try:
+        session = str(uuid.uuid4())
+        tokens = []
+        for n in range(12):
+            first, second = both(body("transfer", session, f"hold-{session}-{n}", "step_up", to="bob", amount=500))
+            assert first["decision"] == second["decision"] == "STEP_UP"
+            assert first["hold_token"] == second["hold_token"]
+            tokens.append(first["hold_token"])
+        with client(two, keys["reviewer"]) as reviewer:
+            held = [h for h in reviewer.get("/v1/approvals").json()["items"] if h["session_id"] == session]
+        assert sorted(h["hold_token"] for h in held) == sorted(tokens)  # twelve holds, not up to 24
+
+        session = str(uuid.uuid4())
+        for n in range(3):  # the limit is 3 calls a minute: three ids sent twice each are three calls
+            answers = both(body("search", session, f"rate-{session}-{n}", q=n))
+            assert [a["decision"] for a in answers] == ["ALLOW", "ALLOW"], answers
+        assert enforce(clients[0], "search", session)["decision"] == "BLOCK"
+    finally:
+        for c in clients:
+            c.close()

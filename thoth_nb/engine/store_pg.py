@@ -235,6 +235,17 @@ _INGEST_STATE = (
 _INGEST_ATTEMPTS = 5
 
 
+#: Claim a request id (pending: decision ''), unless a fresh row is there; take over a pending claim
+#: when asked. Returns whether this statement claimed it and, if not, the stored decision ('' while the
+#: holder is still deciding; NULL if the holder's row committed after this statement's snapshot).
+_DEDUPE_CLAIM = (
+    "WITH claim AS (INSERT INTO request_dedupe AS r (tenant_id, request_id, created_at, decision) "
+    "VALUES (%s, %s, %s, '') ON CONFLICT (tenant_id, request_id) DO UPDATE SET created_at = excluded.created_at, "
+    "decision = '' WHERE r.created_at <= %s OR (r.decision = '' AND %s) RETURNING 1) "
+    "SELECT EXISTS (SELECT 1 FROM claim) AS claimed, (SELECT decision FROM request_dedupe "
+    "WHERE tenant_id = %s AND request_id = %s AND created_at > %s) AS decision"
+)
+
 _WINDOW_UPSERT = (
     "INSERT INTO rate_windows AS w (tenant_id, session_id, limit_id, tool_name, hits, updated_at) "
     "VALUES (%s, %s, %s, %s, ARRAY[%s]::float8[], %s) "
@@ -429,6 +440,8 @@ class PostgresStore(Store):
     """The store on PostgreSQL: the same public methods and row shapes as `SQLiteStore`."""
 
     shared_state = True
+    #: how long a request id's claim may stay unfilled before a waiting duplicate decides itself
+    _dedupe_claim_seconds = 5.0
     API_KEY_ROLES = SQLiteStore.API_KEY_ROLES
     EXPORT_COLUMNS = SQLiteStore.EXPORT_COLUMNS
     hash_api_key = staticmethod(SQLiteStore.hash_api_key)
@@ -1050,24 +1063,38 @@ class PostgresStore(Store):
 
     def dedupe_get(self, tenant_id: str, request_id: str, max_age: float,
                    now: float | None = None) -> dict[str, Any] | None:
+        """The decision stored for a request id within `max_age` seconds; None when there is none, and
+        then the caller holds the id's claim and must decide and `dedupe_put`. Meanwhile the same id
+        arriving through any replica waits here for that decision instead of deciding again (one hold,
+        one rate-limit count). A claim not filled within `_dedupe_claim_seconds` (its holder failed)
+        passes to the next caller that waited that long."""
         stamp = time.time() if now is None else now
-        with self._state_pool.connection() as db:
-            row = db.execute(
-                "SELECT decision FROM request_dedupe WHERE tenant_id=%s AND request_id=%s AND created_at > %s",
-                (tenant_id, request_id, stamp - max_age),
-            ).fetchone()
-        return _json.loads(row["decision"]) if row else None  # type: ignore[no-any-return]
+        deadline = time.monotonic() + self._dedupe_claim_seconds
+        pause = 0.002
+        take_over = False
+        while True:
+            with self._state_pool.connection() as db:
+                row = db.execute(_DEDUPE_CLAIM, (tenant_id, request_id, stamp, stamp - max_age, take_over,
+                                                 tenant_id, request_id, stamp - max_age)).fetchone()
+            if row["claimed"]:
+                return None
+            if row["decision"]:
+                return _json.loads(row["decision"])  # type: ignore[no-any-return]
+            # another caller holds the claim (or committed it after this statement's snapshot): wait
+            take_over = time.monotonic() >= deadline
+            time.sleep(pause)
+            pause = min(0.05, pause * 2)
 
     def dedupe_put(self, tenant_id: str, request_id: str, decision: Mapping[str, Any], max_age: float,
                    now: float | None = None) -> dict[str, Any]:
-        """Store a request id's decision unless a fresh one is there (another replica won the race);
-        returns the one that stays."""
+        """Fill this caller's claim with its decision (or store it anew); if another caller's decision
+        is there already (this claim was taken over), that one stays and is returned."""
         stamp = time.time() if now is None else now
         with self._state_pool.connection() as db:
             row = db.execute(
                 "INSERT INTO request_dedupe AS r (tenant_id, request_id, created_at, decision) VALUES (%s,%s,%s,%s) "
                 "ON CONFLICT (tenant_id, request_id) DO UPDATE SET created_at=excluded.created_at, "
-                "decision=excluded.decision WHERE r.created_at <= %s RETURNING decision",
+                "decision=excluded.decision WHERE r.decision = '' OR r.created_at <= %s RETURNING decision",
                 (tenant_id, request_id, stamp, _json.dumps(decision), stamp - max_age),
             ).fetchone()
             if row is None:
