@@ -225,14 +225,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def replicas(url: str, policy: Path, count: int) -> Iterator[list[tuple[int, int]]]:
-    """`count` real `thoth-nb serve --db <url>` processes; yields (port, pid) pairs once /readyz answers."""
+def replicas(url: str, policy: Path, count: int, *, push: bool = True) -> Iterator[list[tuple[int, int]]]:
+    """`count` real `thoth-nb serve --db <url>` processes; yields (port, pid) pairs once /readyz answers.
+    `push=False`: the same app over a store opened with `hold_notifications=False` (long-polls re-read
+    the store every 50 ms, the behaviour before LISTEN/NOTIFY), started by `serve_polling` below."""
     import httpx
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     ports = [_free_port() for _ in range(count)]
-    procs = [subprocess.Popen([sys.executable, "-m", "thoth_nb.cli", "serve", "--db", url, "--policy", str(policy),
-                               "--port", str(p), "--log-level", "warning"],
+    command = ([sys.executable, "-m", "thoth_nb.cli", "serve", "--db", url, "--policy", str(policy), "--log-level",
+                "warning", "--port"] if push else [sys.executable, "-m", "benchmarks.pg_scale", "--serve-polling", url,
+                                                   str(policy)])
+    procs = [subprocess.Popen([*command, str(p)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
              for p in ports]
     try:
@@ -369,11 +373,105 @@ def bench_pg_replicas(sizes: Sizes) -> list[Result]:
     return rows
 
 
-BENCHES = [bench_pg_ingest, bench_pg_replicas]
+# -- hold wake-up across replicas -------------------------------------------------------------------
+
+
+def serve_polling(url: str, policy: str, port: int) -> None:
+    """One replica whose store pushes nothing (`hold_notifications=False`): the polling baseline."""
+    import uvicorn
+
+    from thoth_nb.engine.policy import load_policy
+    from thoth_nb.engine.store_pg import PostgresStore
+    from thoth_nb.server.app import ServerSettings, create_app
+    from thoth_nb.server.run import uvicorn_config
+
+    store = PostgresStore(url, hold_notifications=False)
+    try:
+        uvicorn.Server(uvicorn_config(create_app(store, load_policy(policy), ServerSettings()), "127.0.0.1",
+                                      port)).run()
+    finally:
+        store.close()
+
+
+def _approve_to_resume(waiting: int, approving: int, agent: str, reviewer: str) -> float:
+    """Seconds from the approval's answer (through `approving`) to the answer of the client long-polling
+    the hold through `waiting`."""
+    import threading
+
+    import httpx
+
+    from thoth_nb import _json
+
+    body = {"agent_id": ref.AGENT["agent_id"], "tenant_id": ref.AGENT["tenant_id"], "user_id": "system",
+            "session_id": f"hold-{uuid.uuid4()}", "approved_scope": ref.AGENT["approved_scope"],
+            "enforcement_mode": "step_up", "tool_name": "read_file", "tool_args": {"path": "/etc/hosts", "mode": "r"}}
+    with httpx.Client(headers={"Authorization": f"Bearer {agent}"}, trust_env=False, timeout=30) as c:
+        held = c.post(f"http://127.0.0.1:{waiting}/v1/enforce", content=_json.dumps(body)).json()
+    token = held["hold_token"]
+    answered: list[float] = []
+
+    def wait() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {agent}"}, trust_env=False, timeout=30) as c:
+            reply = c.get(f"http://127.0.0.1:{waiting}/v1/enforce/hold/{token}", params={"wait": 20}).json()
+        answered.append(time.monotonic())
+        if reply.get("status") != "approved":
+            raise RuntimeError(f"the long-poll answered {reply}")
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.25)  # parked in its long-poll
+    with httpx.Client(headers={"Authorization": f"Bearer {reviewer}"}, trust_env=False, timeout=30) as c:
+        r = c.post(f"http://127.0.0.1:{approving}/v1/approvals/{token}/resolve", json={"decision": "approve"})
+        approved_at = time.monotonic()
+    r.raise_for_status()
+    waiter.join(30)
+    if not answered:
+        raise RuntimeError("the waiting client never resumed")
+    return answered[0] - approved_at
+
+
+def bench_pg_hold_wakeup(sizes: Sizes) -> list[Result]:
+    figure = "hold approved on replica 1 -> client long-polling on replica 2 resumes (median)"
+    why = available()
+    if why is not None:
+        return [Result.na(GROUP, figure, why, "prompt: < 50 ms")]
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    rounds = 3 if sizes.smoke else 15
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    with fresh_schema() as url, tempfile.TemporaryDirectory(prefix="thoth-pg-") as tmp:
+        policy = Path(tmp) / "policy.yaml"
+        policy.write_text(ref.POLICY_YAML)
+        store = PostgresStore(url, hold_notifications=False)
+        _, agent = store.create_api_key(ref.AGENT["tenant_id"], "agent", "bench")
+        _, reviewer = store.create_api_key(ref.AGENT["tenant_id"], "reviewer", "bench reviewer")
+        store.create_api_key(ref.AGENT["tenant_id"], "admin", "bench admin")  # no first-key banner
+        store.close()
+        with replicas(url, policy, 2, push=True) as pushed, replicas(url, policy, 2, push=False) as polled:
+            pairs = {True: [p for p, _ in pushed], False: [p for p, _ in polled]}
+            for r in range(rounds):
+                for push in ((True, False) if r % 2 == 0 else (False, True)):
+                    one, two = pairs[push]
+                    samples[push].append(_approve_to_resume(two, one, agent, reviewer))
+    fast, slow = median(samples[True]), median(samples[False])
+    return [Result(
+        GROUP, figure, 1000 * fast, "ms", 1000 * slow,
+        "the same replicas re-reading the store every 50 ms (hold_notifications=False)", None,
+        "prompt: < 50 ms", fast < 0.05,
+        f"LISTEN/NOTIFY push, 1 s re-read kept as fallback; {rounds} interleaved holds each; worst "
+        f"{1000 * max(samples[True]):.0f} ms pushed vs {1000 * max(samples[False]):.0f} ms polled; "
+        f"load average {os.getloadavg()[0]:.1f}")]
+
+
+BENCHES = [bench_pg_ingest, bench_pg_replicas, bench_pg_hold_wakeup]
 
 
 def main(argv: list[str] | None = None) -> int:
-    smoke = "--smoke" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    if args[:1] == ["--serve-polling"]:
+        serve_polling(args[1], args[2], int(args[3]))
+        return 0
+    smoke = "--smoke" in args
     sizes = Sizes.tiny() if smoke else Sizes.full()
     for bench in BENCHES:
         for row in bench(sizes):

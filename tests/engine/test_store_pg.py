@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +102,9 @@ def test_same_public_methods_as_sqlite() -> None:
     from thoth_nb.engine.store_pg import PostgresStore
 
     lite, pg = public(SQLiteStore), public(PostgresStore)
-    assert pg == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite}"
+    # the one addition: replicas push hold resolutions to each other (callers probe it with getattr)
+    pg_only = {"subscribe_holds"}
+    assert pg - pg_only == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite - pg_only}"
 
 
 @pytest.mark.postgres
@@ -332,16 +335,48 @@ def test_prune_and_export(pg: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_copy_falls_back_to_on_conflict_for_a_racing_duplicate(pg: Any) -> None:
-    """An id that slipped past the locked duplicate check (same id, another session, at once) is skipped."""
-    first = event("a")
-    pg.ingest_events([first])
-    racing = [event("b", n=1), {**event("b", n=2), "event_id": first["event_id"]}]
-    with pg.transaction() as db:
-        rows = [(e["event_id"], "t", "b", "a", "u", "x", "TOOL_CALL_PRE", "2026-01-01T00:00:00.000000Z", None, None,
-                 "2026-01-01T00:00:00.000000Z", i, "h", "", "{}") for i, e in enumerate(racing)]
-        assert pg._insert_events(db, rows) == 1
-    assert pg.count_events("t") == 2
+def test_an_id_racing_in_for_another_session_is_a_duplicate_and_the_chain_stays_whole(pg: Any, pg_url: str) -> None:
+    """The same event id, sent for session a and session b at once (different advisory locks), lands once:
+    b's batch meets the unique index, is redone after a's commit, counts the id as a duplicate and chains
+    its other events without a gap."""
+    import psycopg
+
+    shared = event("a")
+    batch = [event("b", n=1), {**event("b", n=2), "event_id": shared["event_id"]}, event("b", n=3)]
+    result: list[Any] = []
+    with psycopg.connect(pg_url) as other:  # a's writer: inserted, not yet committed
+        other.execute(
+            "INSERT INTO events (event_id, tenant_id, session_id, event_type, occurred_at, ingested_at, chain_index, "
+            "hash, previous_hash, body) VALUES (%s, 't', 'a', 'TOOL_CALL_PRE', now(), now(), 0, 'h', '', '{}')",
+            (shared["event_id"],))
+        writer = threading.Thread(target=lambda: result.append(pg.ingest_events(batch)))
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive(), "b's COPY should wait on the uncommitted duplicate id"
+        other.commit()
+    writer.join(30)
+    assert len(result) == 1
+    assert (result[0].accepted, result[0].duplicates) == (2, 1)
+    rows = pg.events("t", session_id="b")
+    assert [r["event_id"] for r in rows] == [batch[0]["event_id"], batch[2]["event_id"]]
+    verify_chain(rows)
+    assert pg.count_events("t") == 3
+
+
+@pytest.mark.postgres
+def test_ingest_keeps_odd_ids_and_values(pg: Any) -> None:
+    """Ids with the separator character, a numeric violation id and offset timestamps go through the
+    binary COPY as the text COPY took them."""
+    odd = event("s", n=1, event_id="t:with\x1fsep", violation_id=42,
+                occurred_at="2026-01-01T01:00:00+01:00")
+    result = pg.ingest_events([odd, event("s", n=2)])
+    assert (result.accepted, result.duplicates) == (2, 0)
+    assert pg.ingest_events([odd]).duplicates == 1
+    rows = pg.events("t", session_id="s")
+    assert rows[0]["event_id"] == odd["event_id"] and rows[0]["occurred_at"] == "2026-01-01T00:00:00.000000Z"
+    assert pg.query("SELECT violation_id FROM events WHERE event_id = %s", (odd["event_id"],)) == [
+        {"violation_id": "42"}]
+    verify_chain(rows)
 
 
 @pytest.mark.postgres
@@ -403,3 +438,89 @@ def test_seq_pages_wait_for_a_lower_seq_still_committing(pg: Any, pg_url: str) -
         assert [e["event_id"] for e in page][:1] == ["t:slow"] and len(page) == 2
     finally:
         slow.close()
+
+
+def _hold(approval_id: str, expires_at: str = "2999-01-01T00:00:00.000000Z") -> dict[str, Any]:
+    return {"approval_id": approval_id, "hold_token": f"tok_{approval_id}", "tenant_id": "t", "agent_id": "a",
+            "user_id": "u", "session_id": "s1", "tool_name": "pay", "args_hash": "h", "tool_args": None, "reason": "r",
+            "decision_reason_code": "c", "risk_score": 50.0, "matched_rule_ids": [], "violation_id": None,
+            "allow_modify": False, "created_at": "2026-01-01T00:00:00.000000Z", "expires_at": expires_at}
+
+
+@pytest.mark.postgres
+def test_hold_resolutions_are_pushed_to_every_store_and_survive_a_lost_listener(pg: Any, pg_url: str) -> None:
+    """A resolution or expiry through one store (replica) calls the subscribers of another at once; a
+    killed LISTEN connection is re-opened and its subscribers are called once (they re-read)."""
+    import psycopg
+
+    other = open_store(pg_url)
+    woke = threading.Event()
+    unsubscribe = other.subscribe_holds(woke.set)
+    try:
+        pg.create_hold(_hold("apr_a"))
+        assert not woke.wait(0.3)  # creating a hold wakes no one
+        pg.resolve_hold("apr_a", status="approved", reviewer="r")
+        resolved_at = time.monotonic()
+        assert woke.wait(2.0)
+        assert time.monotonic() - resolved_at < 0.25  # pushed as it arrives, not at the listener's timeout
+        woke.clear()
+        pg.create_hold(_hold("apr_b", expires_at="2000-01-01T00:00:00.000000Z"))
+        assert pg.expire_holds() == 1
+        assert woke.wait(2.0)
+        woke.clear()
+        with psycopg.connect(PG_URL, autocommit=True) as admin:  # PostgreSQL drops the listener's connection
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN thoth_holds%'"
+                " AND pid <> pg_backend_pid()").fetchone()
+        assert killed and killed[0] >= 1
+        assert woke.wait(5.0)  # after the reconnect: resolutions meanwhile may have been missed
+        woke.clear()
+        pg.create_hold(_hold("apr_c"))
+        pg.resolve_hold("tok_apr_c", status="denied", reviewer="r")
+        assert woke.wait(5.0)
+        unsubscribe()
+        woke.clear()
+        pg.create_hold(_hold("apr_d"))
+        pg.resolve_hold("apr_d", status="denied", reviewer="r")
+        assert not woke.wait(0.5)
+    finally:
+        other.close()
+
+
+@pytest.mark.postgres
+def test_a_store_without_hold_notifications_offers_none(pg_url: str) -> None:
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    store = PostgresStore(pg_url, hold_notifications=False)
+    try:
+        assert store.subscribe_holds(lambda: None) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_request_id_claim_makes_a_duplicate_wait_and_a_stale_claim_passes_on(pg: Any, pg_url: str) -> None:
+    """The first dedupe_get claims the id; a second caller waits for the first's decision; a claim whose
+    holder never stores a decision passes to a caller that waited out the claim time."""
+    other = open_store(pg_url)
+    try:
+        assert pg.dedupe_get("t", "r1", 600.0) is None  # claimed
+        waited: list[Any] = []
+        waiter = threading.Thread(target=lambda: waited.append(other.dedupe_get("t", "r1", 600.0)))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive(), "the duplicate should wait for the claim holder's decision"
+        assert pg.dedupe_put("t", "r1", {"decision": "first"}, 600.0) == {"decision": "first"}
+        waiter.join(5)
+        assert waited == [{"decision": "first"}]
+        assert other.dedupe_put("t", "r1", {"decision": "second"}, 600.0) == {"decision": "first"}
+
+        other._dedupe_claim_seconds = 0.2
+        assert pg.dedupe_get("t", "r2", 600.0) is None  # claimed, and its holder fails to decide
+        assert other.dedupe_get("t", "r2", 600.0) is None  # taken over after 0.2 s
+        assert other.dedupe_put("t", "r2", {"decision": "mine"}, 600.0) == {"decision": "mine"}
+        assert pg.dedupe_put("t", "r2", {"decision": "late"}, 600.0) == {"decision": "mine"}
+        assert pg.dedupe_get("t", "r2", 600.0) == {"decision": "mine"}
+        assert pg.dedupe_get("t", "r2", 600.0, now=time.time() + 601) is None  # too old: claimed anew
+    finally:
+        other.close()

@@ -65,19 +65,20 @@ def pg_url() -> Iterator[str]:
 class Replica:
     """One server process's worth: its own PostgresStore, engine and uvicorn server on a free port."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, settings: Any = None, *, hold_notifications: bool = True) -> None:
         import uvicorn
 
+        from thoth_nb.engine.store_pg import PostgresStore
         from thoth_nb.server.app import ServerSettings, create_app
         from thoth_nb.server.run import uvicorn_config
 
-        self.store = open_store(url)
+        self.store = open_store(url) if hold_notifications else PostgresStore(url, hold_notifications=False)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.sock = sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        app = create_app(self.store, parse_policy(POLICY), ServerSettings())
+        app = create_app(self.store, parse_policy(POLICY), settings or ServerSettings())
         self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", sock.getsockname()[1]))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
@@ -283,3 +284,103 @@ def test_thoth_nb_serve_process_joins_as_a_replica(replicas: Any, pg_url: str, t
     password = conninfo_to_dict(PG_URL).get("password")
     if password:
         assert f":{password}@" not in out  # ... without its password
+
+
+def approve_to_resume(waiting: Replica, approving: Replica, keys: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """Seconds from the approval's answer on `approving` to the answer of a client long-polling its hold
+    on `waiting`, and that answer."""
+    with client(waiting, keys["agent"]) as agent:
+        held = enforce(agent, "transfer", str(uuid.uuid4()), "step_up", to="bob", amount=500)
+    assert held["decision"] == "STEP_UP", held
+    answer: dict[str, Any] = {}
+
+    def wait() -> None:
+        with client(waiting, keys["agent"]) as agent:
+            r = agent.get(f"/v1/enforce/hold/{held['hold_token']}", params={"wait": 20}, timeout=30)
+        answer["at"] = time.monotonic()
+        answer["reply"] = r.json()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)  # the long-poll is parked on `waiting`
+    assert "reply" not in answer
+    with client(approving, keys["reviewer"]) as reviewer:
+        r = reviewer.post(f"/v1/approvals/{held['hold_token']}/resolve", json={"decision": "approve"})
+        approved_at = time.monotonic()
+    assert r.status_code == 200, r.text
+    waiter.join(30)
+    return answer["at"] - approved_at, answer["reply"]
+
+
+def test_long_poll_on_one_replica_is_woken_by_an_approval_on_the_other(pg_url: str) -> None:
+    """LISTEN/NOTIFY: the fallback re-read is set to 30 s, so only the push can answer within a second."""
+    from thoth_nb.server.app import ServerSettings
+
+    settings = ServerSettings(hold_fallback_seconds=30.0)
+    one, two = Replica(pg_url, settings), Replica(pg_url, settings)
+    try:
+        keys = {role: one.store.create_api_key("acme", role, role)[1] for role in ("agent", "reviewer")}
+        for waiting, approving in ((two, one), (one, two)):
+            latency, reply = approve_to_resume(waiting, approving, keys)
+            assert reply["resolved"] is True and reply["status"] == "approved", reply
+            assert latency < 1.0, f"the waiting client resumed {latency:.2f} s after the approval"
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_without_notifications_the_long_poll_still_resumes_by_re_reading(pg_url: str) -> None:
+    """A store opened with hold_notifications=False pushes nothing: the 50 ms re-read answers instead."""
+    one, two = Replica(pg_url, hold_notifications=False), Replica(pg_url, hold_notifications=False)
+    try:
+        keys = {role: one.store.create_api_key("acme", role, role)[1] for role in ("agent", "reviewer")}
+        latency, reply = approve_to_resume(two, one, keys)
+        assert reply["status"] == "approved" and latency < 2.0, (latency, reply)
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_one_request_id_sent_through_both_replicas_at_once_is_decided_once(replicas: Any) -> None:
+    """Real concurrent requests, released together through two replicas: each request id yields one
+    hold (both answers carry its token) and counts once against the rate limit."""
+    one, two, keys = replicas
+    clients = [client(one, keys["agent"]), client(two, keys["agent"])]
+
+    def body(tool: str, session: str, request_id: str, mode: str = "block", **args: Any) -> dict[str, Any]:
+        return {"agent_id": "agent-1", "tenant_id": "acme", "user_id": "u1", "tool_name": tool, "session_id": session,
+                "session_tool_calls": [], "approved_scope": SCOPE, "enforcement_mode": mode, "tool_args": args,
+                "request_id": request_id}
+
+    def both(request: dict[str, Any]) -> list[dict[str, Any]]:
+        start = threading.Barrier(2)
+
+        def send(c: httpx.Client) -> dict[str, Any]:
+            start.wait(5)
+            r = c.post("/v1/enforce", json=request)
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return list(pool.map(send, clients))
+
+    try:
+        session = str(uuid.uuid4())
+        tokens = []
+        for n in range(12):
+            first, second = both(body("transfer", session, f"hold-{session}-{n}", "step_up", to="bob", amount=500))
+            assert first["decision"] == second["decision"] == "STEP_UP"
+            assert first["hold_token"] == second["hold_token"]
+            tokens.append(first["hold_token"])
+        with client(two, keys["reviewer"]) as reviewer:
+            held = [h for h in reviewer.get("/v1/approvals").json()["items"] if h["session_id"] == session]
+        assert sorted(h["hold_token"] for h in held) == sorted(tokens)  # twelve holds, not up to 24
+
+        session = str(uuid.uuid4())
+        for n in range(3):  # the limit is 3 calls a minute: three ids sent twice each are three calls
+            answers = both(body("search", session, f"rate-{session}-{n}", q=n))
+            assert [a["decision"] for a in answers] == ["ALLOW", "ALLOW"], answers
+        assert enforce(clients[0], "search", session)["decision"] == "BLOCK"
+    finally:
+        for c in clients:
+            c.close()

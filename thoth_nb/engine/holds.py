@@ -40,4 +40,7 @@ def board_for(store: object) -> HoldBoard:
         board = _boards.get(store)
         if board is None:
             board = _boards[store] = HoldBoard()
+            subscribe = getattr(store, "subscribe_holds", None)  # PostgreSQL: other replicas' resolutions
+            if subscribe is not None and subscribe(board.notify) is not None:
+                board.recheck = 1.0  # pushed at once; the re-read is only a fallback
         return board

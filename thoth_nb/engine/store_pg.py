@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from thoth_nb import _json
@@ -45,6 +46,8 @@ from thoth_nb.engine.store import (
 )
 
 __all__ = ["PostgresStore"]
+
+logger = logging.getLogger("thoth_nb.store")
 
 _MIGRATION_LOCK = 0x7468_6F74_6800_0001  # "thoth" + 1: one migrator at a time across replicas
 
@@ -214,15 +217,34 @@ _SEP = "\x1f"
 #: while two replicas ingest could end past a row that commits a moment later, and the next page skip it.
 _SETTLED = ("(ingested_at < now() - interval '5 seconds' OR age(xmin) > "
             "age(((pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296)::text::xid)))")
-_COPY_EVENTS = f"COPY events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
-_INSERT_EVENTS = (
-    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-    "SELECT e, t, s, a, u, tn, et, oa::timestamptz, d, v, ia::timestamptz, ci, h, ph, b FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[]) "
-    "AS x(e, t, s, a, u, tn, et, oa, d, v, ia, ci, h, ph, b) ON CONFLICT (event_id) DO NOTHING"
+#: Binary COPY: no text escaping on either side; the types match the events table's columns.
+_COPY_EVENTS = f"COPY events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ("text",) * 7 + ("timestamptz", "text", "text", "timestamptz", "int4", "text", "text", "text")
+#: A batch's stored duplicates (rows with event_id set) and its sessions' chain heads (event_id NULL),
+#: in one statement; `{ids}` is the id list as an array expression.
+_INGEST_STATE = (
+    "SELECT event_id, NULL AS tenant_id, NULL AS session_id, NULL::int AS chain_index, NULL AS hash "
+    "FROM events WHERE event_id = ANY({ids}) UNION ALL "
+    "SELECT NULL, s.tenant_id, s.session_id, e.chain_index, e.hash "
+    "FROM unnest(%s::text[], %s::text[]) AS s(tenant_id, session_id) "
+    "CROSS JOIN LATERAL (SELECT chain_index, hash FROM events WHERE events.tenant_id = s.tenant_id "
+    "AND events.session_id = s.session_id ORDER BY seq DESC LIMIT 1) AS e"
 )
+#: A batch that meets a unique violation (an id sent for another session at the same moment) is redone
+#: from the start this many times at most.
+_INGEST_ATTEMPTS = 5
 
+
+#: Claim a request id (pending: decision ''), unless a fresh row is there; take over a pending claim
+#: when asked. Returns whether this statement claimed it and, if not, the stored decision ('' while the
+#: holder is still deciding; NULL if the holder's row committed after this statement's snapshot).
+_DEDUPE_CLAIM = (
+    "WITH claim AS (INSERT INTO request_dedupe AS r (tenant_id, request_id, created_at, decision) "
+    "VALUES (%s, %s, %s, '') ON CONFLICT (tenant_id, request_id) DO UPDATE SET created_at = excluded.created_at, "
+    "decision = '' WHERE r.created_at <= %s OR (r.decision = '' AND %s) RETURNING 1) "
+    "SELECT EXISTS (SELECT 1 FROM claim) AS claimed, (SELECT decision FROM request_dedupe "
+    "WHERE tenant_id = %s AND request_id = %s AND created_at > %s) AS decision"
+)
 
 _WINDOW_UPSERT = (
     "INSERT INTO rate_windows AS w (tenant_id, session_id, limit_id, tool_name, hits, updated_at) "
@@ -253,6 +275,11 @@ def _lock_key(tenant_id: str, session_id: str) -> int:
 def _ts(value: Any) -> Any:
     """timestamptz columns back to the fixed-width strings SQLite returns."""
     return format_ts(value) if isinstance(value, dt.datetime) else value
+
+
+def _moment(stamp: str) -> dt.datetime:
+    """A canonical timestamp (`normalize_ts`'s fixed-width UTC form) as an aware datetime, for binary COPY."""
+    return dt.datetime.fromisoformat(stamp)
 
 
 def _redact_url(url: str) -> str:
@@ -333,16 +360,95 @@ class _Pool:
                 conn.close()
 
 
+#: NOTIFY channel of hold resolutions; the payload is the approval id (waiters re-read their own hold).
+HOLD_CHANNEL = "thoth_holds"
+
+
+class _HoldListener:
+    """One LISTEN connection per store: every NOTIFY on `HOLD_CHANNEL` (a hold resolved or expired by any
+    replica, committed) calls the subscribers from this thread. A lost connection is re-opened with
+    backoff and the subscribers are called once after it, since notifications sent meanwhile are lost;
+    waiters also keep a slow re-read of the store as a fallback."""
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._callbacks[token] = callback
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="thoth-hold-listener", daemon=True)
+                self._thread.start()
+        self._ready.wait(self.connect_timeout)  # LISTEN is active before the caller's first re-read
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._callbacks.pop(token, None)
+
+        return unsubscribe
+
+    def _fire(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one broken subscriber must not silence the others
+                logger.exception("thoth: a hold wake-up subscriber failed")
+
+    def _run(self) -> None:
+        psycopg = _psycopg()
+        backoff = 0.2
+        reconnected = False
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True,
+                                     connect_timeout=max(1, int(self.connect_timeout))) as conn:
+                    conn.execute(f"LISTEN {HOLD_CHANNEL}")
+                    self._ready.set()
+                    backoff = 0.2
+                    if reconnected:
+                        self._fire()
+                    while not self._stop.is_set():  # the timeout only bounds how long close() waits
+                        for _ in conn.notifies(timeout=0.5):
+                            self._fire()
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                logger.warning("thoth: hold listener lost its PostgreSQL connection (%s); retrying", exc)
+                reconnected = True
+                self._stop.wait(backoff)
+                backoff = min(5.0, backoff * 2)
+
+    def close(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2.0)
+
+
 class PostgresStore(Store):
     """The store on PostgreSQL: the same public methods and row shapes as `SQLiteStore`."""
 
     shared_state = True
+    #: how long a request id's claim may stay unfilled before a waiting duplicate decides itself
+    _dedupe_claim_seconds = 5.0
     API_KEY_ROLES = SQLiteStore.API_KEY_ROLES
     EXPORT_COLUMNS = SQLiteStore.EXPORT_COLUMNS
     hash_api_key = staticmethod(SQLiteStore.hash_api_key)
     _hold_out = staticmethod(SQLiteStore._hold_out)
 
-    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0, migrate: bool = True,
+                 hold_notifications: bool = True) -> None:
         if url.startswith("postgresql+psycopg://"):
             url = "postgresql://" + url[len("postgresql+psycopg://"):]
         self.url = url
@@ -352,9 +458,16 @@ class PostgresStore(Store):
         # PostgreSQL itself may forget the last few hundred ms of counts; events, holds, violations and
         # keys always go through the synchronous pool).
         self._state_pool = _Pool(url, pool_size, connect_timeout, "-c synchronous_commit=off")
+        self._listener = _HoldListener(url, connect_timeout) if hold_notifications else None
         try:
             with self._pool.connection() as conn:
-                conn.execute("SELECT 1")
+                # event bodies (~2 KB of JSON) are TOAST-compressed on insert: lz4 costs PostgreSQL a
+                # fraction of the default pglz's CPU, and ingest is bound by that CPU (benchmarks/pg_scale.py)
+                lz4 = conn.execute("SELECT 'lz4' = ANY(enumvals) AS ok FROM pg_settings "
+                                   "WHERE name = 'default_toast_compression'").fetchone()
+                if lz4 and lz4["ok"]:
+                    self._pool.settings = "-c default_toast_compression=lz4"
+                    conn.execute("SET default_toast_compression = lz4")
         except ThothConfigError:
             raise
         except Exception as exc:
@@ -406,8 +519,18 @@ class PostgresStore(Store):
         return [r["name"] for r in self.query("SELECT name FROM schema_migrations ORDER BY name")]
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self._pool.close()
         self._state_pool.close()
+
+    def subscribe_holds(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call `callback` (from a listener thread) whenever any replica resolves or expires a hold, so
+        long-polls resume at once instead of at their next re-read. Returns the unsubscribe function, or
+        None if this store was opened with `hold_notifications=False` (then keep re-reading fast)."""
+        if self._listener is None:
+            return None
+        return self._listener.subscribe(callback)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -415,7 +538,9 @@ class PostgresStore(Store):
         """Store events idempotently (by event_id) and chain each session's events with SHA-256.
 
         Concurrent batches for the same session (two replicas, a retry racing the original) take the
-        session's advisory lock in a fixed order, so chains never fork and a duplicate is seen."""
+        session's advisory lock in a fixed order, so chains never fork and a duplicate is seen. One batch
+        costs four round trips (BEGIN + locks + duplicate/chain-head query pipelined, the binary COPY's
+        two, COMMIT) and is acknowledged only after its synchronous commit."""
         rejected: list[dict[str, Any]] = []
         parsed: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
         for index, event in enumerate(events):
@@ -430,68 +555,77 @@ class PostgresStore(Store):
                 rejected.append({"index": index, "error": str(exc)})
         if not parsed:
             return IngestResult(0, 0, rejected)
+        unique_violation = _psycopg().errors.UniqueViolation
+        for _attempt in range(_INGEST_ATTEMPTS - 1):
+            try:
+                accepted, duplicates = self._ingest_locked(parsed)
+                break
+            except unique_violation:
+                # the same event id went in for another session (other locks) after our duplicate check;
+                # it has committed now, so the next attempt's check sees it and the chain stays whole
+                continue
+        else:
+            accepted, duplicates = self._ingest_locked(parsed)
+        return IngestResult(accepted, duplicates, rejected)
+
+    def _ingest_locked(self, parsed: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> tuple[int, int]:
+        """One transaction: lock the batch's sessions, find stored duplicates and chain heads, chain the
+        new events in one pass, COPY them in. Returns (accepted, duplicates)."""
         ingested_at = format_ts()
+        ingested_moment = _moment(ingested_at)
         sessions = sorted({(p[0][1], p[0][2]) for p in parsed})
         keys = sorted({_lock_key(t, s) for t, s in sessions})
-        with self.transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
-            ids = [p[0][0] for p in parsed]
-            if any(_SEP in i for i in ids):
-                found = db.execute("SELECT event_id FROM events WHERE event_id = ANY(%s::text[])", (ids,))
-            else:  # one joined string: far cheaper to send than a 500-element array parameter
-                found = db.execute("SELECT event_id FROM events WHERE event_id = ANY(string_to_array(%s, chr(31)))",
-                                   (_SEP.join(ids),))
-            existing = {r["event_id"] for r in found.fetchall()}
-            heads: dict[tuple[str, str], tuple[int, str]] = {
-                (r["tenant_id"], r["session_id"]): (int(r["chain_index"]), str(r["hash"]))
-                for r in db.execute(
-                    "SELECT s.tenant_id, s.session_id, e.chain_index, e.hash "
-                    "FROM unnest(%s::text[], %s::text[]) AS s(tenant_id, session_id) "
-                    "CROSS JOIN LATERAL (SELECT chain_index, hash FROM events WHERE events.tenant_id = s.tenant_id "
-                    "AND events.session_id = s.session_id ORDER BY seq DESC LIMIT 1) AS e",
-                    ([t for t, _ in sessions], [s for _, s in sessions]),
-                ).fetchall()
-            }
-            rows: list[tuple[Any, ...]] = []
-            seen: set[str] = set()
-            duplicates = 0
-            for row, event in parsed:
-                event_id = row[0]
-                if event_id in existing or event_id in seen:
-                    duplicates += 1
-                    continue
-                seen.add(event_id)
-                key = (row[1], row[2])
-                head = heads.get(key, (-1, ""))
-                body = dict(event)
-                body["occurred_at"] = row[7]
-                body["ingested_at"] = ingested_at
-                index = head[0] + 1
-                body["chain_index"] = index
-                body["previous_hash"] = head[1]
-                body.pop("hash", None)
-                body.pop("signature", None)
-                encoded = _json.dumps(body)
-                digest = hashlib.sha256((head[1] + encoded).encode()).hexdigest()
-                heads[key] = (index, digest)
-                rows.append((*row, ingested_at, index, digest, head[1], encoded))
-            accepted = self._insert_events(db, rows) if rows else 0
-        return IngestResult(accepted, duplicates + (len(rows) - accepted), rejected)
-
-    @staticmethod
-    def _insert_events(db: Any, rows: list[tuple[Any, ...]]) -> int:
-        """COPY the new rows (3x a multi-row INSERT here). The duplicate check above ran under the
-        sessions' locks, so a unique violation means the same event id was sent for another session at
-        once; then the batch goes in again with ON CONFLICT DO NOTHING, skipping that id."""
-        psycopg = _psycopg()
-        try:
-            with db.transaction(), db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return len(rows)
-        except psycopg.errors.UniqueViolation:
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            return int(db.execute(_INSERT_EVENTS, columns).rowcount)
+        ids = [p[0][0] for p in parsed]
+        if any(_SEP in i for i in ids):
+            state_sql, id_param = _INGEST_STATE.format(ids="%s::text[]"), ids
+        else:  # one joined string: far cheaper to send than a 500-element array parameter
+            state_sql, id_param = _INGEST_STATE.format(ids="string_to_array(%s, chr(31))"), _SEP.join(ids)
+        with self._pool.connection() as db:
+            try:
+                with db.pipeline():  # one round trip: the locks are taken before the state query's snapshot
+                    db.execute("BEGIN")
+                    db.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
+                    state = db.execute(state_sql, (id_param, [t for t, _ in sessions], [s for _, s in sessions]))
+                existing: set[str] = set()
+                heads: dict[tuple[str, str], tuple[int, str]] = {}
+                for r in state.fetchall():
+                    if r["event_id"] is not None:
+                        existing.add(r["event_id"])
+                    else:
+                        heads[(r["tenant_id"], r["session_id"])] = (int(r["chain_index"]), str(r["hash"]))
+                fresh: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
+                for row, event in parsed:
+                    if row[0] not in existing:
+                        existing.add(row[0])
+                        fresh.append((row, event))
+                if fresh:
+                    # rows stream out while the chain is computed, so PostgreSQL inserts (on the other
+                    # CPU) while this process still hashes: the batch costs max(client, server), not the sum
+                    with db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for row, event in fresh:
+                            key = (row[1], row[2])
+                            previous_index, previous_hash = heads.get(key, (-1, ""))
+                            body = dict(event)
+                            body["occurred_at"] = row[7]
+                            body["ingested_at"] = ingested_at
+                            body["chain_index"] = index = previous_index + 1
+                            body["previous_hash"] = previous_hash
+                            body.pop("hash", None)
+                            body.pop("signature", None)
+                            encoded = _json.dumps(body)
+                            digest = hashlib.sha256((previous_hash + encoded).encode()).hexdigest()
+                            heads[key] = (index, digest)
+                            copy.write_row((*row[:7], _moment(row[7]), row[8],
+                                            None if row[9] is None else str(row[9]),
+                                            ingested_moment, index, digest, previous_hash, encoded))
+                db.execute("COMMIT")
+            except BaseException:
+                if not db.closed:
+                    with contextlib.suppress(Exception):
+                        db.execute("ROLLBACK")
+                raise
+        return len(fresh), len(parsed) - len(fresh)
 
     @staticmethod
     def _filters(tenant_id: str, **equals: str | None) -> tuple[list[str], list[Any]]:
@@ -679,11 +813,13 @@ class PostgresStore(Store):
     def expire_holds(self, now: str | None = None) -> int:
         stamp = now or format_ts()
         with self._connection() as db:
-            cursor = db.execute(
-                "UPDATE holds SET status='expired', resolved_at=%s WHERE status='pending' AND expires_at <= %s",
+            expired = db.execute(
+                "WITH done AS (UPDATE holds SET status='expired', resolved_at=%s WHERE status='pending' "
+                "AND expires_at <= %s RETURNING approval_id) "
+                f"SELECT count(pg_notify('{HOLD_CHANNEL}', approval_id)) AS n FROM done",
                 (stamp, stamp),
-            )
-            return int(cursor.rowcount)
+            ).fetchone()
+            return int(expired["n"]) if expired else 0
 
     def resolve_hold(
         self,
@@ -717,6 +853,7 @@ class PostgresStore(Store):
                     (status, reviewer, note, now, grant_scope,
                      _json.dumps(modified_args) if modified_args is not None else None, found["approval_id"]),
                 )
+                db.execute("SELECT pg_notify(%s, %s)", (HOLD_CHANNEL, found["approval_id"]))  # sent on commit
                 if status == "approved" and grant_scope == "session" and modified_args is None:
                     db.execute(
                         "INSERT INTO grants SELECT tenant_id, session_id, tool_name, args_hash, approval_id, %s "
@@ -926,24 +1063,38 @@ class PostgresStore(Store):
 
     def dedupe_get(self, tenant_id: str, request_id: str, max_age: float,
                    now: float | None = None) -> dict[str, Any] | None:
+        """The decision stored for a request id within `max_age` seconds; None when there is none, and
+        then the caller holds the id's claim and must decide and `dedupe_put`. Meanwhile the same id
+        arriving through any replica waits here for that decision instead of deciding again (one hold,
+        one rate-limit count). A claim not filled within `_dedupe_claim_seconds` (its holder failed)
+        passes to the next caller that waited that long."""
         stamp = time.time() if now is None else now
-        with self._state_pool.connection() as db:
-            row = db.execute(
-                "SELECT decision FROM request_dedupe WHERE tenant_id=%s AND request_id=%s AND created_at > %s",
-                (tenant_id, request_id, stamp - max_age),
-            ).fetchone()
-        return _json.loads(row["decision"]) if row else None  # type: ignore[no-any-return]
+        deadline = time.monotonic() + self._dedupe_claim_seconds
+        pause = 0.002
+        take_over = False
+        while True:
+            with self._state_pool.connection() as db:
+                row = db.execute(_DEDUPE_CLAIM, (tenant_id, request_id, stamp, stamp - max_age, take_over,
+                                                 tenant_id, request_id, stamp - max_age)).fetchone()
+            if row["claimed"]:
+                return None
+            if row["decision"]:
+                return _json.loads(row["decision"])  # type: ignore[no-any-return]
+            # another caller holds the claim (or committed it after this statement's snapshot): wait
+            take_over = time.monotonic() >= deadline
+            time.sleep(pause)
+            pause = min(0.05, pause * 2)
 
     def dedupe_put(self, tenant_id: str, request_id: str, decision: Mapping[str, Any], max_age: float,
                    now: float | None = None) -> dict[str, Any]:
-        """Store a request id's decision unless a fresh one is there (another replica won the race);
-        returns the one that stays."""
+        """Fill this caller's claim with its decision (or store it anew); if another caller's decision
+        is there already (this claim was taken over), that one stays and is returned."""
         stamp = time.time() if now is None else now
         with self._state_pool.connection() as db:
             row = db.execute(
                 "INSERT INTO request_dedupe AS r (tenant_id, request_id, created_at, decision) VALUES (%s,%s,%s,%s) "
                 "ON CONFLICT (tenant_id, request_id) DO UPDATE SET created_at=excluded.created_at, "
-                "decision=excluded.decision WHERE r.created_at <= %s RETURNING decision",
+                "decision=excluded.decision WHERE r.decision = '' OR r.created_at <= %s RETURNING decision",
                 (tenant_id, request_id, stamp, _json.dumps(decision), stamp - max_age),
             ).fetchone()
             if row is None:

@@ -64,6 +64,8 @@ class ServerSettings:
     max_events: int = 500
     #: how often a long-poll re-reads the store (resolutions by other processes, expiry)
     hold_recheck_seconds: float = 0.05
+    #: the same when the store pushes resolutions (PostgreSQL LISTEN/NOTIFY): only a fallback
+    hold_fallback_seconds: float = 1.0
     #: how often a tenant's stored policy is re-checked for a newer version (PUT here applies at once)
     policy_recheck_seconds: float = 1.0
     key_cache_seconds: float = 2.0
@@ -91,6 +93,11 @@ class ServerState:
         )
         self._hold_changed: asyncio.Event | None = None
         self.put_lock = asyncio.Lock()
+        # replicas: a hold resolved through another server wakes this one's long-polls (store_pg LISTEN)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        subscribe = getattr(store, "subscribe_holds", None)
+        pushed = subscribe(self._pushed) if subscribe is not None else None
+        self.hold_recheck_seconds = settings.hold_fallback_seconds if pushed else settings.hold_recheck_seconds
 
     # -- policies --------------------------------------------------------------------------------
 
@@ -141,8 +148,19 @@ class ServerState:
         self._hold_changed = asyncio.Event()
         event.set()
 
-    async def wait_hold_change(self, seconds: float) -> None:
-        event = self._event()
+    def _pushed(self) -> None:
+        """From the store's listener thread: wake this server's long-polls on its event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.holds_changed)
+
+    def hold_change(self) -> asyncio.Event:
+        """The event the next resolution sets; take it before reading a hold so none slips in between."""
+        self._loop = asyncio.get_running_loop()
+        return self._event()
+
+    async def wait_hold_change(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        event = event or self.hold_change()
         try:
             await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
         except TimeoutError:
@@ -495,6 +513,7 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
             wait = min(wait, MAX_LONG_POLL)
         deadline = time.monotonic() + wait
         while True:
+            changed = state.hold_change()
             try:
                 if inline:
                     reply = engine.hold_status(hold_token, principal.tenant_id)
@@ -505,7 +524,7 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
             remaining = deadline - time.monotonic()
             if reply["resolved"] or remaining <= 0 or await request.is_disconnected():
                 return json_response(reply)
-            await state.wait_hold_change(min(remaining, settings.hold_recheck_seconds))
+            await state.wait_hold_change(min(remaining, state.hold_recheck_seconds), changed)
 
     @app.post(
         "/v1/enforce/hold/{hold_token}/cancel",
