@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -259,3 +260,21 @@ def test_postgres_store_tampering_is_found_the_same_way(tmp_path: Path) -> None:
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_failed_export_leaves_no_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store (or disk) that fails mid-export leaves nothing that looks like a bundle."""
+
+    class Broken:
+        def iter_event_rows(self, tenant_id: str | None = None) -> Any:
+            yield [{"event_id": "e", "tenant_id": "t", "session_id": "s", "chain_index": 0, "hash": "h",
+                    "previous_hash": "", "body": "{}"}]
+            raise OSError(28, "No space left on device")
+
+    for out in (tmp_path / "b", tmp_path / "b.zip"):
+        with pytest.raises(OSError, match="No space left"):
+            export_bundle(Broken(), out)
+        assert not (out / "events.jsonl").exists() and not (out / "manifest.json").exists()
+        assert not out.with_name(out.name + ".partial").exists() and not (out.suffix == ".zip" and out.exists())
+    assert main(["audit", "verify", "--bundle", str(tmp_path / "b"), "--tenant", "acme"]) == 2
+    assert "drop --db/--anchor/--tenant" in capsys.readouterr().err
