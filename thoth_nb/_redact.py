@@ -147,7 +147,7 @@ def compile_patterns(patterns: Mapping[str, str] | Iterable[str] | str | None) -
 class Redactor:
     """Masks and bounds one argument tree; build once per configuration (`redactor_for`)."""
 
-    __slots__ = ("_cards", "_keys", "_memo", "_patterns", "enabled")
+    __slots__ = ("_cards", "_key_memo", "_keys", "_memo", "_patterns", "enabled")
 
     def __init__(self, patterns: Mapping[str, re.Pattern[str]], keys: Iterable[str]) -> None:
         self._cards = "card_number" in patterns
@@ -157,6 +157,7 @@ class Redactor:
                           for name, pattern in patterns.items()]
         self._keys = frozenset(_normal_key(k) for k in keys)
         self._memo: dict[str, str] = {}  # short strings recur (paths, names): mask each once
+        self._key_memo: dict[str, str] = {}  # argument name -> its mask, or "" when not sensitive
         self.enabled = bool(patterns or self._keys)
 
     @staticmethod
@@ -193,6 +194,16 @@ class Redactor:
                 value, lowered = masked, masked.lower()
         return value
 
+    def _key_mask(self, key: str) -> str:
+        """`[REDACTED:name]` for a sensitive argument name, else ""."""
+        found = self._key_memo.get(key)
+        if found is None:
+            if len(self._key_memo) >= _MEMO_SIZE:
+                self._key_memo.clear()
+            normal = _normal_key(key)
+            found = self._key_memo[key] = f"[REDACTED:{normal}]" if normal in self._keys else ""
+        return found
+
     def tree(self, value: Any) -> Any:
         """A JSON-safe, masked, size-bounded copy of `value`."""
         if type(value) is dict and len(value) <= _FLAT_ITEMS:
@@ -204,13 +215,12 @@ class Redactor:
     def _flat(self, value: dict[Any, Any]) -> dict[str, Any] | None:
         """The common case, a few short plain values, without the general walk (None: not that case)."""
         out: dict[str, Any] = {}
-        keys = self._keys
         for key, item in value.items():
             kind = type(item)
             if type(key) is not str or len(key) > 64 or not key.isascii():
                 return None
-            if keys and item is not None and (normal := _normal_key(key)) in keys:
-                out[key] = f"[REDACTED:{normal}]"
+            if item is not None and (mask := self._key_mask(key)):
+                out[key] = mask
             elif kind is str:
                 if len(item) > _MEMO_CHARS:
                     return None
@@ -266,8 +276,8 @@ class Redactor:
                     break
                 name = key if isinstance(key, str) else str(key)
                 name = self.text(name) if len(name) > 64 or not name.isascii() else name
-                if self._keys and item is not None and _normal_key(name) in self._keys:
-                    out[name] = f"[REDACTED:{_normal_key(name)}]"
+                if item is not None and (mask := self._key_mask(name)):
+                    out[name] = mask
                 else:
                     out[name] = self._walk(item, depth + 1, budget, seen)
             return out

@@ -46,14 +46,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from thoth_nb.engine.audit import BundleError, load_manifest, manifest_fingerprint, verify_bundle, verify_store
 
     if args.bundle is not None:
-        if args.db or args.anchor:
-            return _fail("--bundle verifies a bundle on its own; drop --db/--anchor")
+        if args.db or args.anchor or args.tenant:
+            return _fail("--bundle verifies a whole bundle on its own; drop --db/--anchor/--tenant")
         try:
             manifest, report = verify_bundle(args.bundle)
         except BundleError as exc:
             return _fail(str(exc))
-        if args.tenant:
-            return _fail("--tenant applies to a store; a bundle is verified whole")
         fingerprint = manifest_fingerprint(manifest)
         if not args.json:
             print(f"manifest fingerprint: {fingerprint}")
@@ -92,6 +90,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                                          source=str(getattr(store, "path", "") or ""))
     except FileExistsError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # disk full, permissions: nothing half-written is left as a bundle
+        return _fail(f"could not write the bundle to {args.out}: {exc}")
     finally:
         store.close()
     print(f"exported {manifest['events']} events in {len(manifest['chains'])} chains to {args.out}")

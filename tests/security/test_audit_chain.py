@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,8 @@ from thoth_nb.cli import main
 from thoth_nb.engine.audit import AuditReport, export_bundle, verify_bundle, verify_store
 from thoth_nb.engine.store import SQLiteStore
 
+# read at import: the autouse fixture in tests/conftest.py clears THOTH_* before each test
+PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")
 TENANTS = ("acme", "globex")
 SESSIONS = ("s-1", "s-2")
 PER_SESSION = 6
@@ -216,3 +220,61 @@ def test_export_refuses_to_overwrite_and_bad_bundles_get_clear_errors(db: Path, 
         archive.writestr("readme.txt", "hi")
     assert main(["audit", "verify", "--bundle", str(tmp_path / "other.zip")]) == 2
     assert "is not an audit bundle" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_postgres_store_tampering_is_found_the_same_way(tmp_path: Path) -> None:
+    """The verifier reads both stores through `iter_event_rows`; PostgreSQL returns datetimes for the
+    time columns, which must still compare equal to the hashed text."""
+    import uuid
+
+    base = PG_URL
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but THOTH_TEST_DATABASE_URL is not")
+        pytest.skip("PostgreSQL tests need THOTH_TEST_DATABASE_URL=postgresql://... (.ci/start-postgres sets it)")
+    psycopg = pytest.importorskip("psycopg")
+    from thoth_nb.engine.store import open_store
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    try:
+        store = open_store(url)
+        try:
+            for i in range(PER_SESSION):
+                store.ingest_events([_event(t, s, i) for t in TENANTS for s in SESSIONS])
+            assert verify_store(store).ok
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("UPDATE events SET tool_name='x' WHERE event_id='acme-s-1-2'")
+                conn.execute("DELETE FROM events WHERE event_id='globex-s-2-4'")
+            found = {(f.kind, f.event_id, f.position) for f in verify_store(store).findings}
+            assert found == {("edited", "acme-s-1-2", 2), ("deleted", "globex-s-2-5", 4)}
+            manifest, report = export_bundle(store, tmp_path / "pg.zip")
+            assert report.total_findings == 2 and manifest["events"] == 23
+        finally:
+            store.close()
+        assert {(f.kind, f.event_id) for f in verify_bundle(tmp_path / "pg.zip")[1].findings} == {
+            ("edited", "acme-s-1-2"), ("deleted", "globex-s-2-5")}
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_failed_export_leaves_no_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store (or disk) that fails mid-export leaves nothing that looks like a bundle."""
+
+    class Broken:
+        def iter_event_rows(self, tenant_id: str | None = None) -> Any:
+            yield [{"event_id": "e", "tenant_id": "t", "session_id": "s", "chain_index": 0, "hash": "h",
+                    "previous_hash": "", "body": "{}"}]
+            raise OSError(28, "No space left on device")
+
+    for out in (tmp_path / "b", tmp_path / "b.zip"):
+        with pytest.raises(OSError, match="No space left"):
+            export_bundle(Broken(), out)
+        assert not (out / "events.jsonl").exists() and not (out / "manifest.json").exists()
+        assert not out.with_name(out.name + ".partial").exists() and not (out.suffix == ".zip" and out.exists())
+    assert main(["audit", "verify", "--bundle", str(tmp_path / "b"), "--tenant", "acme"]) == 2
+    assert "drop --db/--anchor/--tenant" in capsys.readouterr().err

@@ -304,47 +304,66 @@ def export_bundle(store: Any, out: str | Path, *, tenant_id: str | None = None,
     """Write `events.jsonl` + `manifest.json` to directory `out` (or a zip if `out` ends in `.zip`),
     verifying while writing. Returns (manifest, report); a store that already fails verification is
     still exported (the bundle then shows the same findings) so the evidence is kept."""
-    from thoth_nb.engine.store import format_ts
-
     target = Path(out)
     if target.suffix != ".zip" and target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} exists and is not an empty directory; choose a new --out path")
     if target.suffix == ".zip" and target.exists():
         raise FileExistsError(f"{target} exists; choose a new --out path")
+    try:
+        return _write_bundle(store, target, tenant_id, source)
+    except BaseException:
+        partial = target.with_name(target.name + ".partial")
+        if target.suffix == ".zip":
+            partial.unlink(missing_ok=True)
+        else:  # leave no directory that looks like a bundle
+            for name in (EVENTS_FILE, MANIFEST_FILE):
+                (target / name).unlink(missing_ok=True)
+        raise
+
+
+def _write_bundle(store: Any, target: Path, tenant_id: str | None,
+                  source: str) -> tuple[dict[str, Any], AuditReport]:
+    from thoth_nb.engine.store import format_ts
+
     verifier = ChainVerifier(allow_pruned=True)
     hasher = hashlib.sha256()
-    buffer: IO[bytes]
-    if target.suffix == ".zip":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        archive = zipfile.ZipFile(target.with_name(target.name + ".partial"), "w", zipfile.ZIP_DEFLATED)
-        buffer = archive.open(EVENTS_FILE, "w", force_zip64=True)
-    else:
-        archive = None
-        target.mkdir(parents=True, exist_ok=True)
-        buffer = (target / EVENTS_FILE).open("wb")
-    with buffer:
+
+    def write_events(stream: IO[bytes]) -> None:
         for row in _rows(store, tenant_id):
             verifier.feed(row)
             line = (_row_json(row) + "\n").encode()
             hasher.update(line)
-            buffer.write(line)
-    report = verifier.finish()
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "exported_at": format_ts(),
-        "source": source,
-        "tenant_id": tenant_id,
-        "events": report.events,
-        "events_sha256": hasher.hexdigest(),
-        "store_findings": report.total_findings,
-        "chains": sorted(verifier.chain_heads(), key=lambda c: (c["tenant_id"], c["session_id"])),
-    }
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    if archive is not None:
-        archive.writestr(MANIFEST_FILE, text)
-        archive.close()
-        target.with_name(target.name + ".partial").replace(target)
+            stream.write(line)
+
+    def manifest_text() -> tuple[dict[str, Any], str]:
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "exported_at": format_ts(),
+            "source": source,
+            "tenant_id": tenant_id,
+            "events": verifier.report.events,
+            "events_sha256": hasher.hexdigest(),
+            "store_findings": verifier.report.total_findings,
+            "chains": sorted(verifier.chain_heads(), key=lambda c: (c["tenant_id"], c["session_id"])),
+        }
+        return manifest, json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+    if target.suffix == ".zip":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            with archive.open(EVENTS_FILE, "w", force_zip64=True) as stream:
+                write_events(stream)
+            report = verifier.finish()
+            manifest, text = manifest_text()
+            archive.writestr(MANIFEST_FILE, text)
+        partial.replace(target)
     else:
+        target.mkdir(parents=True, exist_ok=True)
+        with (target / EVENTS_FILE).open("wb") as stream:
+            write_events(stream)
+        report = verifier.finish()
+        manifest, text = manifest_text()
         (target / MANIFEST_FILE).write_text(text, encoding="utf-8")
     return manifest, report
 
