@@ -358,7 +358,9 @@ def async_cell_transformer(magics: ThothMagics) -> Callable[[list[str]], list[st
             return lines
         return lines if source is None else source.splitlines(keepends=True)
 
-    thoth_async_cells.has_side_effects = False  # type: ignore[attr-defined]
+    # not side effects, but the flag keeps IPython's check_complete (terminal input) from applying it, so a
+    # %%thoth cell still ends at a blank line like every cell magic
+    thoth_async_cells.has_side_effects = True  # type: ignore[attr-defined]
     return thoth_async_cells
 
 
