@@ -157,3 +157,12 @@ def test_terminal_input_of_an_async_cell_still_ends_at_a_blank_line(loaded: Shel
     manager = loaded.ip.input_transformer_manager
     assert manager.check_complete("%%thoth --agent-id a\nx = await f()\n")[0] == "incomplete"
     assert manager.check_complete("%%thoth --agent-id a\nx = await f()\n\n")[0] == "complete"
+
+
+def test_with_autoawait_off_the_magic_explains(loaded: Shell) -> None:
+    loaded.magic("autoawait False")
+    try:
+        with pytest.raises(UsageError, match="autoawait"):
+            loaded.cell("%%thoth --agent-id a\nimport asyncio\nawait asyncio.sleep(0)")
+    finally:
+        loaded.magic("autoawait True")
