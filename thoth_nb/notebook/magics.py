@@ -354,7 +354,7 @@ def async_cell_transformer(magics: ThothMagics) -> Callable[[list[str]], list[st
             return lines  # (with %autoawait off the magic says how to go on)
         try:
             source = _async_cell_source(magics, lines[0][len("%%thoth"):].strip(), "".join(lines[1:]))
-        except Exception:  # a syntax error or bad options: the magic raises it with its own message
+        except Exception:  # e.g. a syntax error: the magic reports it in its own words
             return lines
         return lines if source is None else source.splitlines(keepends=True)
 
