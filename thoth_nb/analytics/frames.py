@@ -265,6 +265,7 @@ class _ReaderProcess:
         self._proc: Any = None
         self._pid = 0
         self._dir: Path | None = None
+        self._registered = False  # the atexit hook that stops the child
 
     def read(self, path: Path, queries: list[tuple[str, list[Any]]], *, times: Sequence[str] = (),
              categories: Sequence[str] = ()) -> Any:
@@ -324,7 +325,7 @@ class _ReaderProcess:
                                           stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
                                           close_fds=True)
         self._pid = os.getpid()
-        if not getattr(self, "_registered", False):
+        if not self._registered:
             import atexit
 
             atexit.register(self.close)
