@@ -407,3 +407,17 @@ def test_reader_connections_are_reused_until_the_file_is_replaced(tmp_path: Path
         assert replaced["label"].to_pylist() == ["z"] and connections.get(str(path), 0) is not conn
     finally:
         connections.close()
+
+
+def test_a_killed_reader_child_is_started_again(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("adbc_driver_sqlite")
+    import signal
+
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    first = thoth_nb.events(tenant_id="acme", tool_args=False)
+    pid = frames._READER.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    again = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert frames._READER.pid not in (None, pid)
+    pd.testing.assert_frame_equal(again, first)

@@ -3,6 +3,7 @@ real kernel (nbclient: ipykernel awaits the cell on its running event loop)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ fresh = Agent()
 first = await go("/tmp/awaited")
 await asyncio.gather(go("/tmp/task"), asyncio.to_thread(fresh.tools[1].run, "/tmp/thread"))
 """
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_ipython_loop() -> Iterator[None]:
+    """IPython's loop runner keeps one event loop for the process and never closes it; close it after
+    these tests (IPython makes a new one when it needs one again)."""
+    yield
+    from IPython.core import async_helpers
+
+    loop = async_helpers._asyncio_event_loop
+    if loop is not None and not loop.is_running() and not loop.is_closed():
+        loop.close()
 
 
 def _transformers(shell: Shell) -> list[object]:
@@ -138,3 +151,18 @@ def test_await_in_a_governed_cell_in_a_real_kernel(tmp_path: Path) -> None:
     assert "observed: ['/tmp/awaited', '/tmp/task', '/tmp/thread']" in shown
     assert "blocked: ThothPolicyViolation" in shown
     assert "override after: None" in shown
+
+
+def test_terminal_input_of_an_async_cell_still_ends_at_a_blank_line(loaded: Shell) -> None:
+    manager = loaded.ip.input_transformer_manager
+    assert manager.check_complete("%%thoth --agent-id a\nx = await f()\n")[0] == "incomplete"
+    assert manager.check_complete("%%thoth --agent-id a\nx = await f()\n\n")[0] == "complete"
+
+
+def test_with_autoawait_off_the_magic_explains(loaded: Shell) -> None:
+    loaded.magic("autoawait False")
+    try:
+        with pytest.raises(UsageError, match="autoawait"):
+            loaded.cell("%%thoth --agent-id a\nimport asyncio\nawait asyncio.sleep(0)")
+    finally:
+        loaded.magic("autoawait True")

@@ -265,37 +265,47 @@ class _ReaderProcess:
         self._proc: Any = None
         self._pid = 0
         self._dir: Path | None = None
+        self._registered = False  # the atexit hook that stops the child
 
     def read(self, path: Path, queries: list[tuple[str, list[Any]]], *, times: Sequence[str] = (),
              categories: Sequence[str] = ()) -> Any:
+        """The rows of `queries` as a pyarrow Table; ReaderError when the child cannot give them. A child
+        that died since the last read (killed, out of memory) is started again once."""
         import uuid
 
         import pyarrow as pa
 
+        job: dict[str, Any] = {"path": str(path), "queries": queries, "times": list(times),
+                               "categories": list(categories)}
         with self._lock:
-            proc = self._start()
-            assert self._dir is not None
-            out = self._dir / f"{uuid.uuid4().hex}.arrow"
-            job = {"path": str(path), "queries": queries, "times": list(times), "categories": list(categories),
-                   "out": str(out)}
-            try:
-                proc.stdin.write(_json.dumps(job) + "\n")
-                proc.stdin.flush()
-                line = proc.stdout.readline()
-            except (OSError, ValueError):
-                line = ""
-            if not line:
-                why = self._stderr_tail()
-                self._stop()
-                raise ReaderError(f"the reader process ended: {why or 'no output'}")
-            try:
-                reply = _json.loads(line)
-                if not reply.get("ok"):
-                    raise ReaderError(str(reply.get("error")))
-                with pa.memory_map(str(out)) as source:  # buffers keep the mapping after close and unlink
-                    return pa.ipc.open_file(source).read_all()
-            finally:
-                out.unlink(missing_ok=True)
+            for attempt in (1, 2):
+                try:
+                    proc = self._start()
+                except OSError as exc:
+                    raise ReaderError(f"cannot start the reader process: {exc}") from None
+                assert self._dir is not None
+                out = job["out"] = str(self._dir / f"{uuid.uuid4().hex}.arrow")
+                try:
+                    proc.stdin.write(_json.dumps(job) + "\n")
+                    proc.stdin.flush()
+                    line = proc.stdout.readline()
+                except (OSError, ValueError):
+                    line = ""
+                if not line:
+                    why = self._stderr_tail()
+                    self._stop()
+                    if attempt == 1 and not why:
+                        continue
+                    raise ReaderError(f"the reader process ended: {why or 'no output'}")
+                try:
+                    reply = _json.loads(line)
+                    if not reply.get("ok"):
+                        raise ReaderError(str(reply.get("error")))
+                    with pa.memory_map(out) as source:  # buffers keep the mapping after close and unlink
+                        return pa.ipc.open_file(source).read_all()
+                finally:
+                    Path(out).unlink(missing_ok=True)
+        raise AssertionError("unreachable")
 
     def _start(self) -> Any:
         import subprocess
@@ -315,7 +325,7 @@ class _ReaderProcess:
                                           stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
                                           close_fds=True)
         self._pid = os.getpid()
-        if not getattr(self, "_registered", False):
+        if not self._registered:
             import atexit
 
             atexit.register(self.close)

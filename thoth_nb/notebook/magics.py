@@ -350,15 +350,17 @@ def async_cell_transformer(magics: ThothMagics) -> Callable[[list[str]], list[st
     loop, so the magic itself cannot await). Other cells pass through untouched; so does anything it
     cannot parse, for the magic to report."""
     def thoth_async_cells(lines: list[str]) -> list[str]:
-        if not lines or not re.match(r"%%thoth(\s|$)", lines[0]):
-            return lines
+        if not lines or not re.match(r"%%thoth(\s|$)", lines[0]) or not getattr(magics.ip, "autoawait", True):
+            return lines  # (with %autoawait off the magic says how to go on)
         try:
             source = _async_cell_source(magics, lines[0][len("%%thoth"):].strip(), "".join(lines[1:]))
-        except Exception:  # a syntax error or bad options: the magic raises it with its own message
+        except Exception:  # e.g. a syntax error: the magic reports it in its own words
             return lines
         return lines if source is None else source.splitlines(keepends=True)
 
-    thoth_async_cells.has_side_effects = False  # type: ignore[attr-defined]
+    # not side effects, but the flag keeps IPython's check_complete (terminal input) from applying it, so a
+    # %%thoth cell still ends at a blank line like every cell magic
+    thoth_async_cells.has_side_effects = True  # type: ignore[attr-defined]
     return thoth_async_cells
 
 
