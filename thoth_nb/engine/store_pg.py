@@ -576,8 +576,9 @@ class PostgresStore(Store):
         sessions = sorted({(p[0][1], p[0][2]) for p in parsed})
         keys = sorted({_lock_key(t, s) for t, s in sessions})
         ids = [p[0][0] for p in parsed]
+        id_param: list[str] | str = ids
         if any(_SEP in i for i in ids):
-            state_sql, id_param = _INGEST_STATE.format(ids="%s::text[]"), ids
+            state_sql = _INGEST_STATE.format(ids="%s::text[]")
         else:  # one joined string: far cheaper to send than a 500-element array parameter
             state_sql, id_param = _INGEST_STATE.format(ids="string_to_array(%s, chr(31))"), _SEP.join(ids)
         with self._pool.connection() as db:
