@@ -6,12 +6,15 @@ exports it); every run works in a fresh schema and drops it. Run alone with
 `python -m benchmarks.pg_scale [--smoke]`; the runner can import `BENCHES`.
 
 * Ingest: real SDK events (benchmarks.store.real_events) through `PostgresStore.ingest_events` in
-  batches of 500 (advisory locks, dedupe check, SHA-256 chain, `COPY`),
+  batches of 500 (advisory locks, dedupe check, SHA-256 chain, binary `COPY`, synchronous commit),
   beside a bare `COPY` of the same (event_id, body) rows into an unindexed table: the floor.
 * Enforce: `thoth-nb serve --db postgresql://...` processes, loaded by `wrk` (one process per replica,
   connections split evenly) with a distinct session per request slot. Two policies: the reference
   policy (ALLOW touches no storage) and the same with a per-session rate limit (every decision is one
   atomic upsert in PostgreSQL, the shared state replicas need).
+* Hold wake-up: a client long-polls its hold on replica 2 while a reviewer approves it on replica 1;
+  time from the approval's answer to the long-poll's answer, with LISTEN/NOTIFY (`thoth-nb serve`)
+  beside the same app over a store that pushes nothing and re-reads every 50 ms (`--serve-polling`).
 """
 
 from __future__ import annotations
@@ -168,7 +171,8 @@ def bench_pg_ingest(sizes: Sizes) -> list[Result]:
             "bare COPY of (event_id, body) into an unindexed table, same writers", None,
             "≥ 20,000 events/s", rate >= 20_000,
             f"{len(events):,} real SDK events; each batch: advisory locks per session, duplicate check, "
-            f"SHA-256 chain, COPY into events (6 indexes); commit per batch; load average {os.getloadavg()[0]:.1f}"))
+            f"SHA-256 chain, binary COPY into events (6 indexes, lz4 bodies), 4 round trips, synchronous commit; "
+            f"load average {os.getloadavg()[0]:.1f}"))
     return rows
 
 
