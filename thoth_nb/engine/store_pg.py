@@ -1086,6 +1086,13 @@ class PostgresStore(Store):
             time.sleep(pause)
             pause = min(0.05, pause * 2)
 
+    def dedupe_release(self, tenant_id: str, request_id: str) -> None:
+        """Drop this caller's unfilled claim (its decision failed), so a waiting or later duplicate
+        decides at once instead of after the claim time."""
+        with self._state_pool.connection() as db:
+            db.execute("DELETE FROM request_dedupe WHERE tenant_id=%s AND request_id=%s AND decision=''",
+                       (tenant_id, request_id))
+
     def dedupe_put(self, tenant_id: str, request_id: str, decision: Mapping[str, Any], max_age: float,
                    now: float | None = None) -> dict[str, Any]:
         """Fill this caller's claim with its decision (or store it anew); if another caller's decision
