@@ -556,3 +556,29 @@ def test_a_failed_decision_releases_its_request_id_claim(pg: Any, pg_url: str) -
         assert len(pg.holds("t")) == 1
     finally:
         other_store.close()
+
+
+@pytest.mark.postgres
+def test_engine_wait_hold_is_woken_by_a_resolution_through_another_store(pg: Any, pg_url: str) -> None:
+    """The engine's hold board listens to the store: a waiter resumes on another replica's approval
+    long before its fallback re-read (set to 30 s here)."""
+    waiting = Engine(pg, parse_policy(POLICY))
+    assert waiting.board.recheck == 1.0  # pushed resolutions: the re-read is only a fallback
+    waiting.board.recheck = 30.0
+    other_store = open_store(pg_url)
+    try:
+        held = waiting.decide(request("pay", {"amount": 500}, mode="step_up"))
+        assert held.decision is DecisionType.STEP_UP and held.hold_token
+        token = held.hold_token
+        answer: list[Any] = []
+        waiter = threading.Thread(target=lambda: answer.append(waiting.wait_hold(token, 20.0)))
+        waiter.start()
+        time.sleep(0.3)
+        assert not answer
+        resolved_at = time.monotonic()
+        Engine(other_store, parse_policy(POLICY)).resolve(token, approve=True, reviewer="r")
+        waiter.join(20)
+        assert answer and answer[0]["status"] == "approved"
+        assert time.monotonic() - resolved_at < 1.0
+    finally:
+        other_store.close()
