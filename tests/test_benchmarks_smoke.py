@@ -42,6 +42,7 @@ EXPECTED = [
     ("server", "long-poll"),
     ("postgres", "PostgresStore"),
     ("postgres", "2 replicas vs 1"),
+    ("postgres", "long-polling on replica 2"),
 ]
 OPTIONAL = {  # a figure may be n/a only when this module is missing
     "policy": "cedarpy",

@@ -102,8 +102,8 @@ def test_same_public_methods_as_sqlite() -> None:
     from thoth_nb.engine.store_pg import PostgresStore
 
     lite, pg = public(SQLiteStore), public(PostgresStore)
-    # the one addition: replicas push hold resolutions to each other (callers probe it with getattr)
-    pg_only = {"subscribe_holds"}
+    # replicas push hold resolutions to each other and release request-id claims (probed with getattr)
+    pg_only = {"subscribe_holds", "dedupe_release"}
     assert pg - pg_only == lite, f"only SQLite: {lite - pg}; only PostgreSQL: {pg - lite - pg_only}"
 
 
@@ -524,3 +524,61 @@ def test_request_id_claim_makes_a_duplicate_wait_and_a_stale_claim_passes_on(pg:
         assert pg.dedupe_get("t", "r2", 600.0, now=time.time() + 601) is None  # too old: claimed anew
     finally:
         other.close()
+
+
+@pytest.mark.postgres
+def test_a_failed_decision_releases_its_request_id_claim(pg: Any, pg_url: str) -> None:
+    """A decision that raises frees the id at once: the retry through another replica decides without
+    waiting out the claim time, and decides once."""
+    broken = {"now": True}
+
+    class StoreGone(Exception):
+        pass
+
+    def policy_for(tenant_id: str) -> Any:  # the tenant's policy lookup fails while `broken`
+        if broken["now"]:
+            raise StoreGone("the policy table went away mid-decision")
+        return None
+
+    engine = Engine(pg, parse_policy(POLICY), policy_for=policy_for)
+    other_store = open_store(pg_url)
+    other_store._dedupe_claim_seconds = 30.0
+    other = Engine(other_store, parse_policy(POLICY))
+    body = {**request("pay", {"amount": 500}, mode="step_up"), "request_id": "r-1"}
+    try:
+        with pytest.raises(StoreGone):
+            engine.decide(body, dedupe=True)
+        started = time.monotonic()
+        first = other.decide(body, dedupe=True)
+        assert time.monotonic() - started < 5.0 and first.decision is DecisionType.STEP_UP
+        broken["now"] = False
+        assert engine.decide(body, dedupe=True).hold_token == first.hold_token
+        assert len(pg.holds("t")) == 1
+    finally:
+        other_store.close()
+
+
+@pytest.mark.postgres
+def test_engine_wait_hold_is_woken_by_a_resolution_through_another_store(pg: Any, pg_url: str) -> None:
+    """The engine's hold board listens to the store: a waiter resumes on another replica's approval
+    long before its fallback re-read (set to 30 s here)."""
+    waiting = Engine(pg, parse_policy(POLICY))
+    assert waiting.board.recheck == 1.0  # pushed resolutions: the re-read is only a fallback
+    waiting.board.recheck = 30.0
+    other_store = open_store(pg_url)
+    try:
+        held = waiting.decide(request("pay", {"amount": 500}, mode="step_up"))
+        assert held.decision is DecisionType.STEP_UP and held.hold_token
+        token = held.hold_token
+        answer: list[Any] = []
+        waiter = threading.Thread(target=lambda: answer.append(waiting.wait_hold(token, 20.0)))
+        waiter.start()
+        time.sleep(0.3)
+        assert not answer
+        resolved_at = time.monotonic()
+        Engine(other_store, parse_policy(POLICY)).resolve(token, approve=True, reviewer="r")
+        waiter.join(20)
+        assert answer and answer[0]["status"] == "approved"
+        assert time.monotonic() - resolved_at < 1.0
+    finally:
+        other_store.close()

@@ -223,7 +223,13 @@ class Engine:
         stored = self.store.dedupe_get(tenant, request_id, 600.0, now=self._clock())
         if stored is not None:
             return _decision_from(stored)
-        decision = self._decide(request)
+        try:
+            decision = self._decide(request)
+        except BaseException:  # PostgreSQL holds this id's claim: free it so a retry decides at once
+            release = getattr(self.store, "dedupe_release", None)
+            if release is not None:
+                release(tenant, request_id)
+            raise
         kept = self.store.dedupe_put(tenant, request_id, {"decision": decision.to_dict(), "raw": decision.raw},
                                      600.0, now=self._clock())
         return decision if kept["decision"] == decision.to_dict() else _decision_from(kept)

@@ -576,8 +576,9 @@ class PostgresStore(Store):
         sessions = sorted({(p[0][1], p[0][2]) for p in parsed})
         keys = sorted({_lock_key(t, s) for t, s in sessions})
         ids = [p[0][0] for p in parsed]
+        id_param: list[str] | str = ids
         if any(_SEP in i for i in ids):
-            state_sql, id_param = _INGEST_STATE.format(ids="%s::text[]"), ids
+            state_sql = _INGEST_STATE.format(ids="%s::text[]")
         else:  # one joined string: far cheaper to send than a 500-element array parameter
             state_sql, id_param = _INGEST_STATE.format(ids="string_to_array(%s, chr(31))"), _SEP.join(ids)
         with self._pool.connection() as db:
@@ -1084,6 +1085,13 @@ class PostgresStore(Store):
             take_over = time.monotonic() >= deadline
             time.sleep(pause)
             pause = min(0.05, pause * 2)
+
+    def dedupe_release(self, tenant_id: str, request_id: str) -> None:
+        """Drop this caller's unfilled claim (its decision failed), so a waiting or later duplicate
+        decides at once instead of after the claim time."""
+        with self._state_pool.connection() as db:
+            db.execute("DELETE FROM request_dedupe WHERE tenant_id=%s AND request_id=%s AND decision=''",
+                       (tenant_id, request_id))
 
     def dedupe_put(self, tenant_id: str, request_id: str, decision: Mapping[str, Any], max_age: float,
                    now: float | None = None) -> dict[str, Any]:
