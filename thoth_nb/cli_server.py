@@ -7,6 +7,7 @@ when `serve` runs; `keys` needs nothing but the store.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any

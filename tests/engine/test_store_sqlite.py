@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from thoth_nb import _json
 from thoth_nb.engine.store import SQLiteStore
@@ -75,9 +78,8 @@ def test_columns_and_timestamps_are_normalised(tmp_path: Path) -> None:
 def test_bad_events_are_rejected_by_index_and_the_rest_stored(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     good = event()
-    result = store.ingest_events([  # type: ignore[list-item]
-        "nope", {"tenant_id": "t", "session_id": "s"}, good, event(occurred_at="yesterday-ish"),
-    ])
+    batch: list[Any] = ["nope", {"tenant_id": "t", "session_id": "s"}, good, event(occurred_at="yesterday-ish")]
+    result = store.ingest_events(batch)
     assert result.accepted == 1 and result.duplicates == 0
     assert [r["index"] for r in result.rejected] == [0, 1, 3]
     assert "event must be an object" in result.rejected[0]["error"]
@@ -131,3 +133,27 @@ def _rows_in_main_file(path: Path, copy: Path) -> int:
             return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
         except sqlite3.DatabaseError:  # caught mid-checkpoint: the copy is not a consistent file
             return -1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_writes_through_its_own_connection_and_the_parent_keeps_checkpointing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.checkpoint_in_background(interval=0.01)
+    store.ingest_events([event(n=n) for n in range(10)])
+    pid = os.fork()
+    if pid == 0:  # child: the checkpointer thread did not survive; the store must still work and close
+        code = 1
+        try:
+            result = store.ingest_events([event("child", n) for n in range(10)])
+            code = 0 if result.accepted == 10 and store._checkpointer is None else 2
+            store.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.ingest_events([event("parent", n) for n in range(10)])
+    assert store.count_events("t") == 30
+    verify_chain(store.events("t", session_id="child"))
+    assert store._checkpointer is not None
+    store.close()

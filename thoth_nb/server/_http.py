@@ -27,6 +27,7 @@ __all__ = [
     "json_response",
     "parse_json",
     "query_limit",
+    "query_number",
     "query_ts",
     "read_json",
 ]
@@ -127,6 +128,22 @@ def query_limit(request: Request, default: int = 100, maximum: int = 500) -> int
     if value < 1:
         raise invalid("limit", "must be at least 1")
     return min(value, maximum)
+
+
+def query_number(request: Request, name: str, default: float, *, low: float, high: float,
+                 whole: bool = False) -> float:
+    """A numeric query parameter in [low, high]; 422 naming it and the range otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high or (whole and value != int(value)):
+        kind = "a whole number" if whole else "a number"
+        raise invalid(name, f"must be {kind} from {low:g} to {high:g}; got {raw!r}")
+    return value
 
 
 def query_ts(request: Request, name: str) -> str | None:

@@ -29,7 +29,8 @@ from thoth_nb._models import EnforcementDecision
 from thoth_nb._version import __version__
 from thoth_nb.engine.decide import Engine, RequestError
 from thoth_nb.engine.policy import Policy, parse_policy
-from thoth_nb.engine.store import HoldConflict, HoldNotFound, SQLiteStore
+from thoth_nb.engine.store import HoldConflict, HoldNotFound, SQLiteStore, parse_ts
+from thoth_nb.server import analytics as server_analytics
 from thoth_nb.server._http import (
     ApiError,
     decode_cursor,
@@ -39,6 +40,7 @@ from thoth_nb.server._http import (
     json_response,
     parse_json,
     query_limit,
+    query_number,
     query_ts,
     read_body,
     read_json,
@@ -366,6 +368,30 @@ _HOLD_PARAMETERS = [
     {"name": "hold_token", "in": "path", "required": True, "schema": {"type": "string"}},
     {"name": "wait", "in": "query", "required": False, "description": "long-poll: seconds to wait (max 30)",
      "schema": {"type": "number", "minimum": 0, "maximum": 30}},
+]
+
+_ANALYTICS_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "agent_id", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "since", "in": "query", "required": False, "description": "RFC 3339, inclusive",
+     "schema": {"type": "string", "format": "date-time"}},
+    {"name": "until", "in": "query", "required": False, "description": "RFC 3339, exclusive",
+     "schema": {"type": "string", "format": "date-time"}},
+]
+_DURATION_SCHEMA = {"type": "string", "pattern": r"^\d+(s|m|min|h|d)?$"}
+_BUCKET_PARAMETER = {"name": "bucket", "in": "query", "required": False,
+                     "description": "bucket length: 30s, 5m, 1h (default), 1d or seconds", "schema": _DURATION_SCHEMA}
+_DRIFT_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "window", "in": "query", "required": False, "description": "window length (default 1h)",
+     "schema": _DURATION_SCHEMA},
+    {"name": "step", "in": "query", "required": False, "description": "step between windows (default: window)",
+     "schema": _DURATION_SCHEMA},
+    {"name": "threshold", "in": "query", "required": False, "description": "drifted at or above (default 0.05)",
+     "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+    {"name": "min_calls", "in": "query", "required": False, "description": "fewer calls in a window: null (20)",
+     "schema": {"type": "integer", "minimum": 1}},
+    {"name": "train", "in": "query", "required": False,
+     "description": "share of the span the baseline is learnt from (default 0.25)",
+     "schema": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
 ]
 
 _ENFORCE_SCHEMA = {
@@ -757,6 +783,58 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         )
         page = _page([{k: r.get(k) for k in _VIOLATION_FIELDS} for r in rows], offset, count, "violations")
         return json_response(page)
+
+    # -- §11: analytics --------------------------------------------------------------------------
+
+    def analytics_scope(request: Request) -> tuple[Principal, dict[str, Any]]:
+        principal = auth.principal(request, "read")
+        since, until = query_ts(request, "since"), query_ts(request, "until")
+        if since and until and parse_ts(since) >= parse_ts(until):
+            raise invalid("until", "must be later than since")
+        return principal, {"agent_id": request.query_params.get("agent_id") or None, "since": since, "until": until}
+
+    @app.get(
+        "/v1/analytics/summary",
+        tags=["analytics"],
+        summary="Totals: events by kind, sessions, violations, approvals, top tools",
+        openapi_extra={"security": _SECURED, "parameters": _ANALYTICS_PARAMETERS},
+    )
+    async def analytics_summary(request: Request) -> Response:
+        principal, scope = analytics_scope(request)
+        return json_response(await run_in_threadpool(
+            lambda: server_analytics.summary(store, principal.tenant_id, **scope)))
+
+    @app.get(
+        "/v1/analytics/timeseries",
+        tags=["analytics"],
+        summary="Counts per time bucket (aligned to the Unix epoch, UTC)",
+        openapi_extra={"security": _SECURED, "parameters": [*_ANALYTICS_PARAMETERS, _BUCKET_PARAMETER]},
+    )
+    async def analytics_timeseries(request: Request) -> Response:
+        principal, scope = analytics_scope(request)
+        bucket = server_analytics.parse_duration("bucket", request.query_params.get("bucket"), 3600)
+        return json_response(await run_in_threadpool(
+            lambda: server_analytics.timeseries(store, principal.tenant_id, bucket=bucket, **scope)))
+
+    @app.get(
+        "/v1/analytics/drift",
+        tags=["analytics"],
+        summary="Tool-usage drift from each agent's baseline (Jensen-Shannon, per window)",
+        openapi_extra={"security": _SECURED, "parameters": [*_ANALYTICS_PARAMETERS, *_DRIFT_PARAMETERS]},
+    )
+    async def analytics_drift(request: Request) -> Response:
+        principal, scope = analytics_scope(request)
+        q = request.query_params
+        window = server_analytics.parse_duration("window", q.get("window"), 3600)
+        step = server_analytics.parse_duration("step", q.get("step"), window) if q.get("step") else None
+        threshold = query_number(request, "threshold", 0.05, low=0.0, high=1.0)
+        train = query_number(request, "train", 0.25, low=0.0, high=1.0)
+        if not 0 < train < 1:
+            raise invalid("train", "must be between 0 and 1 (the share of the span the baseline is learnt from)")
+        min_calls = int(query_number(request, "min_calls", 20, low=1, high=1_000_000, whole=True))
+        return json_response(await run_in_threadpool(
+            lambda: server_analytics.drift(store, principal.tenant_id, window=window, step=step, threshold=threshold,
+                                           min_calls=min_calls, train=train, **scope)))
 
     @app.get(
         "/v1/approvals",
