@@ -29,10 +29,14 @@ class ThothPolicyViolation(Exception):
         self.violation_id = violation_id
         self.decision = decision
         self.explainer: Callable[[], dict[str, Any] | None] | None = None
+        self._explained: dict[str, Any] | None = None
 
     def explain(self) -> dict[str, Any] | None:
-        """Ask the enforcer why (PROTOCOL §6): what happened, why, what to do next. None if unavailable."""
-        return self.explainer() if self.explainer is not None else None
+        """Ask the enforcer why (PROTOCOL §6): what happened, why, what would have passed, what to do next.
+        None if unavailable. Asked once; the card and later calls reuse the answer."""
+        if self._explained is None and self.explainer is not None:
+            self._explained = self.explainer()
+        return self._explained
 
     @property
     def decision_reason_code(self) -> str:

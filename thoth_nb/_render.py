@@ -50,6 +50,9 @@ def violation_html(error: ThothPolicyViolation) -> str:
         f"{_badge(decision)} <b>{html.escape(error.tool_name)}</b> did not run",
         f"<div>{html.escape(error.reason)}</div>",
     ]
+    explained = error.explain() if error.explainer is not None else None  # asked once, kept on the error
+    if explained and explained.get("what_would_pass"):
+        parts.append(f"<div>what would pass: {html.escape(str(explained['what_would_pass']))}</div>")
     if error.violation_id:
         parts.append(f"<div style='color:#57606a'>violation <code>{html.escape(error.violation_id)}</code>"
                      f" — <code>%thoth explain {html.escape(error.violation_id)}</code></div>")

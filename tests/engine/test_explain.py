@@ -244,3 +244,8 @@ def test_violation_from_a_governed_tool_explains_what_would_pass(tmp_path: Any) 
     card = Explanation(answer)
     assert "a `path` outside it would pass" in card._repr_html_()
     assert "condition that failed: `path` ('secrets/prod.env') matched glob" in repr(card)
+    # the exception's own card, and the violation card of a violations() row (under the policy in force)
+    assert "what would pass: rule no-secrets (BLOCK)" in info.value._repr_html_()
+    assert info.value.explain() is answer  # asked once
+    row = thoth_nb.violations(tenant_id="t").thoth.card(0)
+    assert "a `path` outside it would pass" in row._repr_html_() and "what would pass: rule no-secrets" in repr(row)

@@ -177,6 +177,8 @@ def test_workbench_notebook_runs_offline(tmp_path: Path) -> None:
     assert "drift detected after the shift: True" in text
     assert "ALLOW→BLOCK" in text
     assert "tools run by the replay: 0" in text
+    assert "stricter policy cases pass: True" in text and "2 of 2 cases pass" in text  # section 7
+    assert "<built-in default policy>: 2 of 2 cases pass" in text and "parquet round trip: True" in text
 
 
 def test_dashboard_on_a_server(tmp_path: Path) -> None:

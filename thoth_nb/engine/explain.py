@@ -233,6 +233,10 @@ def counterfactual(policy: Policy, violation: Mapping[str, Any], *,
 def _scope(policy: Policy, tool: str, agent: str, request: Mapping[str, Any]) -> dict[str, Any]:
     scope = [str(s) for s in request.get("approved_scope") or []]
     agent_scope = policy.agent_scopes.get(agent)
+    if not scope and agent_scope is None:  # a record without its request (e.g. a row of violations())
+        text = f"tool '{tool}' is not in the agent's approved scope; adding it to approved_scope would let it pass"
+        return {"kind": "approved_scope", "rule_id": "approved_scope", "decision": policy.scope_decision.value,
+                "condition": "tool not in approved scope", "alternatives": [text.split("; ", 1)[1]], "text": text}
     if scope and tool in scope and agent_scope is not None and tool not in agent_scope:
         listed = ", ".join(agent_scope)
         text = (f"tool '{tool}' is not in the policy's approved scope for agent '{agent}' [{listed}]; adding it to "

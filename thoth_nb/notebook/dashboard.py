@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["TABS", "dashboard", "register"]
+__all__ = ["TABS", "dashboard", "register", "what_would_pass"]
 
 TABS = ("Sessions", "Violations", "Approvals", "Policies", "Behavioral Analytics")
 #: below this many events `analytics="auto"` computes the charts up front (they are in the snapshot)
@@ -237,6 +237,21 @@ def _reviewer() -> str:
         return getpass.getuser()
     except Exception:
         return "notebook"
+
+
+def what_would_pass(record: dict[str, Any], tenant_id: str | None = None) -> str | None:
+    """For a violation record (a row of `thoth_nb.violations()`): what would have passed under the policy
+    in force (`thoth_nb.engine.explain.counterfactual`); None when that policy cannot be read."""
+    from thoth_nb.engine.explain import counterfactual
+
+    try:
+        policy = Workbench(tenant_id=tenant_id).policy()
+        if policy is None:
+            return None
+        answer: str = counterfactual(policy, record)["what_would_pass"]
+    except Exception:  # a card never fails to render for want of an explanation
+        return None
+    return answer
 
 
 def _explanation_html(explained: dict[str, Any]) -> str:

@@ -164,12 +164,15 @@ class ViolationView:
     """One violation record (a row of `thoth_nb.violations()` or a store record) as a card."""
 
     def __init__(self, record: Mapping[str, Any]) -> None:
+        from thoth_nb.notebook.dashboard import what_would_pass
+
         self.record = dict(record)
+        self.would_pass = what_would_pass(self.record)  # under the policy in force
 
     def __repr__(self) -> str:
         r = self.record
         return (f"{r.get('decision')} {r.get('tool_name')} ({r.get('violation_id')}): {r.get('reason')} "
-                f"[risk {r.get('risk_score')}]")
+                f"[risk {r.get('risk_score')}]" + (f"\nwhat would pass: {self.would_pass}" if self.would_pass else ""))
 
     def _repr_html_(self) -> str:
         r = self.record
@@ -181,6 +184,7 @@ class ViolationView:
                     ("session", f"<code>{_e(r.get('session_id'))}</code>"), ("risk", _e(r.get("risk_score"))),
                     ("rules", _e(", ".join(r.get("matched_rule_ids") or []))),
                     ("arguments", f"<code>{_e(r.get('tool_args'))}</code>"),
+                    *([("what would pass", _e(self.would_pass))] if self.would_pass else []),
                     ("explain", f"<code>%thoth explain {_e(r.get('violation_id'))}</code>")]) + "</div>")
 
 
