@@ -41,11 +41,11 @@ def components() -> list[tuple[str, float]]:
         binding = tool.__thoth_binding__  # type: ignore[attr-defined]
         gov = binding.governor
         engine = gov.transport.engine
-        call = binding.begin(ref.ARGS, {})[0]
+        call = binding.begin(ref.ARGS, {})
         body = gov.request(call)
         policy = engine.default_policy
         state = engine._session(body["tenant_id"], body["session_id"])
-        rules = policy.rules_for(body["agent_id"], "read_file")
+        plan = policy.plan_for(body["agent_id"], "read_file")
         args = body["tool_args"]
         flush = emitter.flush
         out = [
@@ -59,7 +59,8 @@ def components() -> list[tuple[str, float]]:
             ("    EmbeddedTransport.enforce → Engine.decide", _best(lambda: gov.transport.enforce(body))),
             ("      Engine._policy_verdict: scope, rules, rate limits", _best(
                 lambda: engine._policy_verdict(policy, body, state, body["agent_id"], "read_file", args))),
-            ("        5 compiled rule matchers", _best(lambda: [r.matches(args) for r in rules])),
+            ("        Plan.candidates: the merged per-field prefilter (2 regex searches)", _best(
+                lambda: plan.candidates(args))),
             ("  Governor.finished: clocks, session, queue POST", _best(lambda: gov.finished(call, 1), after=flush)),
             ("  Emitter.emit (one event)", _best(lambda: gov.emitter.emit(("pre", call)), after=flush)),
         ]

@@ -360,7 +360,10 @@ class Governor:
             call.result_type = result_type
         if not call.outcome:
             call.outcome = "ok"
-        self.session.completed(call.tool_name)
+        calls = self.session.calls
+        calls.append(call.tool_name)
+        if len(calls) > _context.TRIM_AT:
+            self.session.trim()
         self.emitter.emit(("post", call))
         if _context.listeners:
             self._tell("finished", call)
