@@ -329,7 +329,7 @@ class Governor:
                 reason += f" (retry in {decision.defer_timeout_seconds:g}s)"
         call.t1 = time.perf_counter()
         call.outcome = "blocked"
-        self.emitter.emit(("block", call))
+        self.emitter.emit_durable(("block", call))  # on disk before the violation is raised (issue 9)
         if _context.listeners:
             self._tell("blocked", call)
         error = ThothPolicyViolation(call.tool_name, reason, decision.violation_id, decision=decision)
@@ -364,7 +364,11 @@ class Governor:
         calls.append(call.tool_name)
         if len(calls) > _context.TRIM_AT:
             self.session.trim()
-        self.emitter.emit(("post", call))
+        decision = call.decision
+        if decision is not None and decision.hold_token is not None:
+            self.emitter.emit_durable(("post", call))  # a stepped-up call's outcome survives a kill too
+        else:
+            self.emitter.emit(("post", call))
         if _context.listeners:
             self._tell("finished", call)
 
