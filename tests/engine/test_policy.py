@@ -146,7 +146,7 @@ _PATTERNS = [
 ]
 _VALUES = ["/etc/passwd", "/home/al/secrets/k", "a/../b", "~/.SSH/id", "MY PASSWORD", "s3://bucket", "aa",
            "abab", "key.pem", "bz", "az", "DROP TABLE", "/tmp/x", "x" * 40, "/home/user/notes.txt", 7, None,
-           ["/etc/passwd"], "PAſſWORD", "\u212a", "/ETC/A.CONF", "x SSH", "BZ", "İd_rsa"]
+           ["/etc/passwd"], "PA\u017f\u017fWORD", "\u212a", "/ETC/A.CONF", "x SSH", "BZ", "\u0130d_rsa"]
 
 
 def _random_policy(rng: random.Random) -> Policy:

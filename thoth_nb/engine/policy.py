@@ -442,7 +442,7 @@ class _FieldFilter:
     """One argument field's merged patterns. Python's `re` is slow on case-insensitive alternations, so
     `(?i)` literal patterns are also kept lower-cased and searched case-sensitively in the lower-cased
     value: for an ASCII value and such a pattern the two agree exactly (the Unicode case folds that
-    differ, like 'ſ' or the Kelvin sign, are not ASCII). Other values use the merged original."""
+    differ, like the long s U+017F or the Kelvin sign, are not ASCII). Other values use the merged original."""
 
     __slots__ = ("field", "folded", "full", "raw")
 
