@@ -442,7 +442,8 @@ class _FieldFilter:
     """One argument field's merged patterns. Python's `re` is slow on case-insensitive alternations, so
     `(?i)` literal patterns are also kept lower-cased and searched case-sensitively in the lower-cased
     value: for an ASCII value and such a pattern the two agree exactly (the Unicode case folds that
-    differ, like the long s U+017F or the Kelvin sign, are not ASCII). Other values use the merged original."""
+    differ, like the long s U+017F or the Kelvin sign, are not ASCII). Other values use the merged original.
+    `Plan.candidates` does the searching."""
 
     __slots__ = ("field", "folded", "full", "raw")
 
@@ -459,13 +460,6 @@ class _FieldFilter:
                 raw.append(_scoped(pattern) or "")
         self.raw = re.compile("|".join(raw)).search if raw else None
         self.folded = re.compile("|".join(folded)).search if folded else None
-
-    def hit(self, value: str) -> bool:
-        if type(value) is str and value.isascii():
-            raw, folded = self.raw, self.folded
-            return (raw is not None and raw(value) is not None) or (
-                folded is not None and folded(value.lower()) is not None)
-        return self.full(value) is not None
 
 
 class Plan:
@@ -511,9 +505,14 @@ class Plan:
     def candidates(self, args: Mapping[str, Any] | None) -> tuple[Rule, ...]:
         """The rules that may match `args` (a superset of those that do)."""
         if args:
-            for check in self.prefilter:
+            for check in self.prefilter:  # `_FieldFilter.hit`, inlined: this runs on every call
                 value = args.get(check.field)
-                if isinstance(value, str) and check.hit(value):
+                if type(value) is str and value.isascii():
+                    raw, folded = check.raw, check.folded
+                    if (raw is not None and raw(value) is not None) or (
+                            folded is not None and folded(value.lower()) is not None):
+                        return self.rules
+                elif isinstance(value, str) and check.full(value) is not None:
                     return self.rules
         return self.residual
 
