@@ -32,7 +32,7 @@ def _best(fn: Callable[[], Any], number: int = 2000, repeat: int = 7, after: Cal
 
 
 def components() -> list[tuple[str, float]]:
-    from thoth_nb._instrument import drive_sync
+    from thoth_nb._instrument import _decide_sync
 
     with thoth_home() as home:
         tool = governed_tool(home)
@@ -41,11 +41,11 @@ def components() -> list[tuple[str, float]]:
         binding = tool.__thoth_binding__  # type: ignore[attr-defined]
         gov = binding.governor
         engine = gov.transport.engine
-        call = binding.begin(ref.ARGS, {})[0]
+        call = binding.begin(ref.ARGS, {})
         body = gov.request(call)
         policy = engine.default_policy
         state = engine._session(body["tenant_id"], body["session_id"])
-        rules = policy.rules_for(body["agent_id"], "read_file")
+        plan = policy.plan_for(body["agent_id"], "read_file")
         args = body["tool_args"]
         flush = emitter.flush
         out = [
@@ -53,13 +53,14 @@ def components() -> list[tuple[str, float]]:
                                                                    after=ref.EVENTS.clear)),
             ("governed call (total)", _best(lambda: tool(*ref.ARGS), after=flush)),
             ("  Binding.begin: name args, Call(), queue PRE", _best(lambda: binding.begin(ref.ARGS, {}), after=flush)),
-            ("  drive_sync(Governor.flow): request + enforce + generator", _best(
-                lambda: drive_sync(gov.flow(call), gov.transport, call))),
+            ("  _decide_sync: begin + request + enforce (the ALLOW fast path)", _best(
+                lambda: _decide_sync(binding, ref.ARGS, {}), after=flush)),
             ("    Governor.request: the §3.1 body", _best(lambda: gov.request(call))),
-            ("    EmbeddedTransport.enforce → Engine.decide", _best(lambda: gov.transport.enforce(body))),
-            ("      Engine._policy_verdict: scope, rules, rate limits", _best(
+            ("    EmbeddedTransport.enforce → Engine._decide", _best(lambda: gov.transport.enforce(body))),
+            ("      Engine._policy_verdict (not on the ALLOW fast path; for comparison)", _best(
                 lambda: engine._policy_verdict(policy, body, state, body["agent_id"], "read_file", args))),
-            ("        5 compiled rule matchers", _best(lambda: [r.matches(args) for r in rules])),
+            ("        Plan.candidates: the merged per-field prefilter (2 regex searches)", _best(
+                lambda: plan.candidates(args))),
             ("  Governor.finished: clocks, session, queue POST", _best(lambda: gov.finished(call, 1), after=flush)),
             ("  Emitter.emit (one event)", _best(lambda: gov.emitter.emit(("pre", call)), after=flush)),
         ]

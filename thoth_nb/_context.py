@@ -15,7 +15,7 @@ __all__ = [
     "wait_hook",
 ]
 
-_TRIM_AT = 4096
+TRIM_AT = 4096
 _KEEP = 128
 
 
@@ -32,8 +32,12 @@ class Session:
     def completed(self, tool_name: str) -> None:
         calls = self.calls
         calls.append(tool_name)
-        if len(calls) > _TRIM_AT:
-            self.calls = calls[-_KEEP:]
+        if len(calls) > TRIM_AT:
+            self.trim()
+
+    def trim(self) -> None:
+        """Start a new list with the newest calls (the old one stays intact for pending events)."""
+        self.calls = self.calls[-_KEEP:]
 
     def recent(self, current: str | None = None) -> list[str]:
         """PROTOCOL §3.1 session_tool_calls: completed calls plus the current one, newest 128."""

@@ -38,6 +38,15 @@ _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _EMITTERS: weakref.WeakSet[Emitter] = weakref.WeakSet()
 
 
+class _Built:
+    """A queued event that was already built (and journaled) on the calling thread."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Mapping[str, Any]) -> None:
+        self.event = event
+
+
 def all_emitters() -> list[Emitter]:
     return list(_EMITTERS)
 
@@ -55,7 +64,7 @@ class Emitter:
         build: Builder | None = None,
         max_queue: int = 100_000,
         batch_size: int = 1000,
-        interval: float = 0.25,
+        interval: float = 0.1,
         high_water: int | None = None,
         spill_dir: Path | None = None,
         retry_delays: Sequence[float] = RETRY_DELAYS,
@@ -110,6 +119,34 @@ class Emitter:
         elif depth + 1 == self.batch_size:  # wake once per full batch, not on every append behind it
             self._wake.set()
 
+    def emit_durable(self, item: Any) -> None:
+        """Queue an event that must survive the process being killed right after (BLOCK, STEP_UP: issue 9).
+
+        The event is built here, on the calling thread, and appended (fsync'd) to this process's journal
+        before it is queued; the journal is replayed by the next emitter for the same sink if this process
+        dies before delivering it (ingest is idempotent by event_id, so a replay never double-counts),
+        and removed at a clean shutdown. ALLOW events stay in memory until the next batch (`interval`)."""
+        try:
+            event = self._build(item)
+        except Exception:
+            logger.exception("thoth: could not build an event; it is counted as dropped")
+            self.dropped += 1
+            return
+        try:
+            self._append(self._journal_path(), [event])
+        except OSError as exc:  # still delivered from memory; only the kill-safety is lost
+            logger.warning("thoth: could not journal a %s event to %s (%s)", event.get("event_type"),
+                           self._journal_path(), exc)
+        self.emit(_Built(event))
+
+    def _journal_path(self) -> Path:
+        base = self.spill_dir or (thoth_home() / "spill")
+        return base / f"{self.transport.sink_id}.journal-{os.getpid()}"
+
+    def _drop_journal(self) -> None:
+        with contextlib.suppress(OSError), self._spill_lock:
+            self._journal_path().unlink(missing_ok=True)
+
     @property
     def queue_depth(self) -> int:
         return len(self._queue) + self._inflight
@@ -163,7 +200,7 @@ class Emitter:
             events = []
             for item in raw:
                 try:
-                    events.append(self._build(item))
+                    events.append(item.event if type(item) is _Built else self._build(item))
                 except Exception:  # bookkeeping must never take the emitter down
                     logger.exception("thoth: could not build an event; it is counted as dropped")
                     self.dropped += 1
@@ -213,25 +250,7 @@ class Emitter:
     def _spill(self, events: Sequence[Mapping[str, Any]]) -> None:
         path = self._spill_path()
         try:
-            data = b"".join(_json.dumps_bytes(event) + b"\n" for event in events)
-            with self._spill_lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    start = os.lseek(fd, 0, os.SEEK_END)
-                    try:
-                        view = memoryview(data)
-                        while view:  # unbuffered: nothing is left in a buffer to be written after a failure
-                            view = view[os.write(fd, view):]
-                        os.fsync(fd)
-                    except OSError:
-                        # a full disk fails mid-batch: cut the file back, so no half line swallows the next
-                        # batch's first event and no event counted as dropped is replayed later
-                        with contextlib.suppress(OSError):
-                            os.ftruncate(fd, start)
-                        raise
-                finally:
-                    os.close(fd)
+            self._append(path, events)
             self.spilled += len(events)
             logger.warning("thoth: sink unavailable (%s); %d events spilled to %s for replay",
                            self.last_error, len(events), path)
@@ -239,6 +258,28 @@ class Emitter:
             self.dropped += len(events)
             logger.error("thoth: could not spill %d events to %s (%s); they are lost and counted as dropped",
                          len(events), path, exc)
+
+    def _append(self, path: Path, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append JSON lines and fsync; on failure the file is cut back to where it was (no half line)."""
+        data = b"".join(_json.dumps_bytes(event) + b"\n" for event in events)
+        with self._spill_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                start = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:  # unbuffered: nothing is left in a buffer to be written after a failure
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    # a full disk fails mid-batch: cut the file back, so no half line swallows the next
+                    # batch's first event and no event counted as dropped is replayed later
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
 
     def _claim(self, path: Path) -> list[Path]:
         """Rename the spill file, and any file an earlier replayer claimed but died before finishing, to
@@ -259,6 +300,10 @@ class Emitter:
                     found = re.search(r"\.replay-(\d+)-\d+$", orphan.name)
                     if found and not _alive(int(found.group(1))) and orphan not in claimed:
                         take(orphan)
+                for journal in sorted(path.parent.glob(f"{path.stem}.journal-*")):  # of killed processes
+                    found = re.search(r"\.journal-(\d+)$", journal.name)
+                    if found and not _alive(int(found.group(1))):
+                        take(journal)
         return claimed
 
     def _replay_spill(self) -> int:
@@ -334,9 +379,12 @@ class Emitter:
         leftover = []
         while self._queue:
             with contextlib.suppress(Exception):
-                leftover.append(self._build(self._queue.popleft()))
+                item = self._queue.popleft()
+                leftover.append(item.event if type(item) is _Built else self._build(item))
         if leftover:
             self._spill(leftover)
+        if not leftover and not self._queue and not self._inflight:
+            self._drop_journal()  # everything it protected was delivered
         _EMITTERS.discard(self)  # a stopped emitter no longer counts in status(); emit() restarts it
 
     def stats(self) -> dict[str, Any]:

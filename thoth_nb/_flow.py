@@ -66,48 +66,35 @@ class Sleep:
 Effect = Enforce | PollHold | Sleep
 
 
-_CALL_DEFAULTS: dict[str, Any] = {
-    "chunks": 0, "decision": None, "error": None, "hold_reply": None, "outcome": "", "result": None,
-    "result_type": "", "size": None, "t1": 0.0, "waited": 0.0,
-}
-
-
 class Call:
-    """One governed invocation, from PRE to POST. Cheap to create: one clock read, five slots set; the
-    rarely used slots read their default from `_CALL_DEFAULTS` until set (`__getattr__` only runs for
-    an unset slot), and wall-clock times are derived from the monotonic reads on the emitter thread."""
+    """One governed invocation, from PRE to POST. Cheap to create: one clock read and the attributes the
+    hot path touches (slots); the rarely set ones (holds, streaming, errors) are class-level defaults
+    until set, which then go to a per-instance dict. Wall-clock times are derived from the monotonic
+    reads on the emitter thread."""
 
     __slots__ = (
+        "__dict__",
         "args",
         "calls",
         "calls_len",
-        "chunks",
         "decision",
-        "error",
         "governor",
-        "hold_reply",
         "kwargs",
         "outcome",
         "result",
-        "result_type",
-        "size",
         "t0",
         "t1",
         "tool_args",
         "tool_name",
-        "waited",
     )
 
-    decision: EnforcementDecision | None
-    hold_reply: dict[str, Any] | None
-    result: Any
-    result_type: str
-    size: int | None
-    chunks: int
-    error: BaseException | None
-    outcome: str
-    waited: float
-    t1: float
+    # rarely set: read from the class until an instance sets its own
+    chunks: int = 0
+    error: BaseException | None = None
+    hold_reply: dict[str, Any] | None = None
+    result_type: str = ""
+    size: int | None = None
+    waited: float = 0.0
 
     def __init__(self, governor: Governor, tool_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                  tool_args: dict[str, Any] | None) -> None:
@@ -116,16 +103,14 @@ class Call:
         self.args = args
         self.kwargs = kwargs
         self.tool_args = tool_args
+        self.decision: EnforcementDecision | None = None
+        self.outcome = ""
+        self.result: Any = None
+        self.t1 = 0.0
         self.t0 = _perf_counter()
         calls = governor.session.calls
         self.calls = calls
         self.calls_len = len(calls)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return _CALL_DEFAULTS[name]
-        except KeyError:
-            raise AttributeError(f"'Call' object has no attribute {name!r}") from None
 
     @property
     def started_ns(self) -> int:
@@ -329,7 +314,7 @@ class Governor:
                 reason += f" (retry in {decision.defer_timeout_seconds:g}s)"
         call.t1 = time.perf_counter()
         call.outcome = "blocked"
-        self.emitter.emit(("block", call))
+        self.emitter.emit_durable(("block", call))  # on disk before the violation is raised (issue 9)
         if _context.listeners:
             self._tell("blocked", call)
         error = ThothPolicyViolation(call.tool_name, reason, decision.violation_id, decision=decision)
@@ -360,8 +345,15 @@ class Governor:
             call.result_type = result_type
         if not call.outcome:
             call.outcome = "ok"
-        self.session.completed(call.tool_name)
-        self.emitter.emit(("post", call))
+        calls = self.session.calls
+        calls.append(call.tool_name)
+        if len(calls) > _context.TRIM_AT:
+            self.session.trim()
+        decision = call.decision
+        if decision is not None and decision.hold_token is not None:
+            self.emitter.emit_durable(("post", call))  # a stepped-up call's outcome survives a kill too
+        else:
+            self.emitter.emit(("post", call))
         if _context.listeners:
             self._tell("finished", call)
 

@@ -192,24 +192,40 @@ class Binding:
         self.tool_name = tool_name
         self.names = names
 
-    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Call, tuple[Any, ...], dict[str, Any]]:
-        """Name the arguments (so policies can match `path`, not `args.0`) and start the call.
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        """Name the arguments (so policies can match `path`, not `args.0`) and start the call. The tool
+        runs with `call.args` / `call.kwargs`: the caller's own arguments unless a MODIFY rewrote them
+        (`modify_args`); the named dict is what policies and events see.
 
-        `kwargs` is the wrapper's own fresh dict (or one built here), and the tool receives a copy of it
-        through `**`, so it doubles as the recorded `tool_args` without another copy."""
-        names = self.names
-        if args:
-            if names is not None and len(args) <= len(names) and not (
-                len(args) == 1 and not kwargs and isinstance(args[0], dict)
-            ):
-                named = dict(zip(names, args, strict=False))
-                if kwargs:
-                    named.update(kwargs)
-                return self.governor.begin(self.tool_name, (), named, named), (), named
-            tool_args = tool_args_of(args, kwargs)
-        else:
+        `kwargs` is the wrapper's own fresh dict (or one built here), so it doubles as the recorded
+        `tool_args` without another copy (the tool receives a copy through `**`)."""
+        tool_args: dict[str, Any] | None
+        if not args:
             tool_args = kwargs or None
-        return self.governor.begin(self.tool_name, args, kwargs, tool_args), args, kwargs
+        elif self._nameable(args, kwargs):
+            tool_args = dict(zip(self.names, args))  # type: ignore[arg-type]  # noqa: B905 - fewer args is fine
+            if kwargs:
+                tool_args.update(kwargs)
+        else:
+            tool_args = tool_args_of(args, kwargs)
+        gov = self.governor  # Governor.begin, inlined: this is the hot path
+        call = Call(gov, self.tool_name, args, kwargs, tool_args)
+        gov.emitter.emit(("pre", call))
+        return call
+
+    def _nameable(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        names = self.names
+        return names is not None and len(args) <= len(names) and not (
+            len(args) == 1 and not kwargs and isinstance(args[0], dict))
+
+    def modify_args(self, call: Call, decision: EnforcementDecision) -> None:
+        """Apply a MODIFY decision to the arguments the tool will run with (in their named form)."""
+        if decision.decision is not DecisionType.MODIFY:
+            return
+        args, kwargs = call.args, call.kwargs
+        if args and call.tool_args is not None and self._nameable(args, kwargs):
+            args, kwargs = (), call.tool_args
+        call.args, call.kwargs = self.governor.apply(decision, args, kwargs)
 
 
 def is_governed(fn: Any) -> bool:
@@ -223,9 +239,9 @@ def unwrap(fn: F) -> F:
     return fn
 
 
-def _decide_sync(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
-        Call, tuple[Any, ...], dict[str, Any]]:
-    call, args, kwargs = binding.begin(args, kwargs)
+def _decide_sync(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """PRE, decide, hold: returns the call to run with `call.args` / `call.kwargs`, or raises."""
+    call = binding.begin(args, kwargs)
     gov = binding.governor
     transport = gov.transport
     # The flow's first effect is always this enforce call; making it here lets the common case (a plain
@@ -236,23 +252,22 @@ def _decide_sync(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]
         decision = failure_decision(exc, gov.config)
     if decision.decision is _ALLOW and not _context.listeners and not _flow_logger.isEnabledFor(_DEBUG):
         call.decision = decision
-        return call, args, kwargs
+        return call
     decision = drive_sync(gov.flow(call, decision), transport, call)
     if not decision.allowed:
         raise gov.violation(call, decision)
-    args, kwargs = gov.apply(decision, args, kwargs)
-    return call, args, kwargs
+    binding.modify_args(call, decision)
+    return call
 
 
-async def _decide_async(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
-        Call, tuple[Any, ...], dict[str, Any]]:
-    call, args, kwargs = binding.begin(args, kwargs)
+async def _decide_async(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    call = binding.begin(args, kwargs)
     gov = binding.governor
     decision = await drive_async(gov.flow(call), gov.transport, call)
     if not decision.allowed:
         raise gov.violation(call, decision)
-    args, kwargs = gov.apply(decision, args, kwargs)
-    return call, args, kwargs
+    binding.modify_args(call, decision)
+    return call
 
 
 def _size(chunk: Any) -> int:
@@ -276,10 +291,10 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
     if inspect.isasyncgenfunction(fn):
 
         async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            call, args, kwargs = await _decide_async(binding, args, kwargs)
+            call = await _decide_async(binding, args, kwargs)
             gov = binding.governor
             size = 0
-            inner = fn(*args, **kwargs)
+            inner = fn(*call.args, **call.kwargs)
             try:
                 async for chunk in inner:
                     call.chunks += 1
@@ -302,10 +317,10 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
     elif inspect.isgeneratorfunction(fn):
 
         def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            call, args, kwargs = _decide_sync(binding, args, kwargs)
+            call = _decide_sync(binding, args, kwargs)
             gov = binding.governor
             size = 0
-            inner = fn(*args, **kwargs)
+            inner = fn(*call.args, **call.kwargs)
             try:
                 for chunk in inner:
                     call.chunks += 1
@@ -328,10 +343,10 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
     elif inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            call, args, kwargs = await _decide_async(binding, args, kwargs)
+            call = await _decide_async(binding, args, kwargs)
             gov = binding.governor
             try:
-                result = await fn(*args, **kwargs)
+                result = await fn(*call.args, **call.kwargs)
             except BaseException as exc:
                 gov.failed(call, exc)
                 raise
@@ -342,10 +357,10 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
     else:
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            call, args, kwargs = _decide_sync(binding, args, kwargs)
+            call = _decide_sync(binding, args, kwargs)
             gov = binding.governor
             try:
-                result = fn(*args, **kwargs)
+                result = fn(*call.args, **call.kwargs)
             except BaseException as exc:
                 gov.failed(call, exc)
                 raise

@@ -141,11 +141,12 @@ _PATTERNS = [
     {"regex": "^/etc/"}, {"regex": r"\.\./"}, {"regex": r"(?i)\.ssh|id_rsa"}, {"regex": "(?i)password|secret"},
     {"regex": "(?x) ^ s3 : // # a verbose pattern with a comment"}, {"regex": r"(a)\1"},
     {"regex": "(?P<x>ab)(?P=x)"}, {"glob": "/home/*/secrets/*"}, {"glob": "*.pem"}, {"glob": "[!a]*z"},
-    {"contains": "DROP"}, {"equals": "/tmp/x"}, {"length_gt": 30},
+    {"contains": "DROP"}, {"equals": "/tmp/x"}, {"length_gt": 30}, {"regex": "(?i)^/Etc/.*conf$|k"},
+    {"regex": r"(?i)\S+ssh"}, {"regex": "(?i)[a-c]z"},
 ]
 _VALUES = ["/etc/passwd", "/home/al/secrets/k", "a/../b", "~/.SSH/id", "MY PASSWORD", "s3://bucket", "aa",
            "abab", "key.pem", "bz", "az", "DROP TABLE", "/tmp/x", "x" * 40, "/home/user/notes.txt", 7, None,
-           ["/etc/passwd"]]
+           ["/etc/passwd"], "PA\u017f\u017fWORD", "\u212a", "/ETC/A.CONF", "x SSH", "BZ", "\u0130d_rsa"]
 
 
 def _random_policy(rng: random.Random) -> Policy:

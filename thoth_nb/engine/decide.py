@@ -288,15 +288,22 @@ class Engine:
             state = self._shared_session(policy, request)
         else:
             state = self._sessions.get((tenant, request["session_id"])) or self._session(tenant, request["session_id"])
-        verdict = self._policy_verdict(policy, request, state, agent, tool, args)
         mode = request["enforcement_mode"]
+        plan = policy._plans.get((agent, tool)) or policy.plan_for(agent, tool)
+        if (plan.plain_allow and mode in _PLAIN_MODES and tool in request["approved_scope"]
+                and not plan.candidates(args)):
+            # the common case: in scope, no rule can match, no rate limit, default allow (what
+            # _policy_verdict would find, without the call)
+            if self.shared:
+                self._remember(state, request, tool, args)
+            else:
+                state.history.append((tool, args))
+            return _ALLOWED
+        verdict = self._policy_verdict(policy, request, state, agent, tool, args)
         if mode == "progressive" or (mode not in _PLAIN_MODES and str(mode).lower() == "progressive"):
             verdict = self._progressive_risk(policy, tenant, agent, tool, state, verdict)
         if verdict is None:
-            if self.shared:
-                self._remember(state, request, tool, args)
-            else:  # the embedded hot path: no extra call
-                state.history.append((tool, args))
+            self._remember(state, request, tool, args)
             return _ALLOWED
         decision = self._apply_mode(policy, request, state, verdict)
         if decision.decision is not DecisionType.BLOCK:  # a blocked call never ran: sequence rules skip it
@@ -339,9 +346,8 @@ class Engine:
 
     def _policy_verdict(self, policy: Policy, request: Mapping[str, Any], state: _SessionState, agent: str,
                         tool: str, args: Mapping[str, Any] | None) -> _Verdict | None:
-        scope = request["approved_scope"]
-        agent_scope = policy.agent_scopes.get(agent)
-        if tool not in scope or (agent_scope is not None and tool not in agent_scope):
+        plan = policy._plans.get((agent, tool)) or policy.plan_for(agent, tool)
+        if tool not in request["approved_scope"] or plan.out_of_agent_scope:
             return _Verdict(
                 policy.scope_decision,
                 f"tool '{tool}' is not in the approved scope of agent '{agent}'",
@@ -350,10 +356,12 @@ class Engine:
                 ["approved_scope"],
                 policy.scope_hard,
             )
-        plan = policy.plan_for(agent, tool)
+        candidates = plan.candidates(args)
+        if not candidates and not plan.limits and policy.default is DecisionType.ALLOW:
+            return None  # the common case, decided without allocating anything
         best: Rule | None = None
         matched: list[str] = []
-        for rule in plan.candidates(args):
+        for rule in candidates:
             if rule.matches(args) and (not rule.after or self._after_matches(rule, state)):
                 matched.append(rule.id)
                 if best is None or (_RANK[rule.decision], rule.risk) > (_RANK[best.decision], best.risk):

@@ -443,14 +443,42 @@ def _necessary_pattern(rule: Rule) -> tuple[str, str] | None:
         if cond.field == "*" or "." in cond.field:
             continue
         if cond.op == "regex":
-            scoped = _scoped(cond.value)
+            pattern = cond.value
         elif cond.op == "glob":
-            scoped = _scoped(r"\A" + fnmatch.translate(cond.value))
+            pattern = r"\A" + fnmatch.translate(cond.value)
         else:
             continue
-        if scoped is not None:
-            return cond.field, scoped
+        if _scoped(pattern) is not None:
+            return cond.field, pattern
     return None
+
+
+#: `(?i)` + literals, escaped punctuation, `.`, `^`, `$`, `|` and `*+?` only: letters appear only as literals
+_FOLDABLE = re.compile(r"\(\?i\)((?:[A-Za-z0-9 _:@/,;=&%#~'\"<>!\-.*+?^$|]|\\[^A-Za-z0-9])*)")
+
+
+class _FieldFilter:
+    """One argument field's merged patterns. Python's `re` is slow on case-insensitive alternations, so
+    `(?i)` literal patterns are also kept lower-cased and searched case-sensitively in the lower-cased
+    value: for an ASCII value and such a pattern the two agree exactly (the Unicode case folds that
+    differ, like the long s U+017F or the Kelvin sign, are not ASCII). Other values use the merged original.
+    `Plan.candidates` does the searching."""
+
+    __slots__ = ("field", "folded", "full", "raw")
+
+    def __init__(self, field: str, patterns: list[str]) -> None:
+        self.field = field
+        self.full = re.compile("|".join(p for p in map(_scoped, patterns) if p is not None)).search
+        raw: list[str] = []
+        folded: list[str] = []
+        for pattern in patterns:
+            literal = _FOLDABLE.fullmatch(pattern)
+            if literal is not None:
+                folded.append(f"(?:{literal.group(1).lower()})")
+            else:
+                raw.append(_scoped(pattern) or "")
+        self.raw = re.compile("|".join(raw)).search if raw else None
+        self.folded = re.compile("|".join(folded)).search if folded else None
 
 
 class Plan:
@@ -461,11 +489,16 @@ class Plan:
     such a condition) are evaluated. When one matches, every rule is evaluated as usual, so the
     decision is always exactly what evaluating each rule gives."""
 
-    __slots__ = ("has_after", "limits", "prefilter", "residual", "rules")
+    __slots__ = ("has_after", "limits", "out_of_agent_scope", "plain_allow", "prefilter", "residual", "rules")
 
-    def __init__(self, rules: tuple[Rule, ...], limits: tuple[RateLimit, ...]) -> None:
+    def __init__(self, rules: tuple[Rule, ...], limits: tuple[RateLimit, ...], out_of_agent_scope: bool = False,
+                 default: DecisionType = DecisionType.ALLOW) -> None:
         self.rules = rules
         self.limits = limits
+        #: the policy gives this agent its own approved_scope and the tool is not in it
+        self.out_of_agent_scope = out_of_agent_scope
+        #: a call (in the request's scope) that no rule matches is allowed: no limits, default allow
+        self.plain_allow = not limits and not out_of_agent_scope and default is DecisionType.ALLOW
         self.has_after = any(rule.after for rule in rules)
         by_field: dict[str, list[str]] = {}
         residual: list[Rule] = []
@@ -475,10 +508,10 @@ class Plan:
                 residual.append(rule)
             else:
                 by_field.setdefault(necessary[0], []).append(necessary[1])
-        prefilter: list[tuple[str, Callable[[str], Any]]] = []
+        prefilter: list[_FieldFilter] = []
         for field, patterns in by_field.items():
             try:
-                prefilter.append((field, re.compile("|".join(patterns)).search))
+                prefilter.append(_FieldFilter(field, patterns))
             except re.error:  # cannot merge after all: every rule on this field is evaluated every time
                 return self._no_prefilter()
         self.prefilter = tuple(prefilter)
@@ -491,9 +524,14 @@ class Plan:
     def candidates(self, args: Mapping[str, Any] | None) -> tuple[Rule, ...]:
         """The rules that may match `args` (a superset of those that do)."""
         if args:
-            for field, search in self.prefilter:
-                value = args.get(field)
-                if isinstance(value, str) and search(value) is not None:
+            for check in self.prefilter:  # `_FieldFilter.hit`, inlined: this runs on every call
+                value = args.get(check.field)
+                if type(value) is str and value.isascii():
+                    raw, folded = check.raw, check.folded
+                    if (raw is not None and raw(value) is not None) or (
+                            folded is not None and folded(value.lower()) is not None):
+                        return self.rules
+                elif isinstance(value, str) and check.full(value) is not None:
                     return self.rules
         return self.residual
 
@@ -538,7 +576,9 @@ class Policy:
         key = (agent_id, tool_name)
         found = self._plans.get(key)
         if found is None:
-            found = Plan(self.rules_for(agent_id, tool_name), self.limits_for(agent_id, tool_name))
+            agent_scope = self.agent_scopes.get(agent_id) if agent_id is not None else None
+            found = Plan(self.rules_for(agent_id, tool_name), self.limits_for(agent_id, tool_name),
+                         agent_scope is not None and tool_name not in agent_scope, self.default)
             if len(self._plans) < 10_000:
                 self._plans[key] = found
         return found
