@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_REASONS",
+    "MAX_DECIDE_DEPTH",
     "BehavioralEvent",
     "DecisionType",
     "EnforcementDecision",
@@ -223,20 +224,23 @@ class BehavioralEvent:
 # --- tool arguments -----------------------------------------------------------------------------
 
 _MAX_DEPTH = 5
+#: How deep a policy looks into nested tool arguments ("*" conditions). Deeper arguments cannot be checked,
+#: so the engine blocks them (D3) instead of letting a value hidden at depth 40 slip past a rule.
+MAX_DECIDE_DEPTH = 32
 
 
 _PLAIN = (str, int, bool, type(None))
 
 
-def json_safe(value: Any, depth: int = 0, _seen: set[int] | None = None) -> Any:
-    """PROTOCOL §3.4: make any value JSON-safe without ever raising."""
+def json_safe(value: Any, depth: int = 0, _seen: set[int] | None = None, max_depth: int = _MAX_DEPTH) -> Any:
+    """PROTOCOL §3.4: make any value JSON-safe without ever raising; containers below `max_depth` are cut."""
     if depth == 0 and type(value) is dict and all(type(v) in _PLAIN and type(k) is str for k, v in value.items()):
         return value  # the common case: a flat dict of plain values is already safe
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if depth > _MAX_DEPTH:
+    if depth > max_depth:
         return "[truncated]"
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "replace")
@@ -248,10 +252,11 @@ def json_safe(value: Any, depth: int = 0, _seen: set[int] | None = None) -> Any:
         try:
             if isinstance(value, dict):
                 return {
-                    (k if isinstance(k, str) else str(k)): json_safe(v, depth + 1, seen) for k, v in value.items()
+                    (k if isinstance(k, str) else str(k)): json_safe(v, depth + 1, seen, max_depth)
+                    for k, v in value.items()
                 }
             items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-            return [json_safe(v, depth + 1, seen) for v in items]
+            return [json_safe(v, depth + 1, seen, max_depth) for v in items]
         finally:
             seen.discard(id(value))
     try:

@@ -13,7 +13,7 @@ import httpx
 
 from thoth_nb import _json
 from thoth_nb._exceptions import EnforcerError
-from thoth_nb._models import EnforcementDecision, json_safe
+from thoth_nb._models import MAX_DECIDE_DEPTH, EnforcementDecision, json_safe
 from thoth_nb._transports.base import Transport
 from thoth_nb._version import __version__
 
@@ -162,7 +162,8 @@ class HTTPTransport(Transport):
     def _encode(body: Mapping[str, Any]) -> bytes:
         out = dict(body)
         if "tool_args" in out:
-            out["tool_args"] = json_safe(out["tool_args"])
+            # deep enough that the server still sees a too-deep container and blocks it (not a cut string)
+            out["tool_args"] = json_safe(out["tool_args"], max_depth=MAX_DECIDE_DEPTH + 2)
         return _json.dumps_bytes(out)
 
     def _check(self, response: httpx.Response, what: str) -> Any:

@@ -17,9 +17,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from thoth_nb import _json
-from thoth_nb._models import DecisionType, EnforcementDecision, EnforcementMode, json_safe
+from thoth_nb._models import MAX_DECIDE_DEPTH, DecisionType, EnforcementDecision, EnforcementMode, json_safe
 from thoth_nb.engine.holds import board_for
-from thoth_nb.engine.policy import SEVERITY_RISK, Policy, RateLimit, Rule, condition_matches, tool_matches
+from thoth_nb.engine.policy import (
+    SEVERITY_RISK,
+    ArgumentsTooDeep,
+    Policy,
+    RateLimit,
+    Rule,
+    condition_matches,
+    tool_matches,
+)
 from thoth_nb.engine.risk import RiskModel, combine
 from thoth_nb.engine.store import HoldConflict, HoldNotFound, SQLiteStore, format_ts, parse_ts
 
@@ -361,11 +369,16 @@ class Engine:
             return None  # the common case, decided without allocating anything
         best: Rule | None = None
         matched: list[str] = []
-        for rule in candidates:
-            if rule.matches(args) and (not rule.after or self._after_matches(rule, state)):
-                matched.append(rule.id)
-                if best is None or (_RANK[rule.decision], rule.risk) > (_RANK[best.decision], best.risk):
-                    best = rule
+        try:
+            for rule in candidates:
+                if rule.matches(args) and (not rule.after or self._after_matches(rule, state)):
+                    matched.append(rule.id)
+                    if best is None or (_RANK[rule.decision], rule.risk) > (_RANK[best.decision], best.risk):
+                        best = rule
+        except ArgumentsTooDeep:
+            return _Verdict(DecisionType.BLOCK, f"the arguments of '{tool}' nest deeper than {MAX_DECIDE_DEPTH} "
+                            "levels, too deep for the policy to check; pass them flatter (e.g. as a JSON string "
+                            "the tool parses)", "arguments_too_deep", 90.0, ["arguments_depth"])
         limited = self._rate_limited(plan.limits, state, tool) if plan.limits else None
         if limited is not None:
             matched.append(limited.matched[0])

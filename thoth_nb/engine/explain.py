@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from thoth_nb._models import DecisionType
+from thoth_nb._models import MAX_DECIDE_DEPTH, DecisionType
 from thoth_nb.engine.policy import _MISSING, Condition, Policy, RateLimit, Rule, _lookup, _strings, condition_matches
 
 if TYPE_CHECKING:
@@ -190,6 +190,13 @@ def counterfactual(policy: Policy, violation: Mapping[str, Any], *,
     missing: list[str] = []
     for rule_id in matched:
         if rule_id in ("approved_scope", "default") or rule_id.startswith("risk:"):
+            continue
+        if rule_id == "arguments_depth":  # decided by the engine itself (decide.py), not by a rule
+            parts.append({"kind": "arguments_depth", "rule_id": rule_id, "decision": DecisionType.BLOCK.value,
+                          "condition": f"arguments nest deeper than {MAX_DECIDE_DEPTH} levels",
+                          "alternatives": [f"the same arguments nested at most {MAX_DECIDE_DEPTH} levels deep"],
+                          "text": f"the arguments nest deeper than {MAX_DECIDE_DEPTH} levels, more than the policy's "
+                                  "\"*\" conditions inspect; arguments nested less deeply would be checked normally"})
             continue
         if rule_id in limits:
             parts.append({"kind": "rate_limit", **_rate_limit(limits[rule_id], (call_times or {}).get(rule_id))})

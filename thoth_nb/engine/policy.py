@@ -44,10 +44,11 @@ from typing import Any
 import yaml
 
 from thoth_nb._exceptions import PolicyError
-from thoth_nb._models import DecisionType
+from thoth_nb._models import MAX_DECIDE_DEPTH, DecisionType
 
 __all__ = [
     "DEFAULT_POLICY_YAML",
+    "ArgumentsTooDeep",
     "Condition",
     "Plan",
     "Policy",
@@ -288,14 +289,17 @@ def _lookup(args: Mapping[str, Any] | None, path: str) -> Any:
     return current
 
 
+class ArgumentsTooDeep(Exception):
+    """Tool arguments nest deeper than a "*" condition can look (MAX_DECIDE_DEPTH): the engine blocks."""
+
+
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     if isinstance(value, str):
         yield value
-    elif depth < 6 and isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v, depth + 1)
-    elif depth < 6 and isinstance(value, (list, tuple)):
-        for v in value:
+    elif isinstance(value, (Mapping, list, tuple)):
+        if depth >= MAX_DECIDE_DEPTH:  # never stop quietly: a value below here would go unchecked
+            raise ArgumentsTooDeep
+        for v in value.values() if isinstance(value, Mapping) else value:
             yield from _strings(v, depth + 1)
 
 
