@@ -6,7 +6,7 @@ scope and regexes as a thoth_nb policy), wrapped with `thoth_nb.governed(..., po
 Two regimes, because the emitter thread competes for the GIL:
 - hot path: the governor's emitter is swapped for one that only wakes on flush (long interval, huge
   batch), and it is flushed between samples, outside the timed region: the cost on the calling thread.
-- sustained: the emitter as shipped (wakes every 1000 events / 0.1 s) runs during the timed calls.
+- sustained: the emitter as shipped (embedded: wakes every 1000 events / 0.1 s) runs during the timed calls.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Emitter:
         *,
         build: Builder | None = None,
         max_queue: int = 100_000,
-        batch_size: int = 1000,
+        batch_size: int = 500,  # PROTOCOL §5: a server takes at most 500 events per batch
         interval: float = 0.1,
         high_water: int | None = None,
         spill_dir: Path | None = None,

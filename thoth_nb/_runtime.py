@@ -121,7 +121,9 @@ def emitter_for(transport: Transport) -> Emitter:
     with _lock:
         found = _emitters.get(transport.sink_id)
         if found is None or found.transport is not transport:
-            found = _emitters[transport.sink_id] = Emitter(transport, build=build_event)
+            # the in-process store takes larger batches (fewer commits per event); HTTP stays at 500
+            batch = 1000 if isinstance(transport, EmbeddedTransport) else 500
+            found = _emitters[transport.sink_id] = Emitter(transport, build=build_event, batch_size=batch)
         return found
 
 
