@@ -4,10 +4,10 @@ The enforcer decides on the real arguments; only the copy written into events is
 cleaned on the emitter thread (`build_event`), never on the thread making the call. One pass does three
 things, so no value is walked twice:
 
-- **masking**: strings matching a pattern (API keys, tokens, JWTs, private keys, emails, card numbers
-  that pass the Luhn check, by default, plus `redact=` patterns) are replaced, match by match, with
-  `[REDACTED:<name>]`; values under a sensitive key (`password`, `token`, `api_key`, ... plus
-  `redact_keys=`) are replaced whole;
+- **masking**: strings matching a pattern (API keys, tokens, JWTs, private keys, the mailbox of emails
+  (`[REDACTED:email]@corp.example`), card numbers that pass the Luhn check, by default, plus `redact=`
+  patterns) are replaced, match by match, with `[REDACTED:<name>]`; values under a sensitive key
+  (`password`, `token`, `api_key`, ... plus `redact_keys=`) are replaced whole;
 - **limits**: strings longer than `MAX_STRING` characters, containers with more than `MAX_ITEMS`
   entries, nesting deeper than `MAX_DEPTH`, and more than `MAX_TOTAL` characters in all are cut with a
   visible marker, so a 100 MB argument costs at most a few hundred KB of event;
@@ -57,7 +57,9 @@ DEFAULT_PATTERNS: dict[str, str] = {
     # `password=...`, `"token": "..."`, `secret: ...` inside free text, and `user:pass@` in URLs
     "password": r"(?<![A-Za-z0-9])(?i:password|passwd|pwd|secret|token|api[_-]?key)[\"']?\s*[:=]\s*[\"']?"
                 r"[^\s\"'&,;}]+|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
-    "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+    # the mailbox only: the domain stays, so replay and policy tests of domain rules ("no mail outside
+    # corp.example") decide recorded calls as they were decided live
+    "email": r"\b[A-Za-z0-9._%+-]+(?=@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b)",
     # digits of a card brand's prefix and length that pass the Luhn check (see `_is_card`)
     "card_number": r"\b[2-6]\d(?:[ -]?\d){11,17}\b",
 }

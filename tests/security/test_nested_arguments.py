@@ -98,3 +98,13 @@ def test_the_explanation_says_why_deep_arguments_were_blocked(tmp_path: Path) ->
     assert explained is not None
     assert explained["decided_by"]["kind"] == "arguments_depth"
     assert f"nested at most {MAX_DECIDE_DEPTH} levels" in explained["would_pass"][0]["alternatives"][0]
+
+
+def test_a_container_that_contains_itself_is_checked_not_blocked(tmp_path: Path) -> None:
+    governed_read, _ = _governed(tmp_path)
+    loop: dict[str, Any] = {"note": "fine"}
+    loop["self"] = loop
+    assert governed_read(a=loop) == "ok"
+    loop["path"] = [loop, "/etc/passwd"]  # the secret beside the cycle is still found
+    with pytest.raises(ThothPolicyViolation, match="system files stay closed"):
+        governed_read(a=loop)

@@ -76,8 +76,8 @@ def test_default_patterns_are_masked_in_the_stored_events(cfg: dict[str, Any]) -
             assert secret not in body, (secret, body)
     recorded = json.loads(bodies[0])["metadata"]["tool_args"]
     assert recorded == {
-        "to": "[REDACTED:email]", "password": "[REDACTED:password]",
-        "body": "auth with [REDACTED:jwt] and mail [REDACTED:email]",
+        "to": "[REDACTED:email]@corp.example", "password": "[REDACTED:password]",
+        "body": "auth with [REDACTED:jwt] and mail [REDACTED:email]@corp.example",
         "nested": {"headers": {"Authorization": "[REDACTED:authorization]"}, "cards": ["[REDACTED:card_number]"]},
         "order": 1732550400000,  # a millisecond timestamp is not a card number
     }
@@ -118,7 +118,8 @@ def test_the_http_batch_body_is_masked_while_the_enforce_request_has_real_values
         "TOOL_CALL_PRE", "TOOL_CALL_BLOCK", "TOOL_CALL_PRE", "TOOL_CALL_POST"]
     for raw in batches:
         assert API_KEY not in raw and EMAIL not in raw
-    assert enforcer.events[0]["metadata"]["tool_args"] == {"token": "[REDACTED:token]", "to": "[REDACTED:email]"}
+    assert enforcer.events[0]["metadata"]["tool_args"] == {"token": "[REDACTED:token]",
+                                                           "to": "[REDACTED:email]@corp.example"}
 
 
 def test_redaction_runs_on_the_emitter_thread(cfg: dict[str, Any]) -> None:
@@ -133,7 +134,7 @@ def test_redaction_runs_on_the_emitter_thread(cfg: dict[str, Any]) -> None:
     tool(arg=Where())
     thoth_nb.flush()
     recorded = local_store().events("t")[0]["metadata"]["tool_args"]["arg"]
-    assert recorded.endswith("for [REDACTED:email]")
+    assert recorded.endswith("for [REDACTED:email]@corp.example")
     assert threading.current_thread().name not in recorded
 
 
@@ -144,7 +145,8 @@ def test_custom_patterns_and_keys_and_turning_defaults_off(cfg: dict[str, Any]) 
     plain(to=EMAIL, password=PASSWORD)
     thoth_nb.flush()
     pre = [e["metadata"]["tool_args"] for e in local_store().events("t") if e["event_type"] == "TOOL_CALL_PRE"]
-    assert pre == [{"ref": "see [REDACTED:ticket]", "pin": "[REDACTED:pin]", "to": "[REDACTED:email]"},
+    assert pre == [{"ref": "see [REDACTED:ticket]", "pin": "[REDACTED:pin]",
+                    "to": "[REDACTED:email]@corp.example"},
                    {"to": EMAIL, "password": PASSWORD}]
 
 
@@ -241,4 +243,4 @@ def test_an_error_message_is_masked_too(cfg: dict[str, Any]) -> None:
         thoth_nb.governed(**cfg)(send)(to="x")
     assert thoth_nb.flush()
     post = next(e for e in local_store().events("t") if e["event_type"] == "TOOL_CALL_POST")
-    assert post["metadata"]["error"] == "login failed for [REDACTED:email] with [REDACTED:password]"
+    assert post["metadata"]["error"] == "login failed for [REDACTED:email]@corp.example with [REDACTED:password]"

@@ -12,7 +12,10 @@ runs a tool, never creates a hold anyone waits on, and never writes to your stor
 `before` is what was recorded for the call (the decision on its TOOL_CALL_POST/BLOCK event; STEP_UP
 when the call waited for a hold; for observe-mode calls the decision enforcement would have taken),
 `after` is the candidate's decision read the same way. Not replayed: reviewers' session-wide grants
-(a STEP_UP approved "for the session" is a STEP_UP again here) and hold outcomes.
+(a STEP_UP approved "for the session" is a STEP_UP again here) and hold outcomes. Replay sees the
+arguments as events recorded them, that is redacted (thoth_nb/_redact.py): a rule that tests a masked
+value (an API key's prefix, a mailbox; email domains are kept) cannot fire again, so turn such patterns
+off with `redact=`/`redact_defaults=` where replaying them matters.
 """
 
 from __future__ import annotations

@@ -293,14 +293,23 @@ class ArgumentsTooDeep(Exception):
     """Tool arguments nest deeper than a "*" condition can look (MAX_DECIDE_DEPTH): the engine blocks."""
 
 
-def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+def _strings(value: Any, depth: int = 0, _path: set[int] | None = None) -> Iterator[str]:
+    """Every string in the arguments, at any depth up to MAX_DECIDE_DEPTH; a container that contains
+    itself is walked once (its strings are all seen), a deeper one raises instead of being skipped."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, (Mapping, list, tuple)):
         if depth >= MAX_DECIDE_DEPTH:  # never stop quietly: a value below here would go unchecked
             raise ArgumentsTooDeep
-        for v in value.values() if isinstance(value, Mapping) else value:
-            yield from _strings(v, depth + 1)
+        path = _path if _path is not None else set()
+        if id(value) in path:
+            return
+        path.add(id(value))
+        try:
+            for v in value.values() if isinstance(value, Mapping) else value:
+                yield from _strings(v, depth + 1, path)
+        finally:
+            path.discard(id(value))
 
 
 _MISSING_OK = frozenset({"exists", "not_equals", "not_in", "not_contains"})
