@@ -285,17 +285,11 @@ def _from_approvals(frame: Any, approved_expect: str | None) -> list[dict[str, A
 
 def _from_events(frame: Any) -> list[dict[str, Any]]:
     from thoth_nb.analytics.baseline import load_fields
-    from thoth_nb.analytics.replay import _STORE_FIELDS, _recorded, _rule_list
+    from thoth_nb.analytics.replay import _STORE_FIELDS, _recorded, _rule_list, pre_calls
 
     pd = _pd()
     info = dict(frame.attrs.get("thoth") or {})
-    pre = frame
-    if "event_type" in frame.columns:
-        pre = frame[(frame["event_type"].astype(str) == "TOOL_CALL_PRE").to_numpy()]
-    if "tool_args" not in pre.columns and info.get("source") == "store":
-        pre = pre.thoth.with_args()
-    order = [c for c in ("occurred_at", "seq") if c in pre.columns]
-    pre = pre.sort_values(order, kind="stable") if order else pre
+    pre = pre_calls(frame, info)
     recorded = _recorded(pd, frame, pre, info)
     if info.get("source") == "store" and len(pre) and "seq" in pre.columns:
         fields = load_fields(pre, info["path"], info["tenant_id"],

@@ -103,6 +103,17 @@ def _recorded(pd: Any, events: Any, pre: Any, info: Mapping[str, Any]) -> Any:
     return merged[["before", "before_rules"]]
 
 
+def pre_calls(events: Any, info: Mapping[str, Any]) -> Any:
+    """The TOOL_CALL_PRE rows of an events frame, with their arguments, in recorded order."""
+    pre = events
+    if "event_type" in events.columns:
+        pre = events[(events["event_type"].astype(str) == "TOOL_CALL_PRE").to_numpy()]
+    if "tool_args" not in pre.columns and info.get("source") == "store":
+        pre = pre.thoth.with_args()
+    order_keys = [c for c in ("occurred_at", "seq") if c in pre.columns]
+    return pre.sort_values(order_keys, kind="stable") if order_keys else pre
+
+
 def _rule_list(value: Any) -> list[str]:
     if isinstance(value, str):
         from thoth_nb import _json
@@ -141,13 +152,7 @@ def replay(
     pd = _pd()
     candidate = load_candidate(policy)
     info = dict(events.attrs.get("thoth") or {})
-    pre = events
-    if "event_type" in events.columns:
-        pre = events[(events["event_type"].astype(str) == "TOOL_CALL_PRE").to_numpy()]
-    if "tool_args" not in pre.columns and info.get("source") == "store":
-        pre = pre.thoth.with_args()
-    order_keys = [c for c in ("occurred_at", "seq") if c in pre.columns]
-    pre = pre.sort_values(order_keys, kind="stable") if order_keys else pre
+    pre = pre_calls(events, info)
     n = len(pre)
     tenant = str(info.get("tenant_id") or default_tenant(tenant_id))
     if info.get("source") == "store" and n and "seq" in pre.columns:
