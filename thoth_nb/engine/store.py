@@ -342,8 +342,11 @@ def _event_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str, 
     )
 
 
+#: page size of a new store's file (see `SQLiteStore.__init__`)
+PAGE_SIZE = 16384
+
 #: with a background checkpointer, a writer still checkpoints itself past this many WAL pages (40 MiB)
-_BACKSTOP_PAGES = 10_000
+_BACKSTOP_PAGES = 40 * 1024 * 1024 // PAGE_SIZE
 
 
 class _Checkpointer:
@@ -403,6 +406,10 @@ class SQLiteStore(Store):
             ) from None
         self._lock = threading.RLock()
         try:
+            # A new store gets 16 KiB pages (an existing one keeps its own: the PRAGMA is then a no-op). A WAL
+            # commit writes each dirty page with two syscalls; an ingest batch of 500 events dirtied ~700 4 KiB
+            # pages, and those writes were a third of the CPU per event. 16 KiB pages cut them by ~2.5x.
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
             raise ThothConfigError(
