@@ -565,8 +565,8 @@ class SQLiteStore(Store):
                     ingested_at, index, digest, previous, encoded.decode(),
                 ))
             for start in range(0, len(rows), _INSERT_ROWS):
-                chunk = rows[start : start + _INSERT_ROWS]
-                db.execute(_insert_events_sql(len(chunk)), [value for row in chunk for value in row])
+                part = rows[start : start + _INSERT_ROWS]
+                db.execute(_insert_events_sql(len(part)), [value for row in part for value in row])
         return IngestResult(len(rows), duplicates, rejected)
 
     def events(
