@@ -39,9 +39,10 @@ def real_events(home: Path, n: int) -> list[dict[str, Any]]:
 
 def _bare_db(path: Path) -> tuple[sqlite3.Connection, Any]:
     """The floor: the same PRAGMAs and the same background checkpointing as the server's store."""
-    from thoth_nb.engine.store import _BACKSTOP_PAGES, _Checkpointer
+    from thoth_nb.engine.store import _BACKSTOP_PAGES, PAGE_SIZE, _Checkpointer
 
     db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA page_size={PAGE_SIZE}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA cache_size=-16384")

@@ -104,13 +104,47 @@ def test_concurrent_batches_keep_one_chain(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_batch_larger_than_one_insert_statement_keeps_order_columns_and_chains(tmp_path: Path) -> None:
+    """Rows go in 64 per INSERT: a batch of 131 (two full statements and a remainder) interleaving three
+    sessions must keep input order (seq), every column, and each session's chain across the statements."""
+    store = SQLiteStore(tmp_path / "s.db")
+    batch = [event(f"s{n % 3}", n, violation_id=f"v{n}" if n % 7 == 0 else None) for n in range(131)]
+    assert store.ingest_events(batch).accepted == 131
+    rows = store.query("SELECT seq, event_id, session_id, tool_name, decision, violation_id, body FROM events "
+                       "ORDER BY seq")
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in batch]
+    for row, sent in zip(rows, batch, strict=True):
+        assert (row["session_id"], row["tool_name"], row["decision"], row["violation_id"]) == (
+            sent["session_id"], sent["tool_name"], "ALLOW", sent["violation_id"])
+        assert _json.loads(row["body"])["metadata"]["n"] == sent["metadata"]["n"]
+    for session in ("s0", "s1", "s2"):
+        verify_chain(store.events("t", session_id=session))
+    store.close()
+
+
+def test_new_store_gets_16k_pages_and_an_existing_store_keeps_its_own(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "new.db")
+    assert store.query("PRAGMA page_size") == [{"page_size": 16384}]
+    store.close()
+    old = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE unrelated (x)")
+    store = SQLiteStore(old)
+    assert store.query("PRAGMA page_size") == [{"page_size": 4096}]
+    store.ingest_events([event(n=n) for n in range(100)])
+    verify_chain(store.events("t", session_id="s1"))
+    store.close()
+
+
 def test_background_checkpointer_checkpoints_and_stops_on_close(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
     store.checkpoint_in_background(interval=0.01)
     store.checkpoint_in_background(interval=0.01)  # idempotent: still one thread
     assert sum(t.name == "thoth-sqlite-checkpoint" for t in threading.enumerate()) == 1
-    assert store.query("PRAGMA wal_autocheckpoint") == [{"wal_autocheckpoint": 10_000}]
+    assert store.query("PRAGMA wal_autocheckpoint") == [{"wal_autocheckpoint": 2_560}]  # 40 MiB of 16 KiB pages
     store.ingest_events([event(n=n) for n in range(200)])
     # committed means readable from another connection at once, checkpointed or not
     with sqlite3.connect(path) as other:
