@@ -5,7 +5,6 @@ Needs THOTH_TEST_DATABASE_URL (`.ci/start-postgres` sets it). Each test runs in 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -15,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _chain import verify_chain
 
-from thoth_nb import _json
 from thoth_nb._models import DecisionType
 from thoth_nb.engine import Engine, HoldConflict, SQLiteStore, parse_policy
 from thoth_nb.engine.store import MIGRATION_NAMES, open_store
@@ -84,14 +83,6 @@ def event(session: str = "s1", tenant: str = "t", n: int = 0, **over: Any) -> di
     return body
 
 
-def verify_chain(rows: list[dict[str, Any]]) -> None:
-    """Every event's hash is sha256(previous hash + its stored body), indexes 0..n-1 per session."""
-    previous = ""
-    for index, row in enumerate(rows):
-        body = {k: v for k, v in row.items() if k not in ("hash", "seq")}
-        assert body["chain_index"] == index and body["previous_hash"] == previous
-        assert hashlib.sha256((previous + _json.dumps(body)).encode()).hexdigest() == row["hash"]
-        previous = row["hash"]
 
 
 def public(cls: type) -> set[str]:

@@ -4,7 +4,6 @@ checkpointer the server turns on (commits stay durable, the WAL is still checkpo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _chain import verify_chain
 
 from thoth_nb import _json
 from thoth_nb.engine.store import SQLiteStore
@@ -30,14 +30,6 @@ def event(session: str = "s1", n: int = 0, tenant: str = "t", **over: Any) -> di
     return body
 
 
-def verify_chain(rows: list[dict[str, Any]]) -> None:
-    """Each event's hash is sha256(previous hash + its stored body); indexes run 0..n-1 per session."""
-    previous = ""
-    for index, row in enumerate(rows):
-        body = {k: v for k, v in row.items() if k not in ("hash", "seq")}
-        assert body["chain_index"] == index and body["previous_hash"] == previous
-        assert hashlib.sha256((previous + _json.dumps(body)).encode()).hexdigest() == row["hash"]
-        previous = row["hash"]
 
 
 def test_batches_chain_per_session_and_store_each_id_once(tmp_path: Path) -> None:
