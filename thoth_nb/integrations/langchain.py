@@ -317,28 +317,35 @@ def _governed_run(binding: ToolBinding, original: Callable[..., Any], tool: Base
     if key is not None:
         from thoth_nb.integrations import langgraph as lg
 
-        done, output = lg.completed(key, tool.name, targs)
+        done, output = lg.settle(key, tool.name, targs)
         if done:
             return output
-        call, decision = lg.decide_sync(gov, tool.name, targs, key, kwargs.get("tool_call_id"))
-    else:
-        call = gov.begin(tool.name, (), {}, targs)
-        decision = _instrument.drive_sync(gov.flow(call), gov.transport, call)
-    if not decision.allowed:
-        result = _blocked(binding, tool, call, decision, kwargs)
-    else:
-        tool_input = _modified_input(tool, tool_input, decision)
-        token = _active.set(_active.get() | {id(tool)})
         try:
-            result = original(tool, tool_input, *args, **kwargs)
-        except BaseException as exc:
-            gov.failed(call, exc)
-            raise
+            call, decision = lg.decide_sync(gov, tool.name, targs, key, kwargs.get("tool_call_id"))
+            result = _run_decided_sync(binding, original, tool, tool_input, args, kwargs, call, decision)
+            lg.remember(key, tool.name, targs, result)
+            return result
         finally:
-            _active.reset(token)
-        _finish(gov, call, result)
-    if key is not None:
-        lg.remember(key, tool.name, targs, result)
+            lg.release(key)
+    call = gov.begin(tool.name, (), {}, targs)
+    decision = _instrument.drive_sync(gov.flow(call), gov.transport, call)
+    return _run_decided_sync(binding, original, tool, tool_input, args, kwargs, call, decision)
+
+
+def _run_decided_sync(binding: ToolBinding, original: Callable[..., Any], tool: BaseTool, tool_input: Any,
+                      args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, decision: EnforcementDecision) -> Any:
+    if not decision.allowed:
+        return _blocked(binding, tool, call, decision, kwargs)
+    tool_input = _modified_input(tool, tool_input, decision)
+    token = _active.set(_active.get() | {id(tool)})
+    try:
+        result = original(tool, tool_input, *args, **kwargs)
+    except BaseException as exc:
+        binding.governor.failed(call, exc)
+        raise
+    finally:
+        _active.reset(token)
+    _finish(binding.governor, call, result)
     return result
 
 
@@ -350,28 +357,36 @@ async def _governed_arun(binding: ToolBinding, original: Callable[..., Any], too
     if key is not None:
         from thoth_nb.integrations import langgraph as lg
 
-        done, output = lg.completed(key, tool.name, targs)
+        done, output = await lg.asettle(key, tool.name, targs)
         if done:
             return output
-        call, decision = await lg.decide_async(gov, tool.name, targs, key, kwargs.get("tool_call_id"))
-    else:
-        call = gov.begin(tool.name, (), {}, targs)
-        decision = await _instrument.drive_async(gov.flow(call), gov.transport, call)
-    if not decision.allowed:
-        result = await _ablocked(binding, tool, call, decision, kwargs)
-    else:
-        tool_input = _modified_input(tool, tool_input, decision)
-        token = _active.set(_active.get() | {id(tool)})
         try:
-            result = await original(tool, tool_input, *args, **kwargs)
-        except BaseException as exc:
-            gov.failed(call, exc)
-            raise
+            call, decision = await lg.decide_async(gov, tool.name, targs, key, kwargs.get("tool_call_id"))
+            result = await _run_decided_async(binding, original, tool, tool_input, args, kwargs, call, decision)
+            lg.remember(key, tool.name, targs, result)
+            return result
         finally:
-            _active.reset(token)
-        _finish(gov, call, result)
-    if key is not None:
-        lg.remember(key, tool.name, targs, result)
+            lg.release(key)
+    call = gov.begin(tool.name, (), {}, targs)
+    decision = await _instrument.drive_async(gov.flow(call), gov.transport, call)
+    return await _run_decided_async(binding, original, tool, tool_input, args, kwargs, call, decision)
+
+
+async def _run_decided_async(binding: ToolBinding, original: Callable[..., Any], tool: BaseTool, tool_input: Any,
+                             args: tuple[Any, ...], kwargs: dict[str, Any], call: Call,
+                             decision: EnforcementDecision) -> Any:
+    if not decision.allowed:
+        return await _ablocked(binding, tool, call, decision, kwargs)
+    tool_input = _modified_input(tool, tool_input, decision)
+    token = _active.set(_active.get() | {id(tool)})
+    try:
+        result = await original(tool, tool_input, *args, **kwargs)
+    except BaseException as exc:
+        binding.governor.failed(call, exc)
+        raise
+    finally:
+        _active.reset(token)
+    _finish(binding.governor, call, result)
     return result
 
 

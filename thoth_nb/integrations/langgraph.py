@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Generator, Mapping
@@ -106,6 +107,10 @@ _pending: collections.OrderedDict[Any, _Pending] = collections.OrderedDict()
 #: outputs of governed calls that finished inside a checkpointed task, for the task's re-run after a resume
 _done: collections.OrderedDict[Any, tuple[str, Any, Any]] = collections.OrderedDict()
 _MAX_DONE = 1024
+#: calls of a task still running: LangGraph's async ToolNode leaves the siblings of an interrupted call
+#: running (asyncio.gather), so a prompt resume can re-run the node while they are still in flight
+_running: dict[Any, concurrent.futures.Future[None]] = {}
+_WAIT_FOR_SIBLING = 30.0
 _pending_lock = threading.Lock()
 
 
@@ -125,6 +130,11 @@ class LangGraphIntegration(Integration):
             entries = list(_pending.values())
             _pending.clear()
             _done.clear()
+            running = list(_running.values())
+            _running.clear()
+        for future in running:
+            if not future.done():
+                future.set_result(None)
         for entry in entries:
             _cancel(entry, "thoth_nb's LangGraph integration was unloaded")
 
@@ -161,6 +171,58 @@ def completed(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, 
     if found is None or found[0] != tool_name or found[1] != json_safe(dict(args)):
         return False, None
     return True, found[2]
+
+
+def _claim(key: Any) -> concurrent.futures.Future[None] | None:
+    """Mark this call as running here; or return the run of the same call already in flight."""
+    with _pending_lock:
+        running = _running.get(key)
+        if running is None:
+            _running[key] = concurrent.futures.Future()
+        return running
+
+
+def settle(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+    """`completed`, waiting first for a run of the same call still in flight (then it returns what that
+    run returned, so a tool never runs twice); otherwise claims the call for this run (see `release`)."""
+    while True:
+        done, output = completed(key, tool_name, args)
+        if done:
+            return done, output
+        running = _claim(key)
+        if running is None:
+            return False, None
+        try:
+            running.result(timeout=_WAIT_FOR_SIBLING)
+        except concurrent.futures.TimeoutError:
+            logger.warning("thoth: an earlier run of %s is still in flight after %.0f s; deciding again",
+                           tool_name, _WAIT_FOR_SIBLING)
+            release(key)
+
+
+async def asettle(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
+    """`settle` for async tools: waits without blocking the event loop."""
+    while True:
+        done, output = completed(key, tool_name, args)
+        if done:
+            return done, output
+        running = _claim(key)
+        if running is None:
+            return False, None
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), _WAIT_FOR_SIBLING)
+        except TimeoutError:
+            logger.warning("thoth: an earlier run of %s is still in flight after %.0f s; deciding again",
+                           tool_name, _WAIT_FOR_SIBLING)
+            release(key)
+
+
+def release(key: Any) -> None:
+    """This run of the call is over (finished, failed or paused): wake whoever waits in `settle`."""
+    with _pending_lock:
+        running = _running.pop(key, None)
+    if running is not None and not running.done():
+        running.set_result(None)
 
 
 def remember(key: Any, tool_name: str, args: Mapping[str, Any], output: Any) -> None:
