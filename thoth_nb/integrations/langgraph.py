@@ -173,48 +173,49 @@ def completed(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, 
     return True, found[2]
 
 
-def _claim(key: Any) -> concurrent.futures.Future[None] | None:
-    """Mark this call as running here; or return the run of the same call already in flight."""
+def _settled_or_claimed(key: Any, tool_name: str,
+                        args: Mapping[str, Any]) -> tuple[bool, Any, concurrent.futures.Future[None] | None]:
+    """One step of `settle`/`asettle`: (True, output, None) if the call already finished; else claim it for
+    this run, (False, None, None); or, if a run of it is still in flight, (False, None, that run) to wait for."""
+    done, output = completed(key, tool_name, args)
+    if done:
+        return done, output, None
     with _pending_lock:
         running = _running.get(key)
         if running is None:
             _running[key] = concurrent.futures.Future()
-        return running
+    return False, None, running
+
+
+def _gave_up(key: Any, tool_name: str) -> None:
+    logger.warning("thoth: an earlier run of %s is still in flight after %.0f s; deciding again",
+                   tool_name, _WAIT_FOR_SIBLING)
+    release(key)
 
 
 def settle(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
     """`completed`, waiting first for a run of the same call still in flight (then it returns what that
     run returned, so a tool never runs twice); otherwise claims the call for this run (see `release`)."""
     while True:
-        done, output = completed(key, tool_name, args)
-        if done:
-            return done, output
-        running = _claim(key)
+        done, output, running = _settled_or_claimed(key, tool_name, args)
         if running is None:
-            return False, None
+            return done, output
         try:
             running.result(timeout=_WAIT_FOR_SIBLING)
         except concurrent.futures.TimeoutError:
-            logger.warning("thoth: an earlier run of %s is still in flight after %.0f s; deciding again",
-                           tool_name, _WAIT_FOR_SIBLING)
-            release(key)
+            _gave_up(key, tool_name)
 
 
 async def asettle(key: Any, tool_name: str, args: Mapping[str, Any]) -> tuple[bool, Any]:
     """`settle` for async tools: waits without blocking the event loop."""
     while True:
-        done, output = completed(key, tool_name, args)
-        if done:
-            return done, output
-        running = _claim(key)
+        done, output, running = _settled_or_claimed(key, tool_name, args)
         if running is None:
-            return False, None
+            return done, output
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)), _WAIT_FOR_SIBLING)
         except TimeoutError:
-            logger.warning("thoth: an earlier run of %s is still in flight after %.0f s; deciding again",
-                           tool_name, _WAIT_FOR_SIBLING)
-            release(key)
+            _gave_up(key, tool_name)
 
 
 def release(key: Any) -> None:
