@@ -9,8 +9,10 @@ the generator and become decisions here, in one place (PROTOCOL §7, D3).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
+import uuid
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -394,13 +396,20 @@ _TYPES = {"pre": "TOOL_CALL_PRE", "post": "TOOL_CALL_POST", "block": "TOOL_CALL_
 
 
 try:
-    import uuid_utils as _uuid_mod  # 10x faster uuid4 (Rust)
+    from uuid_utils import uuid7 as _uuid7  # Rust, ~0.3 µs
 except ImportError:  # pragma: no cover - without the `fast` extra
-    import uuid as _uuid_mod  # type: ignore[no-redef]
+    _uuid7 = None  # type: ignore[assignment]
 
 
 def _new_uuid() -> str:
-    return str(_uuid_mod.uuid4())
+    """A time-ordered UUIDv7 (RFC 9562): stores index event ids at the right edge of the b-tree instead of
+    at random pages, which made SQLite ingest ~1.5x faster than with uuid4 (`benchmarks/store.py`)."""
+    if _uuid7 is not None:
+        return str(_uuid7())
+    stamp = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (stamp << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
 
 
 def _event_base(config: ThothConfig) -> dict[str, Any]:
