@@ -375,18 +375,20 @@ def _ask(governor: Governor, call: Call, flow: Generator[Any, Any, EnforcementDe
         raise
 
 
+def _start(governor: Governor, tool_name: str, args: dict[str, Any],
+           key: Any) -> tuple[Governor, Call, Generator[Any, Any, EnforcementDecision], Any]:
+    """The paused flow of this call when it is a resume (the effect it stopped at), else a new one (effect None)."""
+    entry = _take(key, tool_name, args)
+    if entry is None:
+        call = governor.begin(tool_name, (), {}, args)
+        return governor, call, governor.flow(call), None
+    return entry.governor, entry.call, entry.flow, entry.effect
+
+
 def decide_sync(governor: Governor, tool_name: str, args: dict[str, Any], key: Any,
                 tool_call_id: str | None = None) -> tuple[Call, EnforcementDecision]:
     """Drive the governance flow; a hold becomes a LangGraph interrupt instead of a blocking wait."""
-    entry = _take(key, tool_name, args)
-    effect: Any
-    if entry is None:
-        gov = governor
-        call = gov.begin(tool_name, (), {}, args)
-        flow = gov.flow(call)
-        effect = None
-    else:
-        gov, call, flow, effect = entry.governor, entry.call, entry.flow, entry.effect
+    gov, call, flow, effect = _start(governor, tool_name, args, key)
     transport = gov.transport
     asked = False
     try:
@@ -421,15 +423,7 @@ def decide_sync(governor: Governor, tool_name: str, args: dict[str, Any], key: A
 async def decide_async(governor: Governor, tool_name: str, args: dict[str, Any], key: Any,
                        tool_call_id: str | None = None) -> tuple[Call, EnforcementDecision]:
     """`decide_sync` for `arun` / `ainvoke`."""
-    entry = _take(key, tool_name, args)
-    effect: Any
-    if entry is None:
-        gov = governor
-        call = gov.begin(tool_name, (), {}, args)
-        flow = gov.flow(call)
-        effect = None
-    else:
-        gov, call, flow, effect = entry.governor, entry.call, entry.flow, entry.effect
+    gov, call, flow, effect = _start(governor, tool_name, args, key)
     transport = gov.transport
     asked = False
     try:
