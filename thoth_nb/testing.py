@@ -22,7 +22,7 @@ import httpx
 from thoth_nb import _runtime
 from thoth_nb._emitter import all_emitters
 
-__all__ = ["ScriptedEnforcer", "isolated_home", "run_notebook"]
+__all__ = ["ScriptedEnforcer", "isolated_home", "run_notebook", "run_notebook_cells"]
 
 
 @contextlib.contextmanager
@@ -107,6 +107,11 @@ __all__ += ["FakeLLMServer", "call_tool", "call_tools", "echo_tool_results", "re
 def run_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: int = 120) -> str:
     """Execute a notebook top to bottom in a real `python3` kernel (nbclient) and return everything
     its cells showed (streams, text/plain, errors as `ERROR name: value`). Raises on a failing cell."""
+    return "".join(run_notebook_cells(path, cwd=cwd, timeout=timeout))
+
+
+def run_notebook_cells(path: str | Path, *, cwd: str | Path | None = None, timeout: int = 120) -> list[str]:
+    """`run_notebook`, one string per code cell, for checking what a given cell showed."""
     import nbclient
     import nbformat
 
@@ -114,8 +119,11 @@ def run_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: in
     where = str(cwd or Path(path).resolve().parents[1])
     nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": where}}).execute()
-    parts: list[str] = []
+    shown: list[str] = []
     for cell in notebook.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        parts: list[str] = []
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 parts.append(out.get("text", ""))
@@ -123,4 +131,5 @@ def run_notebook(path: str | Path, *, cwd: str | Path | None = None, timeout: in
                 parts.append(f"ERROR {out.get('ename')}: {out.get('evalue')}")
             else:
                 parts.append(str(out.get("data", {}).get("text/plain", "")))
-    return "".join(parts)
+        shown.append("".join(parts))
+    return shown

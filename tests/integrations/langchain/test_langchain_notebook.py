@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from thoth_nb.testing import run_notebook_cells
+
 pytest.importorskip("langchain_core")
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow, pytest.mark.timeout(240)]
 
 NOTEBOOK = Path(__file__).resolve().parents[3] / "notebooks" / "10_langchain.ipynb"
 
 
-def outputs(nb: Any) -> list[str]:
-    texts = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        parts = []
-        for out in cell.get("outputs", []):
-            if out["output_type"] == "stream":
-                parts.append(out["text"])
-            elif out["output_type"] == "error":
-                parts.append(f"ERROR {out['ename']}: {out['evalue']}")
-            else:
-                parts.append(str(out.get("data", {}).get("text/plain", "")))
-        texts.append("".join(parts))
-    return texts
-
-
 def test_langchain_notebook_runs_offline(tmp_path: Path) -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    texts = outputs(nb)
+    texts = run_notebook_cells(NOTEBOOK, cwd=tmp_path)
     assert not any("ERROR" in t for t in texts), texts
     everything = "\n".join(texts)
     assert "ToolMessage(content=\"Blocked by Thoth policy: tool 'delete_file' is not in the approved" in everything
