@@ -1,0 +1,123 @@
+"""Shared by the browser tests: a throwaway JupyterLab server with one notebook, and a headless chromium.
+
+The server and frontend come from the JupyterLab virtual environment (`/tmp/venvlab`, or
+`THOTH_TEST_LAB_VENV`; see test_approval_browser.py); the kernel is whichever interpreter the test names.
+Everything is skipped when the venv, chromium or playwright is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+LAB_VENV = Path(os.environ.get("THOTH_TEST_LAB_VENV", "/tmp/venvlab"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def jupyter_lab(tmp_path: Path, notebook: str, cell: str, kernel_python: str, *,
+                files: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                start_timeout: float = 150) -> Iterator[tuple[str, str]]:
+    """Serve `notebook` (one code cell) from a fresh root under `tmp_path` with a kernel spec running
+    `kernel_python`; yield (base URL, token). THOTH_* variables of the test process are not passed on."""
+    jupyter = LAB_VENV / "bin" / "jupyter"
+    if not jupyter.exists():
+        pytest.skip(f"no JupyterLab venv at {LAB_VENV}")
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium")
+    pytest.importorskip("playwright.sync_api")
+    root = tmp_path / "lab"
+    root.mkdir()
+    for name, text in (files or {}).items():
+        (root / name).write_text(text)
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
+                     "source": cell}],
+          "metadata": {"kernelspec": {"display_name": "thoth test", "language": "python", "name": "thothk"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (root / notebook).write_text(json.dumps(nb))
+    port, token = _free_port(), secrets.token_hex(16)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}
+    child_env.update({"THOTH_HOME": str(tmp_path / "home"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jconfig"),
+                      "JUPYTER_RUNTIME_DIR": str(tmp_path / "jruntime"), "JUPYTER_PATH": str(tmp_path / "jdata")})
+    child_env.update(env or {})
+    spec = tmp_path / "jdata" / "kernels" / "thothk"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "thoth test", "language": "python"}))
+    log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=root, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + start_timeout  # a loaded CI machine starts JupyterLab slowly
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2,
+                             trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise AssertionError("JupyterLab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def kernel_idle(base: str, token: str, timeout: float) -> None:
+    """Wait until the server has a kernel for the notebook and it reports idle (frontend-independent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kernels = httpx.get(f"{base}/api/kernels", params={"token": token}, timeout=5, trust_env=False).json()
+        if isinstance(kernels, list) and kernels and all(k.get("execution_state") == "idle" for k in kernels):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the notebook's kernel never became idle")
+
+
+@contextlib.contextmanager
+def running_cell(base: str, token: str, path: str) -> Iterator[Any]:
+    """A headless chromium page on `path` whose first cell has just been run with Shift+Enter."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"),
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/{path}?token={token}", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            kernel_idle(base, token, 60)
+            time.sleep(1.0)  # let the frontend finish connecting to the kernel
+            page.click(".jp-Cell .jp-InputArea-editor")
+            page.keyboard.press("Shift+Enter")
+            yield page
+        finally:
+            browser.close()
