@@ -358,6 +358,42 @@ def test_an_id_racing_in_for_another_session_is_a_duplicate_and_the_chain_stays_
 
 
 @pytest.mark.postgres
+def test_stored_duplicates_meet_the_unique_index_and_count_as_on_sqlite(pg: Any, tmp_path: Path) -> None:
+    """A batch is COPied without looking its ids up: one holding stored ids fails the unique index, is
+    redone with a lookup and counts them as duplicates exactly as SQLite does; the stored copies stay as
+    they were, the chain stays whole, and the next few batches look up first."""
+    from thoth_nb.engine.store_pg import _LOOKUP_AFTER_DUPLICATES
+
+    lite = SQLiteStore(tmp_path / "dup.db")
+    first = [event("s", n=n) for n in range(4)]
+    later = event("s", n=11)
+    batches = [
+        first,
+        [event("s", n=10), {**first[1], "tool_name": "changed"}, later, first[0], later, event("s2", n=12)],
+        [event("s", n=13)],
+        list(first),
+    ]
+    results = {}
+    for store in (pg, lite):
+        results[store] = [store.ingest_events(b) for b in batches]
+        if store is pg:
+            lookups = pg._lookup_batches
+    assert [(r.accepted, r.duplicates, r.rejected) for r in results[pg]] == [
+        (r.accepted, r.duplicates, r.rejected) for r in results[lite]] == [(4, 0, []), (3, 3, []), (1, 0, []),
+                                                                           (0, 4, [])]
+    assert lookups == _LOOKUP_AFTER_DUPLICATES
+    rows = pg.events("t", session_id="s")
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in first] + [
+        batches[1][0]["event_id"], later["event_id"], batches[2][0]["event_id"]]
+    assert rows[1]["tool_name"] == "tool1"  # the stored copy, not the changed resend
+    verify_chain(rows)
+    verify_chain(pg.events("t", session_id="s2"))
+    pg._lookup_batches = 1
+    assert pg.ingest_events([event("s", n=14)]).accepted == 1 and pg._lookup_batches == 0  # back to COPY first
+    verify_chain(pg.events("t", session_id="s"))
+
+
+@pytest.mark.postgres
 def test_ingest_keeps_odd_ids_and_values(pg: Any) -> None:
     """Ids with the separator character, a numeric violation id and offset timestamps go through the
     binary COPY as the text COPY took them."""
