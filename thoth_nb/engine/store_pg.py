@@ -7,9 +7,10 @@ one they hold. Differences that matter for replicas:
 * `shared_state` is true: the engine keeps rate windows, session history, violation counts and
   request-id dedupe in this store (`session_step`, `bump_violations`, `dedupe_*`; each one atomic
   upsert), so every replica decides from the same state.
-* Event ingest is idempotent under concurrent retries: duplicates are found under a per-session
-  advisory lock (which also serialises each session's SHA-256 chain across replicas) and the insert
-  is `ON CONFLICT (event_id) DO NOTHING`.
+* Event ingest is idempotent under concurrent retries: each batch holds its sessions' advisory locks
+  (which serialise each session's SHA-256 chain across replicas) and the unique index on event_id
+  rejects a stored id; such a batch is redone with its ids looked up first, counting them as
+  duplicates.
 * The events table keeps `occurred_at`/`ingested_at` as `timestamptz` (a BRIN index serves retention)
   and the event body as the exact JSON text that was hashed.
 
