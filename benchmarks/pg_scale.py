@@ -196,7 +196,7 @@ def bench_pg_ingest(sizes: Sizes) -> list[Result]:
             "≥ 20,000 events/s", rate >= 20_000,
             f"{len(events):,} real SDK events (UUIDv7 ids); each batch: advisory locks and chain heads of its "
             f"sessions, SHA-256 chain, binary COPY into events (6 indexes; the unique one is the duplicate check; "
-            f"lz4 bodies), 3 round trips, synchronous commit; {cpu}; load average {os.getloadavg()[0]:.1f}"))
+            f"lz4 bodies), 4 round trips, synchronous commit; {cpu}; load average {os.getloadavg()[0]:.1f}"))
     return rows
 
 

@@ -394,6 +394,35 @@ def test_stored_duplicates_meet_the_unique_index_and_count_as_on_sqlite(pg: Any,
 
 
 @pytest.mark.postgres
+def test_two_batches_waiting_for_each_others_ids_both_land_once(pg: Any, pg_url: str) -> None:
+    """Batches for two sessions (different advisory locks) that share ids in crossed order wait for each
+    other: PostgreSQL aborts one as a deadlock, which is redone and counts the shared ids as duplicates."""
+    import psycopg
+
+    one, two = event("a"), event("a", n=1)
+    batch = [event("b", n=2), {**event("b", n=3), "event_id": one["event_id"]},
+             {**event("b", n=4), "event_id": two["event_id"]}, event("b", n=5)]
+    result: list[Any] = []
+    with psycopg.connect(pg_url) as other:  # a's writer holds `two`, then wants `one`, which b's COPY holds
+        insert = ("INSERT INTO events (event_id, tenant_id, session_id, event_type, occurred_at, ingested_at, "
+                  "chain_index, hash, previous_hash, body) VALUES (%s, 't', 'a', 'TOOL_CALL_PRE', now(), now(), %s, "
+                  "'h', '', '{}')")
+        other.execute(insert, (two["event_id"], 0))
+        writer = threading.Thread(target=lambda: result.append(pg.ingest_events(batch)))
+        writer.start()
+        time.sleep(0.5)  # b's COPY has inserted `one` and waits for `two`
+        assert writer.is_alive()
+        other.execute(insert, (one["event_id"], 1))  # waits for b: a deadlock, b is aborted (it waited first)
+        other.commit()
+    writer.join(30)
+    assert len(result) == 1 and (result[0].accepted, result[0].duplicates) == (2, 2)
+    rows = pg.events("t", session_id="b")
+    assert [r["event_id"] for r in rows] == [batch[0]["event_id"], batch[3]["event_id"]]
+    verify_chain(rows)
+    assert pg.count_events("t") == 4
+
+
+@pytest.mark.postgres
 def test_ingest_keeps_odd_ids_and_values(pg: Any) -> None:
     """Ids with the separator character, a numeric violation id and offset timestamps go through the
     binary COPY as the text COPY took them."""

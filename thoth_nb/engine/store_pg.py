@@ -545,7 +545,7 @@ class PostgresStore(Store):
 
         Concurrent batches for the same session (two replicas, a retry racing the original) take the
         session's advisory lock in a fixed order, so chains never fork and a duplicate is seen. A batch
-        costs three round trips (BEGIN + locks + chain heads pipelined, the binary COPY, COMMIT) and is
+        costs four round trips (BEGIN + locks + chain heads pipelined, the binary COPY's two, COMMIT) and is
         acknowledged only after its synchronous commit. The unique index on event_id is the duplicate
         check: a batch holding an id stored already (or committed meanwhile for another session) fails
         it, is rolled back and redone with its ids looked up first, which then counts them as duplicates.
@@ -564,15 +564,17 @@ class PostgresStore(Store):
                 rejected.append({"index": index, "error": str(exc)})
         if not parsed:
             return IngestResult(0, 0, rejected)
-        unique_violation = _psycopg().errors.UniqueViolation
+        errors = _psycopg().errors
+        retry = (errors.UniqueViolation, errors.DeadlockDetected)
         lookup = self._lookup_batches > 0
         for attempt in range(_INGEST_ATTEMPTS):
             try:
                 accepted, duplicates = self._ingest_locked(parsed, lookup=lookup)
                 break
-            except unique_violation:
+            except retry:
                 # an id of this batch is stored already, or went in for another session (other locks)
-                # after our check and has committed now: redo the batch, looking its ids up first
+                # and has committed now; or two such batches each waited for an id the other holds and
+                # this one was picked to give way: redo the batch, looking its ids up first
                 if attempt == _INGEST_ATTEMPTS - 1:
                     raise
                 lookup = True
