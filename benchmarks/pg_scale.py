@@ -5,9 +5,12 @@ Needs a database URL in THOTH_BENCH_DATABASE_URL (or THOTH_TEST_DATABASE_URL, as
 exports it); every run works in a fresh schema and drops it. Run alone with
 `python -m benchmarks.pg_scale [--smoke]`; the runner can import `BENCHES`.
 
-* Ingest: real SDK events (benchmarks.store.real_events) through `PostgresStore.ingest_events` in
-  batches of 500 (advisory locks, dedupe check, SHA-256 chain, binary `COPY`, synchronous commit),
-  beside a bare `COPY` of the same (event_id, body) rows into an unindexed table: the floor.
+* Ingest: real SDK events (benchmarks.store.real_events, with fresh time-ordered UUIDv7 ids as the SDK
+  makes them) through `PostgresStore.ingest_events` in batches of 500 (advisory locks, chain heads,
+  SHA-256 chain, binary `COPY` with the unique index as the duplicate check, synchronous commit),
+  beside a bare text `COPY` of the same (event_id, body) rows into an unindexed table: the floor. The
+  note gives the CPU per batch of the writer threads and of their PostgreSQL backends (from /proc,
+  when PostgreSQL runs on this machine), which say more than wall time on a shared machine.
 * Enforce: `thoth-nb serve --db postgresql://...` processes, loaded by `wrk` (one process per replica,
   connections split evenly) with a distinct session per request slot. Two policies: the reference
   policy (ALLOW touches no storage) and the same with a per-session rate limit (every decision is one
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,40 +89,55 @@ def _events(n: int, sessions: int) -> list[dict[str, Any]]:
     """Real SDK events, spread over `sessions` sessions with fresh ids (as many agents would send)."""
     from benchmarks.embedded import thoth_home
     from benchmarks.store import real_events
+    from thoth_nb._flow import _new_uuid
 
     with thoth_home() as home:
         base = real_events(home, min(n, 2000))
     out = []
     for i in range(n):
         event = dict(base[i % len(base)])
-        event["event_id"] = f"{event['tenant_id']}:{uuid.uuid4()}"
+        event["event_id"] = f"{event['tenant_id']}:{_new_uuid()}"  # time-ordered UUIDv7, as the SDK makes
         event["session_id"] = f"bench-{i % sessions}"
         out.append(event)
     return out
 
 
-def _run_writers(work: list[list[Any]], fn: Any) -> float:
-    """Run `fn(batch)` over each writer's list of batches, one thread per writer; wall seconds."""
+def _run_writers(work: list[list[Any]], fn: Any, backends: Sequence[int] = ()) -> tuple[float, float, float]:
+    """Run `fn(batch)` over each writer's list of batches, one thread per writer. Returns wall seconds,
+    the writer threads' CPU seconds and the CPU seconds of the PostgreSQL backends `backends` (pids)."""
     import threading
 
     errors: list[BaseException] = []
+    cpu: list[float] = []
 
     def run(batches: list[Any]) -> None:
+        c0 = time.thread_time()
         try:
             for batch in batches:
                 fn(batch)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
+        cpu.append(time.thread_time() - c0)
 
     threads = [threading.Thread(target=run, args=(w,)) for w in work]
+    b0 = sum(_cpu_seconds(p) for p in backends)
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return time.perf_counter() - t0
+    return wall, sum(cpu), sum(_cpu_seconds(p) for p in backends) - b0
+
+
+def _backend_pids(store: Any, count: int) -> list[int]:
+    """Open `count` pooled connections at once (so the timed runs open none) and return their backend
+    pids, whose CPU time is readable from /proc when PostgreSQL runs on this machine (else it reads 0)."""
+    with contextlib.ExitStack() as stack:
+        conns = [stack.enter_context(store._pool.connection()) for _ in range(count)]
+        return [int(c.info.backend_pid) for c in conns]
 
 
 def bench_pg_ingest(sizes: Sizes) -> list[Result]:
@@ -153,27 +171,32 @@ def bench_pg_ingest(sizes: Sizes) -> list[Result]:
                     for event in batch:
                         copy.write_row((event["event_id"], _json.dumps(event)))
 
-            t_ours = t_bare = 0.0
+            backends = _backend_pids(store, max(2, writers))
+            ours_t = [0.0, 0.0, 0.0]  # wall, client CPU, PostgreSQL backend CPU (seconds)
+            bare_t = [0.0, 0.0, 0.0]
             step = max(writers, len(batches) // 8)
             for r, start in enumerate(range(0, len(batches), step)):  # interleaved rounds
                 work = [[batches[k] for k in range(start, min(start + step, len(batches))) if k % writers == w]
                         for w in range(writers)]
                 for which in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    if which == 0:
-                        t_ours += _run_writers(work, ours)
-                    else:
-                        t_bare += _run_writers(work, bare)
+                    acc, fn = (ours_t, ours) if which == 0 else (bare_t, bare)
+                    for i, v in enumerate(_run_writers(work, fn, backends)):
+                        acc[i] += v
             store.close()
-        rate = len(events) / t_ours
-        floor = len(events) / t_bare
+        rate = len(events) / ours_t[0]
+        floor = len(events) / bare_t[0]
+        per = 1000 * BATCH / len(events)  # seconds over the run -> ms per batch
+        cpu = (f"CPU per batch: {per * ours_t[1]:.1f} ms here + {per * ours_t[2]:.1f} ms PostgreSQL backend "
+               f"(bare COPY: {per * bare_t[1]:.1f} + {per * bare_t[2]:.1f})" if ours_t[2] else
+               f"CPU per batch here: {per * ours_t[1]:.1f} ms (bare COPY: {per * bare_t[1]:.1f})")
         rows.append(Result(
             GROUP, f"{figure}, {sessions} session{'s' if sessions > 1 else ''} per writer, {writers} writer"
             + ("s" if writers > 1 else ""), rate, "events/s", floor,
             "bare COPY of (event_id, body) into an unindexed table, same writers", None,
             "≥ 20,000 events/s", rate >= 20_000,
-            f"{len(events):,} real SDK events; each batch: advisory locks per session, duplicate check, "
-            f"SHA-256 chain, binary COPY into events (6 indexes, lz4 bodies), 4 round trips, synchronous commit; "
-            f"load average {os.getloadavg()[0]:.1f}"))
+            f"{len(events):,} real SDK events (UUIDv7 ids); each batch: advisory locks and chain heads of its "
+            f"sessions, SHA-256 chain, binary COPY into events (6 indexes; the unique one is the duplicate check; "
+            f"lz4 bodies), 4 round trips, synchronous commit; {cpu}; load average {os.getloadavg()[0]:.1f}"))
     return rows
 
 

@@ -358,6 +358,71 @@ def test_an_id_racing_in_for_another_session_is_a_duplicate_and_the_chain_stays_
 
 
 @pytest.mark.postgres
+def test_stored_duplicates_meet_the_unique_index_and_count_as_on_sqlite(pg: Any, tmp_path: Path) -> None:
+    """A batch is COPied without looking its ids up: one holding stored ids fails the unique index, is
+    redone with a lookup and counts them as duplicates exactly as SQLite does; the stored copies stay as
+    they were, the chain stays whole, and the next few batches look up first."""
+    from thoth_nb.engine.store_pg import _LOOKUP_AFTER_DUPLICATES
+
+    lite = SQLiteStore(tmp_path / "dup.db")
+    first = [event("s", n=n) for n in range(4)]
+    later = event("s", n=11)
+    batches = [
+        first,
+        [event("s", n=10), {**first[1], "tool_name": "changed"}, later, first[0], later, event("s2", n=12)],
+        [event("s", n=13)],
+        list(first),
+    ]
+    results = {}
+    for store in (pg, lite):
+        results[store] = [store.ingest_events(b) for b in batches]
+        if store is pg:
+            lookups = pg._lookup_batches
+    assert [(r.accepted, r.duplicates, r.rejected) for r in results[pg]] == [
+        (r.accepted, r.duplicates, r.rejected) for r in results[lite]] == [(4, 0, []), (3, 3, []), (1, 0, []),
+                                                                           (0, 4, [])]
+    assert lookups == _LOOKUP_AFTER_DUPLICATES
+    rows = pg.events("t", session_id="s")
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in first] + [
+        batches[1][0]["event_id"], later["event_id"], batches[2][0]["event_id"]]
+    assert rows[1]["tool_name"] == "tool1"  # the stored copy, not the changed resend
+    verify_chain(rows)
+    verify_chain(pg.events("t", session_id="s2"))
+    pg._lookup_batches = 1
+    assert pg.ingest_events([event("s", n=14)]).accepted == 1 and pg._lookup_batches == 0  # back to COPY first
+    verify_chain(pg.events("t", session_id="s"))
+
+
+@pytest.mark.postgres
+def test_two_batches_waiting_for_each_others_ids_both_land_once(pg: Any, pg_url: str) -> None:
+    """Batches for two sessions (different advisory locks) that share ids in crossed order wait for each
+    other: PostgreSQL aborts one as a deadlock, which is redone and counts the shared ids as duplicates."""
+    import psycopg
+
+    one, two = event("a"), event("a", n=1)
+    batch = [event("b", n=2), {**event("b", n=3), "event_id": one["event_id"]},
+             {**event("b", n=4), "event_id": two["event_id"]}, event("b", n=5)]
+    result: list[Any] = []
+    with psycopg.connect(pg_url) as other:  # a's writer holds `two`, then wants `one`, which b's COPY holds
+        insert = ("INSERT INTO events (event_id, tenant_id, session_id, event_type, occurred_at, ingested_at, "
+                  "chain_index, hash, previous_hash, body) VALUES (%s, 't', 'a', 'TOOL_CALL_PRE', now(), now(), %s, "
+                  "'h', '', '{}')")
+        other.execute(insert, (two["event_id"], 0))
+        writer = threading.Thread(target=lambda: result.append(pg.ingest_events(batch)))
+        writer.start()
+        time.sleep(0.5)  # b's COPY has inserted `one` and waits for `two`
+        assert writer.is_alive()
+        other.execute(insert, (one["event_id"], 1))  # waits for b: a deadlock, b is aborted (it waited first)
+        other.commit()
+    writer.join(30)
+    assert len(result) == 1 and (result[0].accepted, result[0].duplicates) == (2, 2)
+    rows = pg.events("t", session_id="b")
+    assert [r["event_id"] for r in rows] == [batch[0]["event_id"], batch[3]["event_id"]]
+    verify_chain(rows)
+    assert pg.count_events("t") == 4
+
+
+@pytest.mark.postgres
 def test_ingest_keeps_odd_ids_and_values(pg: Any) -> None:
     """Ids with the separator character, a numeric violation id and offset timestamps go through the
     binary COPY as the text COPY took them."""

@@ -7,9 +7,10 @@ one they hold. Differences that matter for replicas:
 * `shared_state` is true: the engine keeps rate windows, session history, violation counts and
   request-id dedupe in this store (`session_step`, `bump_violations`, `dedupe_*`; each one atomic
   upsert), so every replica decides from the same state.
-* Event ingest is idempotent under concurrent retries: duplicates are found under a per-session
-  advisory lock (which also serialises each session's SHA-256 chain across replicas) and the insert
-  is `ON CONFLICT (event_id) DO NOTHING`.
+* Event ingest is idempotent under concurrent retries: each batch holds its sessions' advisory locks
+  (which serialise each session's SHA-256 chain across replicas) and the unique index on event_id
+  rejects a stored id; such a batch is redone with its ids looked up first, counting them as
+  duplicates.
 * The events table keeps `occurred_at`/`ingested_at` as `timestamptz` (a BRIN index serves retention)
   and the event body as the exact JSON text that was hashed.
 
@@ -219,20 +220,24 @@ _SETTLED = ("(ingested_at < now() - interval '5 seconds' OR age(xmin) > "
             "age(((pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296)::text::xid)))")
 #: Binary COPY: no text escaping on either side; the types match the events table's columns.
 _COPY_EVENTS = f"COPY events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_COPY_TYPES = ("text",) * 7 + ("timestamptz", "text", "text", "timestamptz", "int4", "text", "text", "text")
-#: A batch's stored duplicates (rows with event_id set) and its sessions' chain heads (event_id NULL),
-#: in one statement; `{ids}` is the id list as an array expression.
-_INGEST_STATE = (
-    "SELECT event_id, NULL AS tenant_id, NULL AS session_id, NULL::int AS chain_index, NULL AS hash "
-    "FROM events WHERE event_id = ANY({ids}) UNION ALL "
-    "SELECT NULL, s.tenant_id, s.session_id, e.chain_index, e.hash "
+#: The body is sent as UTF-8 bytes (dumped as bytea): in a binary COPY a text field is exactly those
+#: bytes, and this skips decoding the JSON to str and encoding it back.
+_COPY_TYPES = ("text",) * 7 + ("timestamptz", "text", "text", "timestamptz", "int4", "text", "text", "bytea")
+#: Each of a batch's sessions' chain head (chain_index and hash of its last event).
+_CHAIN_HEADS = (
+    "SELECT s.tenant_id, s.session_id, e.chain_index, e.hash "
     "FROM unnest(%s::text[], %s::text[]) AS s(tenant_id, session_id) "
     "CROSS JOIN LATERAL (SELECT chain_index, hash FROM events WHERE events.tenant_id = s.tenant_id "
     "AND events.session_id = s.session_id ORDER BY seq DESC LIMIT 1) AS e"
 )
-#: A batch that meets a unique violation (an id sent for another session at the same moment) is redone
-#: from the start this many times at most.
+#: Which of a batch's ids are stored already; `{ids}` is the id list as an array expression.
+_STORED_IDS = "SELECT event_id FROM events WHERE event_id = ANY({ids})"
+#: A batch that meets a unique violation (an id stored already, or sent for another session at the same
+#: moment) is redone from the start, looking its ids up first, this many times at most.
 _INGEST_ATTEMPTS = 5
+#: After a batch that held stored duplicates (a client retrying), this many next batches look their ids
+#: up before the COPY instead of letting the unique index find them (which costs the batch twice).
+_LOOKUP_AFTER_DUPLICATES = 8
 
 
 #: Claim a request id (pending: decision ''), unless a fresh row is there; take over a pending claim
@@ -459,6 +464,7 @@ class PostgresStore(Store):
         # keys always go through the synchronous pool).
         self._state_pool = _Pool(url, pool_size, connect_timeout, "-c synchronous_commit=off")
         self._listener = _HoldListener(url, connect_timeout) if hold_notifications else None
+        self._lookup_batches = 0  # next batches that look their ids up first (see ingest_events)
         try:
             with self._pool.connection() as conn:
                 # event bodies (~2 KB of JSON) are TOAST-compressed on insert: lz4 costs PostgreSQL a
@@ -538,88 +544,79 @@ class PostgresStore(Store):
         """Store events idempotently (by event_id) and chain each session's events with SHA-256.
 
         Concurrent batches for the same session (two replicas, a retry racing the original) take the
-        session's advisory lock in a fixed order, so chains never fork and a duplicate is seen. One batch
-        costs four round trips (BEGIN + locks + duplicate/chain-head query pipelined, the binary COPY's
-        two, COMMIT) and is acknowledged only after its synchronous commit."""
+        session's advisory lock in a fixed order, so chains never fork and a duplicate is seen. A batch
+        costs four round trips (BEGIN + locks + chain heads pipelined, the binary COPY's two, COMMIT) and is
+        acknowledged only after its synchronous commit. The unique index on event_id is the duplicate
+        check: a batch holding an id stored already (or committed meanwhile for another session) fails
+        it, is rolled back and redone with its ids looked up first, which then counts them as duplicates.
+        Since a client that retries sends many such batches, the next few batches look up first too."""
         rejected: list[dict[str, Any]] = []
         parsed: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
         for index, event in enumerate(events):
             try:
-                if not isinstance(event, Mapping):
+                if type(event) is not dict and not isinstance(event, Mapping):  # skip the ABC check for dicts
                     raise ValueError("event must be an object")
-                missing = [k for k in ("event_id", "tenant_id", "session_id") if not event.get(k)]
-                if missing:
+                if not (event.get("event_id") and event.get("tenant_id") and event.get("session_id")):
+                    missing = [k for k in ("event_id", "tenant_id", "session_id") if not event.get(k)]
                     raise ValueError(f"missing required field(s): {', '.join(missing)}")
                 parsed.append((_event_row(event), event))
             except (ValueError, TypeError, KeyError) as exc:
                 rejected.append({"index": index, "error": str(exc)})
         if not parsed:
             return IngestResult(0, 0, rejected)
-        unique_violation = _psycopg().errors.UniqueViolation
-        for _attempt in range(_INGEST_ATTEMPTS - 1):
+        errors = _psycopg().errors
+        retry = (errors.UniqueViolation, errors.DeadlockDetected)
+        lookup = self._lookup_batches > 0
+        for attempt in range(_INGEST_ATTEMPTS):
             try:
-                accepted, duplicates = self._ingest_locked(parsed)
+                accepted, duplicates = self._ingest_locked(parsed, lookup=lookup)
                 break
-            except unique_violation:
-                # the same event id went in for another session (other locks) after our duplicate check;
-                # it has committed now, so the next attempt's check sees it and the chain stays whole
-                continue
-        else:
-            accepted, duplicates = self._ingest_locked(parsed)
+            except retry:
+                # an id of this batch is stored already, or went in for another session (other locks)
+                # and has committed now; or two such batches each waited for an id the other holds and
+                # this one was picked to give way: redo the batch, looking its ids up first
+                if attempt == _INGEST_ATTEMPTS - 1:
+                    raise
+                lookup = True
+        if duplicates:
+            self._lookup_batches = _LOOKUP_AFTER_DUPLICATES
+        elif lookup and self._lookup_batches > 0:
+            self._lookup_batches -= 1
         return IngestResult(accepted, duplicates, rejected)
 
-    def _ingest_locked(self, parsed: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> tuple[int, int]:
-        """One transaction: lock the batch's sessions, find stored duplicates and chain heads, chain the
-        new events in one pass, COPY them in. Returns (accepted, duplicates)."""
+    def _ingest_locked(self, parsed: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]], *,
+                       lookup: bool) -> tuple[int, int]:
+        """One transaction: lock the batch's sessions, read their chain heads (and, with `lookup`, which
+        ids are stored), chain the new events in one pass, COPY them in. Returns (accepted, duplicates);
+        without `lookup` a stored id raises UniqueViolation (the transaction is rolled back)."""
         ingested_at = format_ts()
         ingested_moment = _moment(ingested_at)
         sessions = sorted({(p[0][1], p[0][2]) for p in parsed})
         keys = sorted({_lock_key(t, s) for t, s in sessions})
-        ids = [p[0][0] for p in parsed]
-        id_param: list[str] | str = ids
-        if any(_SEP in i for i in ids):
-            state_sql = _INGEST_STATE.format(ids="%s::text[]")
-        else:  # one joined string: far cheaper to send than a 500-element array parameter
-            state_sql, id_param = _INGEST_STATE.format(ids="string_to_array(%s, chr(31))"), _SEP.join(ids)
+        stored: Any = None
         with self._pool.connection() as db:
             try:
-                with db.pipeline():  # one round trip: the locks are taken before the state query's snapshot
+                with db.pipeline():  # one round trip: the locks are taken before the queries' snapshot
                     db.execute("BEGIN")
                     db.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
-                    state = db.execute(state_sql, (id_param, [t for t, _ in sessions], [s for _, s in sessions]))
-                existing: set[str] = set()
-                heads: dict[tuple[str, str], tuple[int, str]] = {}
-                for r in state.fetchall():
-                    if r["event_id"] is not None:
-                        existing.add(r["event_id"])
-                    else:
-                        heads[(r["tenant_id"], r["session_id"])] = (int(r["chain_index"]), str(r["hash"]))
+                    chain = db.execute(_CHAIN_HEADS, ([t for t, _ in sessions], [s for _, s in sessions]))
+                    if lookup:
+                        ids = [p[0][0] for p in parsed]
+                        if any(_SEP in i for i in ids):
+                            stored = db.execute(_STORED_IDS.format(ids="%s::text[]"), (ids,))
+                        else:  # one joined string: far cheaper to send than a 500-element array parameter
+                            stored = db.execute(_STORED_IDS.format(ids="string_to_array(%s, chr(31))"),
+                                                (_SEP.join(ids),))
+                heads: dict[tuple[str, str], tuple[int, str]] = {
+                    (r["tenant_id"], r["session_id"]): (int(r["chain_index"]), str(r["hash"])) for r in chain}
+                existing: set[str] = {r["event_id"] for r in stored} if stored is not None else set()
                 fresh: list[tuple[tuple[Any, ...], Mapping[str, Any]]] = []
                 for row, event in parsed:
                     if row[0] not in existing:
                         existing.add(row[0])
                         fresh.append((row, event))
                 if fresh:
-                    # rows stream out while the chain is computed, so PostgreSQL inserts (on the other
-                    # CPU) while this process still hashes: the batch costs max(client, server), not the sum
-                    with db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for row, event in fresh:
-                            key = (row[1], row[2])
-                            previous_index, previous_hash = heads.get(key, (-1, ""))
-                            body = dict(event)
-                            body["occurred_at"] = row[7]
-                            body["ingested_at"] = ingested_at
-                            body["chain_index"] = index = previous_index + 1
-                            body["previous_hash"] = previous_hash
-                            body.pop("hash", None)
-                            body.pop("signature", None)
-                            encoded = _json.dumps(body)
-                            digest = hashlib.sha256((previous_hash + encoded).encode()).hexdigest()
-                            heads[key] = (index, digest)
-                            copy.write_row((*row[:7], _moment(row[7]), row[8],
-                                            None if row[9] is None else str(row[9]),
-                                            ingested_moment, index, digest, previous_hash, encoded))
+                    self._copy_chained(db, fresh, heads, ingested_at, ingested_moment)
                 db.execute("COMMIT")
             except BaseException:
                 if not db.closed:
@@ -627,6 +624,36 @@ class PostgresStore(Store):
                         db.execute("ROLLBACK")
                 raise
         return len(fresh), len(parsed) - len(fresh)
+
+    @staticmethod
+    def _copy_chained(db: Any, fresh: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]],
+                      heads: dict[tuple[str, str], tuple[int, str]], ingested_at: str,
+                      ingested_moment: dt.datetime) -> None:
+        """COPY the events in, each chained to its session's head. Rows stream out while the chain is
+        computed, so PostgreSQL inserts (on another CPU) while this process still hashes: the batch costs
+        max(client, server), not the sum. The body goes out as the very bytes that were hashed."""
+        sha256 = hashlib.sha256
+        dumps_bytes = _json.dumps_bytes
+        with db.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
+            copy.set_types(_COPY_TYPES)
+            write_row = copy.write_row
+            for row, event in fresh:
+                key = (row[1], row[2])
+                previous_index, previous_hash = heads.get(key, (-1, ""))
+                body = dict(event)
+                body["occurred_at"] = row[7]
+                body["ingested_at"] = ingested_at
+                body["chain_index"] = index = previous_index + 1
+                body["previous_hash"] = previous_hash
+                body.pop("hash", None)
+                body.pop("signature", None)
+                encoded = dumps_bytes(body)  # == _json.dumps(body).encode(): the bytes audit verify hashes
+                digest = sha256(previous_hash.encode() + encoded).hexdigest()
+                heads[key] = (index, digest)
+                violation = row[9]
+                write_row((*row[:7], _moment(row[7]), row[8],
+                           violation if violation is None or type(violation) is str else str(violation),
+                           ingested_moment, index, digest, previous_hash, encoded))
 
     @staticmethod
     def _filters(tenant_id: str, **equals: str | None) -> tuple[list[str], list[Any]]:
