@@ -559,7 +559,8 @@ def _offload_target(transport: Transport) -> tuple[Path, float] | None:
     if type(transport) is not EmbeddedTransport:
         return None
     store = transport.engine.store
-    if type(store) is not SQLiteStore or str(store.path) in ("", ":memory:"):
+    # a relative path names the file it named when the store opened only while the cwd stays the same
+    if type(store) is not SQLiteStore or not store.path.is_absolute():
         return None
     return store.path, float(store._busy_timeout)
 

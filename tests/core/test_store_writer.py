@@ -264,3 +264,18 @@ def test_a_frame_cut_short_is_not_stored(tmp_path: Path) -> None:
     replies = proc.stdout.decode().splitlines()
     assert len(replies) == 2 and '"accepted": 50' in replies[1]  # ready, then the one whole frame
     assert store.count_events("t") == 50
+
+
+def test_only_the_embedded_sqlite_store_is_offloaded(thoth_home: Path, tmp_path: Path) -> None:
+    from thoth_nb._transports.http import HTTPTransport
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _sinks import FlakySink
+
+    assert _emitter._offload_target(HTTPTransport("http://127.0.0.1:9")) is None
+    assert _emitter._offload_target(FlakySink(tmp_path / "f.db")) is None  # a test's fake sink stays in-process
+    target = _emitter._offload_target(EmbeddedTransport(local_engine()))
+    assert target is not None and target[0] == local_store().path
+    assert embedded_emitter(thoth_home, offload="never")._writer_target is None
+    with pytest.raises(ValueError):
+        embedded_emitter(thoth_home, offload="sometimes")
