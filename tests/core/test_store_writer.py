@@ -279,3 +279,31 @@ def test_only_the_embedded_sqlite_store_is_offloaded(thoth_home: Path, tmp_path:
     assert embedded_emitter(thoth_home, offload="never")._writer_target is None
     with pytest.raises(ValueError):
         embedded_emitter(thoth_home, offload="sometimes")
+
+
+def test_the_child_works_without_the_optional_extras(tmp_path: Path) -> None:
+    """No orjson (the `fast` extra) in the child: the store falls back to the standard library's json."""
+    store = SQLiteStore(tmp_path / "s.db")
+    events = make_events(30)
+    plain = encode_batch(events)
+    assert plain[:1] == b"M"
+    import json as stdjson
+
+    payload = stdjson.dumps(events).encode()
+    as_json = b"J" + len(payload).to_bytes(8, "big") + payload
+    root = str(Path(store_writer.__file__).resolve().parents[2])
+    wrapper = tmp_path / "no_extras.py"
+    wrapper.write_text(textwrap.dedent(f"""
+        import runpy, sys
+        sys.modules["orjson"] = None  # import orjson -> ImportError, as without the extra
+        sys.argv = ["store_writer", {root!r}, {str(store.path)!r}, "5.0", sys.argv[1]]
+        runpy.run_path({store_writer.__file__!r}, run_name="__main__")
+        assert "orjson" not in sys.modules or sys.modules["orjson"] is None
+    """))
+    proc = subprocess.run([sys.executable, "-P", str(wrapper), str(os.getpid())], input=plain + as_json,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    replies = proc.stdout.decode().splitlines()
+    assert replies[1:] == ['{"ok": true, "accepted": 30, "duplicates": 0, "rejected": 0}',
+                           '{"ok": true, "accepted": 0, "duplicates": 30, "rejected": 0}']
+    assert store.count_events("t") == 30 and verify_store(store, "t").ok
