@@ -6,7 +6,9 @@ scope and regexes as a thoth_nb policy), wrapped with `thoth_nb.governed(..., po
 Two regimes, because the emitter thread competes for the GIL:
 - hot path: the governor's emitter is swapped for one that only wakes on flush (long interval, huge
   batch), and it is flushed between samples, outside the timed region: the cost on the calling thread.
-- sustained: the emitter as shipped (embedded: wakes every 1000 events / 0.1 s) runs during the timed calls.
+- sustained: the emitter as shipped (embedded: wakes every 1000 events / 0.1 s; under load it hands the
+  batches to the writer child, which stores them in another process) runs during the timed calls; then
+  the same with `offload="never"` (the store written on the emitter thread) as the same-run baseline.
 """
 
 from __future__ import annotations
@@ -128,9 +130,24 @@ def bench_call_overhead(sizes: Sizes) -> list[Result]:
         rows[0].note += f"; wall clock: {_wall_median(tool, paused, sizes):.2f} µs added"
         paused.shutdown()
         governor.emitter = shipped
-        # sustained: wall time, because waiting for the GIL while the emitter thread works is the point
+        # sustained: wall time, because waiting for the GIL while the emitter thread works is the point.
+        # As shipped (batches stored by the writer child once it has started), then the same-run baseline
+        # with the store written on the emitter thread (before the writer child).
         rows += _call_overhead(sizes, "sustained (emitter thread running; wall time)", tool, shipped,
                                time.perf_counter_ns)
+        rows[-2].note += f"; writer child batches {shipped.offloaded:,}, writer failures {shipped.writer_failures}"
+        from thoth_nb._emitter import Emitter
+        from thoth_nb._flow import build_event
+
+        in_process = Emitter(shipped.transport, build=build_event, batch_size=shipped.batch_size, offload="never")
+        governor.emitter = in_process
+        baseline = _call_overhead(sizes, "sustained, store written in-process (no writer child; baseline)", tool,
+                                  in_process, time.perf_counter_ns)
+        for row in baseline:
+            row.target, row.ok, row.status = "", None, "info"  # information: what the writer child is compared with
+        rows += baseline
+        in_process.shutdown()
+        governor.emitter = shipped
         thoth_nb.flush()
         stored = governor.transport.engine.store.count_events(ref.AGENT["tenant_id"])
         if stored == 0:

@@ -5,6 +5,13 @@ PROTOCOL §5 events (ids, timestamps and JSON happen here, off the hot path), se
 retries network/429/5xx failures at 0.5/1/2 s, and spills what it still cannot deliver to a JSON-lines
 file under `$THOTH_HOME/spill/`, which the next emitter for the same sink replays. Event ids are
 unique and ingest is idempotent, so a replay never double-counts.
+
+Embedded mode under load: once a batch holds `OFFLOAD_AT` events or more, an emitter whose sink is the
+in-process SQLite store starts a writer child (`_transports/store_writer.py`) and hands it the batches,
+each forgotten only after the child's reply, which comes after its COMMIT. The store's work (and the GIL
+convoy every sqlite3 call joins beside a CPU-bound thread) leaves this process. A batch the child could not
+store (it died, hung, or the store failed) is stored the in-process way (retries, then the spill file);
+ingest is idempotent by event id, so a batch the child did commit before dying is not stored twice.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from thoth_nb import _json
 from thoth_nb._config import thoth_home
 from thoth_nb._exceptions import EnforcerError
 from thoth_nb._transports.base import Transport
+from thoth_nb._transports.store_writer import StoreWriter, WriterError, encode_batch
 
 __all__ = ["Emitter", "all_emitters"]
 
@@ -36,6 +44,15 @@ RETRY_DELAYS = (0.5, 1.0, 2.0)
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 _EMITTERS: weakref.WeakSet[Emitter] = weakref.WeakSet()
+
+#: a batch this large (events per `interval`: ~2,000 events/s and up) starts the writer child
+OFFLOAD_AT = 200
+#: a writer child idle this long (seconds) is stopped; the next busy batch starts another
+WRITER_IDLE = 60.0
+#: batches written to the writer child before the oldest one's reply is awaited
+WINDOW = 2
+#: after the writer child failed, wait this long (doubling per consecutive failure) before starting another
+WRITER_BACKOFF = (0.5, 30.0)
 
 
 class _Built:
@@ -68,7 +85,10 @@ class Emitter:
         high_water: int | None = None,
         spill_dir: Path | None = None,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        offload: str = "auto",
     ) -> None:
+        """`offload`: "auto" stores through a writer child once batches reach `OFFLOAD_AT` events,
+        "always" from the first batch, "never" in-process; only for the embedded SQLite store."""
         self.transport = transport
         self._build = build or (lambda item: item)
         self.max_queue = max_queue
@@ -93,6 +113,19 @@ class Emitter:
         self.replayed = 0
         self.failures = 0
         self.last_error: str | None = None
+        if offload not in ("auto", "always", "never"):
+            raise ValueError(f"offload must be 'auto', 'always' or 'never', not {offload!r}")
+        self.offload = offload
+        self._writer_target = _offload_target(transport) if offload != "never" else None
+        self._writer: StoreWriter | None = None
+        self._writer_used = 0.0  # monotonic time of the last batch the writer took
+        self._writer_retry_at = 0.0  # no new writer child before this (after a failure)
+        self._writer_streak = 0  # consecutive writer failures
+        self._unacked: collections.deque[list[Mapping[str, Any]]] = collections.deque()  # with the child
+        self._unacked_events = 0
+        #: batches the writer child stored, and times it failed (the batch then went the in-process way)
+        self.offloaded = 0
+        self.writer_failures = 0
         _EMITTERS.add(self)
         self._replay_spill()
 
@@ -170,12 +203,21 @@ class Emitter:
         self._idle = threading.Condition()
         self._spill_lock = threading.Lock()
         self._inflight = 0
+        self._unacked = collections.deque()  # the parent's batches: the parent waits for their replies
+        self._unacked_events = 0
+        if self._writer is not None:
+            self._writer.abandon_after_fork()  # the parent's child: not ours to stop or write to
+            self._writer = None
 
     def _run(self) -> None:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             self._drain()
+            writer = self._writer
+            if writer is not None and time.monotonic() - self._writer_used > WRITER_IDLE:
+                self._writer = None
+                writer.close()
             if self._stop and not self._queue:
                 with self._idle:
                     self._idle.notify_all()
@@ -187,14 +229,16 @@ class Emitter:
         with self._idle:
             while queue and len(batch) < self.batch_size:
                 batch.append(queue.popleft())
-            self._inflight = len(batch)
+            self._inflight = len(batch) + self._unacked_events
         return batch
 
     def _drain(self) -> None:
         while True:
             raw = self._take()
             if not raw:
+                self._settle(0)
                 with self._idle:
+                    self._inflight = 0
                     self._idle.notify_all()
                 return
             events = []
@@ -204,10 +248,106 @@ class Emitter:
                 except Exception:  # bookkeeping must never take the emitter down
                     logger.exception("thoth: could not build an event; it is counted as dropped")
                     self.dropped += 1
-            self._deliver(events)
+            if not (events and self._offloaded(events, more=bool(self._queue))):
+                self._settle(0)  # batches already with the child first: a session's events are chained in order
+                self._deliver(events)
             with self._idle:
-                self._inflight = 0
+                self._inflight = self._unacked_events
                 self._idle.notify_all()
+
+    # -- the writer child (embedded store) ------------------------------------------------------
+
+    def _offloaded(self, events: list[Mapping[str, Any]], *, more: bool) -> bool:
+        """Hand `events` to the writer child; False if it did not take them (the caller stores them).
+        Up to `WINDOW` batches are with the child at once: this thread builds the next batch while
+        the child stores the last one. A batch counts as sent when the child's reply comes."""
+        writer = self._writer_for(len(events), more)
+        if writer is None:
+            return False
+        try:
+            writer.submit(encode_batch(events))
+        except (WriterError, ValueError, TypeError) as exc:
+            self._writer_failed(writer, f"{exc}; {len(events)} events are stored in-process")
+            return False
+        self._unacked.append(events)
+        self._unacked_events += len(events)
+        self._settle(WINDOW - 1)
+        return True
+
+    def _settle(self, keep: int) -> None:
+        """Wait for the child's replies until at most `keep` batches are unanswered. If the child fails,
+        every unanswered batch is stored in-process, oldest first."""
+        unacked = self._unacked
+        writer = self._writer
+        while len(unacked) > keep:
+            try:
+                if writer is None:
+                    raise WriterError("the store writer stopped")
+                writer.collect()
+            except WriterError as exc:
+                waiting = sum(len(batch) for batch in unacked)
+                if writer is not None:
+                    self._writer_failed(writer, f"{exc}; {waiting} events are stored in-process")
+                while unacked:
+                    batch = unacked.popleft()
+                    self._unacked_events -= len(batch)
+                    self._deliver(batch)
+                return
+            batch = unacked.popleft()
+            self._unacked_events -= len(batch)
+            self._writer_streak = 0
+            self._writer_used = time.monotonic()
+            self.offloaded += 1
+            self.sent += len(batch)
+
+    def _writer_for(self, size: int, more: bool) -> StoreWriter | None:
+        """The running writer child, if there is one ready; starts one when batches are big enough."""
+        target = self._writer_target
+        if target is None:
+            return None
+        writer = self._writer
+        always = self.offload == "always"
+        if writer is None:
+            if not (always or size >= OFFLOAD_AT or more) or time.monotonic() < self._writer_retry_at:
+                return None
+            writer = StoreWriter(target[0], busy_timeout=target[1])
+            try:
+                writer.start()
+            except OSError as exc:
+                self.writer_failures += 1
+                self.last_error = f"cannot start the store writer: {exc}"
+                self._writer_retry_at = time.monotonic() + WRITER_BACKOFF[1]
+                logger.warning("thoth: %s; events are stored in-process", self.last_error)
+                return None
+            self._writer = writer
+            self._writer_used = time.monotonic()
+        try:
+            if always:  # wait for it: "always" means this batch goes through the child too
+                deadline = time.monotonic() + writer.ready_timeout
+                while not writer.ready() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            if writer.ready():
+                return writer
+        except WriterError as exc:
+            self._writer_failed(writer, f"{exc}; events are stored in-process meanwhile")
+        return None  # starting (~0.2 s): this batch is stored in-process meanwhile
+
+    def _writer_failed(self, writer: StoreWriter, message: str) -> None:
+        """Count the failure, stop the child, and start another no sooner than the back-off says."""
+        self.writer_failures += 1
+        self.failures += 1
+        self.last_error = message
+        self._writer_streak += 1
+        first, cap = WRITER_BACKOFF
+        self._writer_retry_at = time.monotonic() + min(cap, first * 2 ** (self._writer_streak - 1))
+        logger.warning("thoth: %s", message)
+        self._writer = None
+        writer.close(timeout=1.0)
+
+    @property
+    def writer_pid(self) -> int | None:
+        writer = self._writer
+        return writer.pid if writer is not None else None
 
     def _deliver(self, events: list[Mapping[str, Any]]) -> bool:
         if not events:
@@ -376,6 +516,9 @@ class Emitter:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
         self._thread = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close(timeout=2.0)
         leftover = []
         while self._queue:
             with contextlib.suppress(Exception):
@@ -398,10 +541,28 @@ class Emitter:
             "throttled": self.throttled,
             "failures": self.failures,
             "last_error": self.last_error,
+            "writer_pid": self.writer_pid,
+            "offloaded_batches": self.offloaded,
+            "writer_failures": self.writer_failures,
         }
 
 
 _yield_gil = functools.partial(time.sleep, 0)
+
+
+def _offload_target(transport: Transport) -> tuple[Path, float] | None:
+    """(store file, busy timeout) when `transport` stores events into an embedded SQLite file that a
+    writer child can open too; None otherwise (HTTP, a test's fake sink, a store of another kind)."""
+    from thoth_nb._transports.embedded import EmbeddedTransport
+    from thoth_nb.engine.store import SQLiteStore
+
+    if type(transport) is not EmbeddedTransport:
+        return None
+    store = transport.engine.store
+    # a relative path names the file it named when the store opened only while the cwd stays the same
+    if type(store) is not SQLiteStore or not store.path.is_absolute():
+        return None
+    return store.path, float(store._busy_timeout)
 
 
 def _reset_after_fork() -> None:
