@@ -4,9 +4,11 @@ checkpointer the server turns on (commits stay durable, the WAL is still checkpo
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import decimal
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -16,10 +18,12 @@ from typing import Any
 
 import pytest
 from _chain import verify_chain
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from thoth_nb import _json
 from thoth_nb.engine.audit import verify_store
-from thoth_nb.engine.store import SQLiteStore
+from thoth_nb.engine.store import SQLiteStore, format_ts, normalize_ts, parse_ts
 
 
 def event(session: str = "s1", n: int = 0, tenant: str = "t", **over: Any) -> dict[str, Any]:
@@ -274,3 +278,34 @@ def test_forked_child_writes_through_its_own_connection_and_the_parent_keeps_che
     verify_chain(store.events("t", session_id="child"))
     assert store._checkpointer is not None
     store.close()
+
+
+def _reference_normalize_ts(value: Any) -> str:
+    """normalize_ts before its fast path: the full regex, then the datetime parser as the check."""
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", value):
+        dt.datetime.fromisoformat(value[:-1])
+        return value
+    return format_ts(parse_ts(str(value)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.tuples(st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+                 st.integers(0, 61), st.integers(0, 999_999)),
+       st.sampled_from(["Z", "Z", "Z", "z", "+00:00", ""]), st.integers(0, 40), st.sampled_from(["\u0663", "\uff12"]))
+def test_normalize_ts_fast_path_agrees_with_the_full_parse(parts: tuple[int, ...], zone: str, swap: int,
+                                                           foreign: str) -> None:
+    """Every value the fast path returns unchanged, the full parse returned unchanged, and the reverse
+    (ranges straddle the valid ones; now and then one digit is not ASCII)."""
+    y, mo, d, h, mi, s, f = parts
+    text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{f:06d}{zone}"
+    if swap < 26 and text[swap].isdigit():
+        text = text[:swap] + foreign + text[swap + 1 :]
+    try:
+        expected: str | type[Exception] = _reference_normalize_ts(text)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: str | type[Exception] = normalize_ts(text)
+    except ValueError:
+        got = ValueError
+    assert got == expected, text

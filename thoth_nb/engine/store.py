@@ -70,13 +70,21 @@ def parse_ts(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
-_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+#: the canonical form with a valid time of day (ASCII digits; the date is checked by `_is_date`)
+_CANONICAL_TS = re.compile(r"(\d{4}-\d\d-\d\d)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z", re.ASCII)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_date(text: str) -> bool:
+    dt.date.fromisoformat(text)  # raises ValueError for a date that does not exist
+    return True
 
 
 def normalize_ts(value: Any) -> str:
-    if isinstance(value, str) and _CANONICAL_TS.fullmatch(value):
-        dt.datetime.fromisoformat(value[:-1])  # already canonical (the SDK's form): only check it is a date
-        return value
+    if type(value) is str:
+        canonical = _CANONICAL_TS.fullmatch(value)
+        if canonical is not None and _is_date(canonical.group(1)):  # already canonical (the SDK's form)
+            return value
     if isinstance(value, dt.datetime):
         return format_ts(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
