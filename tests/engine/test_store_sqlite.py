@@ -206,6 +206,8 @@ def test_prepare_turns_items_into_events_rejects_on_value_error_and_aborts_on_an
         store.ingest_events(items, prepare=refuse_late)
     assert store.count_events("t") == 98  # nothing of the aborted batch
     assert store.events("t", session_id="s2") == []
+    one_shot = iter([made["raw-0"], event("s3", 1)])  # any iterable, even with a stored id in it
+    assert (store.ingest_events(one_shot).accepted, store.count_events("t")) == (1, 99)
     store.close()
 
 

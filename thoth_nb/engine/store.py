@@ -541,6 +541,8 @@ class SQLiteStore(Store):
         server parses and maps its request's events this way); a ValueError or TypeError it raises rejects
         that item with its message, any other exception aborts the batch with nothing stored.
         """
+        if type(events) is not list and type(events) is not tuple:
+            events = list(events)  # read by index, and twice if a stored id turns up
         ingested_at = format_ts()
         try:
             with self.transaction() as db:
