@@ -4,7 +4,11 @@ checkpointer the server turns on (commits stay durable, the WAL is still checkpo
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import decimal
+import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -14,9 +18,12 @@ from typing import Any
 
 import pytest
 from _chain import verify_chain
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from thoth_nb import _json
-from thoth_nb.engine.store import SQLiteStore
+from thoth_nb.engine.audit import verify_store
+from thoth_nb.engine.store import SQLiteStore, format_ts, normalize_ts, parse_ts
 
 
 def event(session: str = "s1", n: int = 0, tenant: str = "t", **over: Any) -> dict[str, Any]:
@@ -114,6 +121,96 @@ def test_a_batch_larger_than_one_insert_statement_keeps_order_columns_and_chains
     store.close()
 
 
+def test_a_stored_id_late_in_a_long_batch_rolls_the_pass_back_and_counts_exactly(tmp_path: Path) -> None:
+    """The pass inserts 64 rows at a time assuming no id is stored yet; a stored id at index 150 fails its
+    statement after two have gone in. Nothing of that pass may remain: counts, chain and the stored copy
+    are exactly what a lookup first would give."""
+    store = SQLiteStore(tmp_path / "s.db")
+    stored = [event(f"s{n % 2}", n) for n in range(10)]
+    assert store.ingest_events(stored).accepted == 10
+    before = store.query("SELECT seq, hash, body FROM events WHERE event_id=?", (stored[3]["event_id"],))
+    fresh = [event(f"s{n % 3}", 100 + n) for n in range(200)]
+    batch: list[Any] = [*fresh[:150], {**stored[3], "tool_name": "replayed"}, *fresh[150:], dict(fresh[7]),
+                        {"tenant_id": "t"}]
+    result = store.ingest_events(batch)
+    assert (result.accepted, result.duplicates) == (200, 2)
+    assert result.rejected == [{"index": 202, "error": "missing required field(s): event_id, session_id"}]
+    assert store.count_events("t") == 210
+    assert store.query("SELECT seq, hash, body FROM events WHERE event_id=?", (stored[3]["event_id"],)) == before
+    rows = store.query("SELECT event_id FROM events ORDER BY seq")
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in stored + fresh]
+    for session in ("s0", "s1", "s2"):
+        verify_chain(store.events("t", session_id=session))
+    # the same batch again: all duplicates, nothing changes
+    again = store.ingest_events(batch)
+    assert (again.accepted, again.duplicates, len(again.rejected)) == (0, 202, 1)
+    assert store.count_events("t") == 210
+    store.close()
+
+
+def test_stored_body_is_the_reference_encoding_byte_for_byte(tmp_path: Path) -> None:
+    """What is hashed must not change: `_json.dumps_bytes` of the event with the chain fields set, `hash`
+    and `signature` dropped, in the event's own key order. Covers what plain orjson refuses (int keys, a
+    Decimal) and what it encodes (unicode, floats, nesting, a key order with the chain fields in it)."""
+    store = SQLiteStore(tmp_path / "s.db")
+    odd = [
+        event(n=1, metadata={"authorization_decision": "BLOCK", 7: "int key", "nested": {"x": [1.5, None, True]}}),
+        event(n=2, content=decimal.Decimal("1.10"), tool_args={"name": "caf\u00e9 \u2603 \U0001f600"}),
+        {"chain_index": 99, "previous_hash": "forged", **event(n=3), "ingested_at": "earlier", "extra": 1e300},
+        event(n=4, occurred_at="2026-01-01T00:00:04+02:00"),
+    ]
+    assert store.ingest_events(odd).accepted == 4
+    rows = store.query("SELECT event_id, occurred_at, ingested_at, chain_index, hash, previous_hash, body FROM events "
+                       "ORDER BY seq")
+    for sent, row in zip(odd, rows, strict=True):
+        reference = {**sent, "occurred_at": row["occurred_at"], "ingested_at": row["ingested_at"],
+                     "chain_index": row["chain_index"], "previous_hash": row["previous_hash"]}
+        reference.pop("hash", None)
+        reference.pop("signature", None)
+        assert row["body"].encode() == _json.dumps_bytes(reference)
+        assert row["hash"] == hashlib.sha256(row["previous_hash"].encode() + row["body"].encode()).hexdigest()
+    assert verify_store(store).ok
+    store.close()
+
+
+def test_prepare_turns_items_into_events_rejects_on_value_error_and_aborts_on_anything_else(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    items = [f"raw-{n}" for n in range(100)]
+    made = {item: event("s1", n) for n, item in enumerate(items)}
+    calls: list[int] = []
+
+    def prepare(index: int, item: Any) -> dict[str, Any]:
+        calls.append(index)
+        if index == 5:
+            raise ValueError("event_id: must be a non-empty string")
+        if index == 6:
+            raise TypeError("not an event")
+        return made[item]
+
+    result = store.ingest_events(items, prepare=prepare)
+    assert (result.accepted, result.duplicates) == (98, 0)
+    assert result.rejected == [{"index": 5, "error": "event_id: must be a non-empty string"},
+                               {"index": 6, "error": "not an event"}]
+    assert calls == list(range(100))  # one pass, in order
+    verify_chain(store.events("t", session_id="s1"))
+
+    class Forbidden(Exception):
+        pass
+
+    def refuse_late(index: int, item: Any) -> dict[str, Any]:
+        if index == 90:  # after the first 64 rows went into the transaction
+            raise Forbidden
+        return event("s2", index)
+
+    with pytest.raises(Forbidden):
+        store.ingest_events(items, prepare=refuse_late)
+    assert store.count_events("t") == 98  # nothing of the aborted batch
+    assert store.events("t", session_id="s2") == []
+    one_shot = iter([made["raw-0"], event("s3", 1)])  # any iterable, even with a stored id in it
+    assert (store.ingest_events(one_shot).accepted, store.count_events("t")) == (1, 99)
+    store.close()
+
+
 def test_new_store_gets_16k_pages_and_an_existing_store_keeps_its_own(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "new.db")
     assert store.query("PRAGMA page_size") == [{"page_size": 16384}]
@@ -183,3 +280,34 @@ def test_forked_child_writes_through_its_own_connection_and_the_parent_keeps_che
     verify_chain(store.events("t", session_id="child"))
     assert store._checkpointer is not None
     store.close()
+
+
+def _reference_normalize_ts(value: Any) -> str:
+    """normalize_ts before its fast path: the full regex, then the datetime parser as the check."""
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", value):
+        dt.datetime.fromisoformat(value[:-1])
+        return value
+    return format_ts(parse_ts(str(value)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.tuples(st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+                 st.integers(0, 61), st.integers(0, 999_999)),
+       st.sampled_from(["Z", "Z", "Z", "z", "+00:00", ""]), st.integers(0, 40), st.sampled_from(["\u0663", "\uff12"]))
+def test_normalize_ts_fast_path_agrees_with_the_full_parse(parts: tuple[int, ...], zone: str, swap: int,
+                                                           foreign: str) -> None:
+    """Every value the fast path returns unchanged, the full parse returned unchanged, and the reverse
+    (ranges straddle the valid ones; now and then one digit is not ASCII)."""
+    y, mo, d, h, mi, s, f = parts
+    text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{f:06d}{zone}"
+    if swap < 26 and text[swap].isdigit():
+        text = text[:swap] + foreign + text[swap + 1 :]
+    try:
+        expected: str | type[Exception] = _reference_normalize_ts(text)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: str | type[Exception] = normalize_ts(text)
+    except ValueError:
+        got = ValueError
+    assert got == expected, text

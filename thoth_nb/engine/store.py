@@ -25,6 +25,11 @@ from typing import Any
 from thoth_nb import _json
 from thoth_nb._exceptions import ThothConfigError
 
+try:
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # pragma: no cover - exercised only without the `fast` extra
+    _orjson_dumps = None  # type: ignore[assignment]
+
 __all__ = [
     "HoldConflict",
     "HoldNotFound",
@@ -65,13 +70,21 @@ def parse_ts(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
-_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+#: the canonical form with a valid time of day (ASCII digits; the date is checked by `_is_date`)
+_CANONICAL_TS = re.compile(r"(\d{4}-\d\d-\d\d)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z", re.ASCII)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_date(text: str) -> bool:
+    dt.date.fromisoformat(text)  # raises ValueError for a date that does not exist
+    return True
 
 
 def normalize_ts(value: Any) -> str:
-    if isinstance(value, str) and _CANONICAL_TS.fullmatch(value):
-        dt.datetime.fromisoformat(value[:-1])  # already canonical (the SDK's form): only check it is a date
-        return value
+    if type(value) is str:
+        canonical = _CANONICAL_TS.fullmatch(value)
+        if canonical is not None and _is_date(canonical.group(1)):  # already canonical (the SDK's form)
+            return value
     if isinstance(value, dt.datetime):
         return format_ts(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -325,6 +338,18 @@ def _insert_events_sql(rows: int) -> str:
     return f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES " + ",".join(["(" + ",".join("?" * 15) + ")"] * rows)
 
 
+def _body_bytes(body: Mapping[str, Any]) -> bytes:
+    """`_json.dumps_bytes(body)`, byte for byte. orjson without OPT_NON_STR_KEYS first: that option costs
+    ~40% of encoding an event, and changes nothing where every key is a string (anything else orjson
+    refuses here, and `_json.dumps_bytes` encodes it as always)."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(body)
+        except TypeError:  # orjson.JSONEncodeError: a non-str key, a type only `_json`'s default handles
+            pass
+    return _json.dumps_bytes(body)
+
+
 def _event_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str, str, str, str | None, str | None]:
     metadata = event.get("metadata") or {}
     decision = metadata.get("authorization_decision") if isinstance(metadata, Mapping) else None
@@ -500,74 +525,118 @@ class SQLiteStore(Store):
 
     # -- events ----------------------------------------------------------------------------------
 
-    def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> IngestResult:
+    def ingest_events(
+        self, events: Sequence[Any], *, prepare: Callable[[int, Any], Mapping[str, Any]] | None = None
+    ) -> IngestResult:
         """Store events idempotently (by event_id) and chain each session's events with SHA-256.
 
-        One pass over the batch outside the lock (checks, timestamps), then one transaction: a single
-        `IN (...)` lookup finds the ids already stored (the chain must skip them, so they are known before
-        hashing), one head read per session, and multi-row INSERTs of 64 rows. Returns after the COMMIT."""
-        rejected: list[dict[str, Any]] = []
-        parsed: list[tuple[Mapping[str, Any], str, str, str, str]] = []
-        for index, event in enumerate(events):
-            try:
-                if not isinstance(event, Mapping):
-                    raise ValueError("event must be an object")
-                event_id, tenant, session = event.get("event_id"), event.get("tenant_id"), event.get("session_id")
-                if not (event_id and tenant and session):
-                    missing = [k for k in ("event_id", "tenant_id", "session_id") if not event.get(k)]
-                    raise ValueError(f"missing required field(s): {', '.join(missing)}")
-                occurred = event.get("occurred_at")
-                parsed.append((event, str(event_id), str(tenant), str(session), normalize_ts(occurred or utcnow())))
-            except (ValueError, TypeError) as exc:
-                rejected.append({"index": index, "error": str(exc)})
-        if not parsed:
-            return IngestResult(0, 0, rejected)
+        One transaction, one pass: each event is checked, chained, encoded and hashed, and its row sent
+        to SQLite 64 at a time, before the next event is looked at (a batch of parsed events held all at
+        once costs ~2x to build and to walk: cold memory). The pass assumes no event_id is stored yet:
+        the UNIQUE index finds a stored one, and then the transaction is rolled back and the batch redone
+        by `_ingest_checked`, which looks the ids up first (a retried batch: rare, and exact either way).
+        Returns after the COMMIT.
+
+        `prepare(index, item)`, when given, turns each item into its event when the pass reaches it (the
+        server parses and maps its request's events this way); a ValueError or TypeError it raises rejects
+        that item with its message, any other exception aborts the batch with nothing stored.
+        """
+        if type(events) is not list and type(events) is not tuple:
+            events = list(events)  # read by index, and twice if a stored id turns up
         ingested_at = format_ts()
-        dumps, sha256 = _json.dumps_bytes, hashlib.sha256
-        rows: list[tuple[Any, ...]] = []
+        try:
+            with self.transaction() as db:
+                return self._ingest_pass(db, events, prepare, ingested_at, set())
+        except sqlite3.IntegrityError:
+            pass  # an event_id already stored (or a row SQLite refused: the checked pass raises that again)
+        return self._ingest_checked(events, prepare, ingested_at)
+
+    def _ingest_checked(self, events: Sequence[Any], prepare: Callable[[int, Any], Mapping[str, Any]] | None,
+                        ingested_at: str) -> IngestResult:
+        """The pass again, knowing which of the batch's event_ids are stored already."""
+        ids: list[str] = []
+        for index in range(len(events)):
+            try:
+                event = events[index] if prepare is None else prepare(index, events[index])
+            except (ValueError, TypeError):
+                continue
+            if isinstance(event, Mapping) and event.get("event_id"):
+                ids.append(str(event["event_id"]))
         with self.transaction() as db:
-            ids = [p[1] for p in parsed]
             existing: set[str] = set()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 existing.update(r[0] for r in db.execute(
                     f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk))
-            heads: dict[tuple[str, str], tuple[int, str]] = {}
-            duplicates = 0
-            for event, event_id, tenant, session, occurred in parsed:
-                if event_id in existing:
-                    duplicates += 1
-                    continue
-                existing.add(event_id)
-                key = (tenant, session)
-                head = heads.get(key)
-                if head is None:
-                    last = db.execute(
-                        "SELECT chain_index, hash FROM events WHERE tenant_id=? AND session_id=? "
-                        "ORDER BY seq DESC LIMIT 1",
-                        key,
-                    ).fetchone()
-                    head = (int(last[0]), str(last[1])) if last else (-1, "")
-                index, previous = head[0] + 1, head[1]
-                body = {**event, "occurred_at": occurred, "ingested_at": ingested_at, "chain_index": index,
-                        "previous_hash": previous}
-                body.pop("hash", None)
-                body.pop("signature", None)
-                encoded = dumps(body)
-                digest = sha256(previous.encode() + encoded).hexdigest()
-                heads[key] = (index, digest)
-                metadata = event.get("metadata")
-                decision = metadata.get("authorization_decision") if isinstance(metadata, Mapping) else None
-                rows.append((
-                    event_id, tenant, session, str(event.get("agent_id") or ""), str(event.get("user_id") or ""),
-                    str(event.get("tool_name") or ""), str(event.get("event_type") or ""), occurred,
-                    decision if isinstance(decision, str) else None, event.get("violation_id") or None,
-                    ingested_at, index, digest, previous, encoded.decode(),
-                ))
-            for start in range(0, len(rows), _INSERT_ROWS):
-                part = rows[start : start + _INSERT_ROWS]
-                db.execute(_insert_events_sql(len(part)), [value for row in part for value in row])
-        return IngestResult(len(rows), duplicates, rejected)
+            return self._ingest_pass(db, events, prepare, ingested_at, existing)
+
+    @staticmethod
+    def _ingest_pass(db: sqlite3.Connection, events: Sequence[Any],
+                     prepare: Callable[[int, Any], Mapping[str, Any]] | None, ingested_at: str,
+                     existing: set[str]) -> IngestResult:
+        """Check, chain, encode, hash and insert every event of the batch; `existing`: ids not to store
+        (stored ones, then also each id this pass stores, so a repeat within the batch is a duplicate)."""
+        rejected: list[dict[str, Any]] = []
+        heads: dict[tuple[str, str], tuple[int, str]] = {}
+        values: list[Any] = []
+        pending = accepted = duplicates = 0
+        sha256, dumps, insert_sql = hashlib.sha256, _body_bytes, _insert_events_sql(_INSERT_ROWS)
+        for index in range(len(events)):
+            try:
+                event = events[index] if prepare is None else prepare(index, events[index])
+                if type(event) is not dict and not isinstance(event, Mapping):
+                    raise ValueError("event must be an object")
+                event_id, tenant, session = event.get("event_id"), event.get("tenant_id"), event.get("session_id")
+                if not (event_id and tenant and session):
+                    missing = [k for k in ("event_id", "tenant_id", "session_id") if not event.get(k)]
+                    raise ValueError(f"missing required field(s): {', '.join(missing)}")
+                occurred = normalize_ts(event.get("occurred_at") or utcnow())
+            except (ValueError, TypeError) as exc:
+                rejected.append({"index": index, "error": str(exc)})
+                continue
+            event_id = str(event_id)
+            if event_id in existing:
+                duplicates += 1
+                continue
+            existing.add(event_id)
+            key = (str(tenant), str(session))
+            head = heads.get(key)
+            if head is None:
+                last = db.execute(
+                    "SELECT chain_index, hash FROM events WHERE tenant_id=? AND session_id=? ORDER BY seq DESC LIMIT 1",
+                    key,
+                ).fetchone()
+                head = (int(last[0]), str(last[1])) if last else (-1, "")
+            chain_index, previous = head[0] + 1, head[1]
+            # the same dict (and key order) as {**event, "occurred_at": ..., "previous_hash": ...}
+            body = event.copy() if type(event) is dict else dict(event)
+            body["occurred_at"] = occurred
+            body["ingested_at"] = ingested_at
+            body["chain_index"] = chain_index
+            body["previous_hash"] = previous
+            body.pop("hash", None)
+            body.pop("signature", None)
+            encoded = dumps(body)
+            digest = sha256(previous.encode() + encoded).hexdigest()
+            heads[key] = (chain_index, digest)
+            metadata = event.get("metadata")
+            decision = (metadata.get("authorization_decision")
+                        if type(metadata) is dict or isinstance(metadata, Mapping) else None)
+            values += (
+                event_id, key[0], key[1], str(event.get("agent_id") or ""), str(event.get("user_id") or ""),
+                str(event.get("tool_name") or ""), str(event.get("event_type") or ""), occurred,
+                decision if isinstance(decision, str) else None, event.get("violation_id") or None,
+                ingested_at, chain_index, digest, previous, encoded.decode(),
+            )
+            accepted += 1
+            pending += 1
+            if pending == _INSERT_ROWS:
+                db.execute(insert_sql, values)
+                values.clear()
+                pending = 0
+        if pending:
+            db.execute(_insert_events_sql(pending), values)
+        return IngestResult(accepted, duplicates, rejected)
 
     def events(
         self,
