@@ -214,17 +214,13 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
     Big reads (no limit, at least `_PARALLEL_FROM` rows) go through ADBC, one query per seq range on
     its own connection and thread (SQLite decodes rows while the GIL is released): in this process for
     a store file nothing here holds open and THOTH_ADBC=1, else in the warm reader child."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
-        lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
-    probe.close()
+    lo, hi = _seq_span(path)
     big = limit is None and hi - lo >= _PARALLEL_FROM
-    parts = min(4, max(2, os.cpu_count() or 2)) if big else 1
-    if parts == 1:
+    if not big:
         queries = [(_event_sql(where, limit), list(params))]
     else:
-        bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
         ranged = _event_sql([*where, "seq > ?", "seq <= ?"], None)
-        queries = [(ranged, [*params, bounds[i], bounds[i + 1]]) for i in range(parts)]
+        queries = [(ranged, [*params, a, b]) for a, b in _ranges(lo, hi)]
     adbc = _adbc()
     if adbc is not None and not _open_here(path):
         return _read_adbc(adbc, path, queries)
@@ -234,6 +230,53 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
         except ReaderError as exc:
             logger.warning("thoth: fast read failed (%s); reading with sqlite3", exc)
     return _read_sqlite3(path, where, params, limit)
+
+
+def _seq_span(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
+        lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
+    probe.close()
+    return int(lo), int(hi)
+
+
+def _ranges(lo: int, hi: int) -> list[tuple[int, int]]:
+    """(after, upto] seq ranges of a big read, one per worker (each on its own connection and thread)."""
+    parts = min(4, max(2, os.cpu_count() or 2))
+    bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+_WARM_SQL = "SELECT count(*) FROM events NOT INDEXED WHERE seq > ? AND seq <= ?"
+
+
+def warm_reader(store: Any = None) -> bool:
+    """Get the reader child ready for the first big `events()` read of a store, without waiting for it.
+
+    `%load_ext thoth_nb` calls this for the local store: a first `events()` of a million rows otherwise
+    pays, before reading, for starting Python with pyarrow and ADBC in the child (~1 s) and for the
+    store's pages (mapped afresh, or read from disk when the OS has dropped them). Here the child starts
+    and walks the pages of each worker's seq range (`_arrow_reader.warm`: no row is decoded, nothing comes
+    back) while the user does something else; a read that comes first simply waits its turn in the child.
+    Does nothing (False) for a small or missing store, without pyarrow/ADBC, for a server
+    (THOTH_API_URL), or when THOTH_WARM_READER=0."""
+    if os.environ.get("THOTH_WARM_READER", "").lower() in ("0", "false", "no", "off"):
+        return False
+    if store is None and _server(None) is not None:
+        return False
+    if store is None:
+        from thoth_nb import _runtime
+
+        store = _runtime.store_path()
+    path = Path(store) if isinstance(store, (str, os.PathLike)) else Path(store.path)
+    if not path.is_file() or not _adbc_importable():
+        return False
+    try:
+        lo, hi = _seq_span(path)
+    except sqlite3.Error:
+        return False
+    if hi - lo < _PARALLEL_FROM:
+        return False
+    return _READER.warm(path, [(_WARM_SQL, [a, b]) for a, b in _ranges(lo, hi)])
 
 
 def _adbc_importable() -> bool:
@@ -266,6 +309,7 @@ class _ReaderProcess:
         self._pid = 0
         self._dir: Path | None = None
         self._registered = False  # the atexit hook that stops the child
+        self._pending = 0  # replies of warm jobs not read yet (they come before the next read's)
 
     def read(self, path: Path, queries: list[tuple[str, list[Any]]], *, times: Sequence[str] = (),
              categories: Sequence[str] = ()) -> Any:
@@ -288,7 +332,9 @@ class _ReaderProcess:
                 try:
                     proc.stdin.write(_json.dumps(job) + "\n")
                     proc.stdin.flush()
-                    line = proc.stdout.readline()
+                    line = self._skip_warm_replies(proc)
+                    if line:
+                        line = proc.stdout.readline()
                 except (OSError, ValueError):
                     line = ""
                 if not line:
@@ -306,6 +352,32 @@ class _ReaderProcess:
                 finally:
                     Path(out).unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def warm(self, path: Path, queries: list[tuple[str, list[Any]]]) -> bool:
+        """Start the child if it is not running and queue a warm job (`_arrow_reader.warm`) without
+        waiting for it; False when a read holds the child or it cannot start (the read will try)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            proc = self._start()
+            proc.stdin.write(_json.dumps({"path": str(path), "queries": queries, "warm": True}) + "\n")
+            proc.stdin.flush()
+            self._pending += 1
+            return True
+        except (OSError, ValueError):
+            self._stop()
+            return False
+        finally:
+            self._lock.release()
+
+    def _skip_warm_replies(self, proc: Any) -> str:
+        """Read past the replies of queued warm jobs (waiting for the child to finish them: the read
+        that follows needs the same pages); "" when the child ended, else "ok"."""
+        while self._pending:
+            if not proc.stdout.readline():
+                return ""
+            self._pending -= 1
+        return "ok"
 
     def _start(self) -> Any:
         import subprocess
@@ -343,6 +415,7 @@ class _ReaderProcess:
         import subprocess
 
         proc, self._proc = self._proc, None
+        self._pending = 0
         if proc is not None and self._pid == os.getpid():
             try:
                 proc.stdin.close()
@@ -419,6 +492,10 @@ def _events_frame(pd: Any, table: Any) -> Any:
             col = pa.array(_utc(pd, col.to_pylist()).array)
         elif name in EVENT_CATEGORIES and not pa.types.is_dictionary(col.type):
             col = col.cast(pa.string()).dictionary_encode()
+        elif name != "seq" and not pa.types.is_string(col.type) and col.null_count == len(col):
+            # a text column without a single value in this read (no violation yet): ADBC has no type to
+            # infer and says int64 (pandas float NaN); sqlite3 gives object None, as a null column does
+            col = pa.nulls(len(col))
         columns[name] = col
     return pa.table(columns).to_pandas(self_destruct=True, split_blocks=True)
 
