@@ -170,3 +170,99 @@ def test_the_child_knows_when_a_job_waits_behind_a_warm_up() -> None:
         os.close(write_end)
     assert list(lines) == []
     os.close(read_end)
+
+
+# --- the reader child's snapshot of its last big read ---------------------------------------------
+
+
+def _sqlite3_frame(monkeypatch: pytest.MonkeyPatch, **filters: Any) -> Any:
+    """The same query through the stdlib sqlite3 path in this process (no child, no snapshot)."""
+    with monkeypatch.context() as m:
+        m.setattr(frames, "_PARALLEL_FROM", 10**12)
+        return thoth_nb.events(tool_args=False, **filters)
+
+
+def _child_frame(reader: frames._ReaderProcess, **filters: Any) -> tuple[Any, int]:
+    df = thoth_nb.events(tool_args=False, **filters)
+    assert reader.last_reply.get("ok"), reader.last_reply
+    return df, int(reader.last_reply["reused"])
+
+
+def test_the_next_read_reuses_the_last_one_and_reads_only_new_rows(reader: frames._ReaderProcess,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _record(10)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    first, reused = _child_frame(reader, tenant_id="acme")
+    assert reused == 0 and len(first) == 20
+    again, reused = _child_frame(reader, tenant_id="acme")
+    assert reused == 20
+    pd.testing.assert_frame_equal(again, first)
+    _record(5)  # new rows of both tenants, with a blocked call's violation among them
+    with pytest.raises(thoth_nb.ThothPolicyViolation):
+        thoth_nb.governed(agent_id="research", tenant_id="acme", approved_scope=["search"])(_blocked)("x")
+    assert thoth_nb.flush()
+    grown, reused = _child_frame(reader, tenant_id="acme")
+    assert reused == 20 and len(grown) == 32
+    pd.testing.assert_frame_equal(grown, _sqlite3_frame(monkeypatch, tenant_id="acme"), check_categorical=False)
+    assert grown["violation_id"].notna().sum() == 1
+
+
+def _blocked(q: str) -> str:
+    return q
+
+
+def test_another_tenant_or_filter_never_gets_the_snapshot(reader: frames._ReaderProcess,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _record(10)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    acme, _ = _child_frame(reader, tenant_id="acme")
+    other, reused = _child_frame(reader, tenant_id="other")
+    assert reused == 0 and set(other["agent_id"]) == {"ops"} and not set(other["event_id"]) & set(acme["event_id"])
+    pd.testing.assert_frame_equal(other, _sqlite3_frame(monkeypatch, tenant_id="other"), check_categorical=False)
+    _child_frame(reader, tenant_id="acme")
+    filters: dict[str, Any]
+    for filters in ({"agent_id": "research"}, {"event_type": "TOOL_CALL_PRE"}, {"since": "2000-01-01T00:00:00Z"}):
+        df, reused = _child_frame(reader, tenant_id="acme", **filters)
+        assert reused == 0 and len(df)
+        pd.testing.assert_frame_equal(df, _sqlite3_frame(monkeypatch, tenant_id="acme", **filters),
+                                      check_categorical=False)
+        _child_frame(reader, tenant_id="acme")
+    df, reused = _child_frame(reader, tenant_id="acme", agent_id="ops")  # the other tenant's agent
+    assert reused == 0 and len(df) == 0 and list(df.columns) == list(acme.columns)
+
+
+def test_a_deleted_row_throws_the_snapshot_away(reader: frames._ReaderProcess,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from thoth_nb import _runtime
+
+    _record(10)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    before, _ = _child_frame(reader, tenant_id="acme")
+    victim = int(before["seq"].iloc[5])
+    with _runtime.local_store().transaction() as db:  # what retention does, one row in the middle
+        db.execute("DELETE FROM events WHERE seq = ?", (victim,))
+    after, reused = _child_frame(reader, tenant_id="acme")
+    assert reused == 0 and victim not in set(after["seq"]) and len(after) == len(before) - 1
+    pd.testing.assert_frame_equal(after, _sqlite3_frame(monkeypatch, tenant_id="acme"), check_categorical=False)
+    _record(2)  # a deletion of the other tenant's rows leaves acme's snapshot valid, and exact
+    with _runtime.local_store().transaction() as db:
+        db.execute("DELETE FROM events WHERE tenant_id = 'other'")
+    again, reused = _child_frame(reader, tenant_id="acme")
+    assert reused == len(after)
+    pd.testing.assert_frame_equal(again, _sqlite3_frame(monkeypatch, tenant_id="acme"), check_categorical=False)
+
+
+def test_a_warm_up_prefetches_the_first_frame(reader: frames._ReaderProcess,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _record(10)
+    monkeypatch.setenv("THOTH_TENANT_ID", "acme")
+    expected = _sqlite3_frame(monkeypatch)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    assert frames.warm_reader()
+    _drain(reader)
+    df, reused = _child_frame(reader)
+    assert reused == 20
+    pd.testing.assert_frame_equal(df, expected, check_categorical=False)
+    monkeypatch.setenv("THOTH_TENANT_ID", "other")  # the prefetch was acme's: other reads afresh
+    df, reused = _child_frame(reader)
+    assert reused == 0 and set(df["agent_id"]) == {"ops"}

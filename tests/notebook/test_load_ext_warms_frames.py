@@ -47,7 +47,9 @@ def _join_warm_thread() -> bool:
 
 
 def test_load_ext_starts_the_reader_for_a_big_store(shell: Shell, reader: frames._ReaderProcess,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="thoth_nb")
     _record()
     expected = thoth_nb.events(tool_args=False)
     monkeypatch.setattr(notebook, "_WARM_FROM_BYTES", 0)
@@ -55,9 +57,9 @@ def test_load_ext_starts_the_reader_for_a_big_store(shell: Shell, reader: frames
     shell.magic("load_ext thoth_nb")
     assert _join_warm_thread()
     pid = reader.pid
-    assert pid not in (None, os.getpid()) and reader._pending == 1
+    assert pid not in (None, os.getpid()) and reader._pending == 1, caplog.text
     frame = shell.magic("thoth events")
-    assert reader.pid == pid and reader._pending == 0
+    assert reader.pid == pid and reader._pending == 0 and reader.last_reply["reused"] == 24, reader.last_reply
     assert "tool_args" in frame  # a small frame: arguments loaded as ever
     pd.testing.assert_frame_equal(frame.drop(columns=list(frames._ARG_FIELDS)), expected, check_categorical=False)
 

@@ -48,6 +48,7 @@ _PAGE = 500
 EVENT_CATEGORIES = ("agent_id", "user_id", "session_id", "tool_name", "event_type", "decision")
 _EVENT_COLUMNS = ("seq", "event_id", "occurred_at", "session_id", "agent_id", "user_id", "tool_name",
                   "event_type", "decision", "violation_id")
+_TEXT_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c not in ("seq", "occurred_at", *EVENT_CATEGORIES))
 _ARG_FIELDS = ("tool_args", "reason", "risk_score", "duration_ms", "outcome")
 
 
@@ -216,17 +217,14 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
     a store file nothing here holds open and THOTH_ADBC=1, else in the warm reader child."""
     lo, hi = _seq_span(path)
     big = limit is None and hi - lo >= _PARALLEL_FROM
-    if not big:
-        queries = [(_event_sql(where, limit), list(params))]
-    else:
-        ranged = _event_sql([*where, "seq > ?", "seq <= ?"], None)
-        queries = [(ranged, [*params, a, b]) for a, b in _ranges(lo, hi)]
+    queries = _big_read(where, params, lo, hi)["queries"] if big else [(_event_sql(where, limit), list(params))]
     adbc = _adbc()
     if adbc is not None and not _open_here(path):
         return _read_adbc(adbc, path, queries)
     if big and _adbc_importable():
         try:
-            return _READER.read(path, queries, times=("occurred_at",), categories=EVENT_CATEGORIES)
+            return _READER.read(path, queries, times=("occurred_at",), categories=EVENT_CATEGORIES,
+                                snapshot=_snapshot_spec(where, params, hi))
         except ReaderError as exc:
             logger.warning("thoth: fast read failed (%s); reading with sqlite3", exc)
     return _read_sqlite3(path, where, params, limit)
@@ -247,6 +245,25 @@ def _ranges(lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 _WARM_SQL = "SELECT count(*) FROM events NOT INDEXED WHERE seq > ? AND seq <= ?"
+#: the reader child's snapshot marks (`_arrow_reader.Snapshot`): count and sum of seq of the tenant's rows up
+#: to the snapshot's seq (?3) and up to this read's (?2), in one walk of the events_tenant_seq index, and
+#: the migrations applied to the store
+_MARK_SQL = ("SELECT coalesce(sum(seq <= ?3), 0), total(CASE WHEN seq <= ?3 THEN seq END), count(*), total(seq), "
+             "(SELECT count(*) FROM schema_migrations) FROM events WHERE tenant_id = ?1 AND seq <= ?2")
+
+
+def _snapshot_spec(where: list[str], params: list[Any], hi: int) -> dict[str, Any] | None:
+    """What the reader child needs to keep this big read as its snapshot and trust it next time."""
+    if not where or where[0] != "tenant_id = ?":
+        return None
+    return {"sql": _event_sql([*where, "seq > ?", "seq <= ?"], None), "params": list(params), "upto": hi,
+            "mark": [_MARK_SQL, [params[0]]]}
+
+
+def _big_read(where: list[str], params: list[Any], lo: int, hi: int) -> dict[str, Any]:
+    ranged = _event_sql([*where, "seq > ?", "seq <= ?"], None)
+    return {"queries": [(ranged, [*params, a, b]) for a, b in _ranges(lo, hi)], "times": ["occurred_at"],
+            "categories": list(EVENT_CATEGORIES), "snapshot": _snapshot_spec(where, params, hi)}
 
 
 def warm_reader(store: Any = None) -> bool:
@@ -276,7 +293,12 @@ def warm_reader(store: Any = None) -> bool:
         return False
     if hi - lo < _PARALLEL_FROM:
         return False
-    return _READER.warm(path, [(_WARM_SQL, [a, b]) for a, b in _ranges(lo, hi)])
+    prefetch = _big_read(["tenant_id = ?"], [default_tenant()], lo, hi) if _prefetch() else None
+    return _READER.warm(path, [(_WARM_SQL, [a, b]) for a, b in _ranges(lo, hi)], prefetch=prefetch)
+
+
+def _prefetch() -> bool:
+    return os.environ.get("THOTH_WARM_READER", "").lower() != "pages"
 
 
 def _adbc_importable() -> bool:
@@ -310,9 +332,10 @@ class _ReaderProcess:
         self._dir: Path | None = None
         self._registered = False  # the atexit hook that stops the child
         self._pending = 0  # replies of warm jobs not read yet (they come before the next read's)
+        self.last_reply: dict[str, Any] = {}  # the child's reply to the last read (rows, reused)
 
     def read(self, path: Path, queries: list[tuple[str, list[Any]]], *, times: Sequence[str] = (),
-             categories: Sequence[str] = ()) -> Any:
+             categories: Sequence[str] = (), snapshot: dict[str, Any] | None = None) -> Any:
         """The rows of `queries` as a pyarrow Table; ReaderError when the child cannot give them. A child
         that died since the last read (killed, out of memory) is started again once."""
         import uuid
@@ -320,7 +343,7 @@ class _ReaderProcess:
         import pyarrow as pa
 
         job: dict[str, Any] = {"path": str(path), "queries": queries, "times": list(times),
-                               "categories": list(categories)}
+                               "categories": list(categories), "snapshot": snapshot}
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -345,6 +368,7 @@ class _ReaderProcess:
                     raise ReaderError(f"the reader process ended: {why or 'no output'}")
                 try:
                     reply = _json.loads(line)
+                    self.last_reply = reply
                     if not reply.get("ok"):
                         raise ReaderError(str(reply.get("error")))
                     with pa.memory_map(out) as source:  # buffers keep the mapping after close and unlink
@@ -353,14 +377,17 @@ class _ReaderProcess:
                     Path(out).unlink(missing_ok=True)
         raise AssertionError("unreachable")
 
-    def warm(self, path: Path, queries: list[tuple[str, list[Any]]]) -> bool:
-        """Start the child if it is not running and queue a warm job (`_arrow_reader.warm`) without
-        waiting for it; False when a read holds the child or it cannot start (the read will try)."""
+    def warm(self, path: Path, queries: list[tuple[str, list[Any]]], *,
+             prefetch: dict[str, Any] | None = None) -> bool:
+        """Start the child if it is not running and queue a warm job (`_arrow_reader.warm`, or the
+        `prefetch` read kept as the child's snapshot) without waiting for it; False when a read holds
+        the child or it cannot start (the read will try)."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
             proc = self._start()
-            proc.stdin.write(_json.dumps({"path": str(path), "queries": queries, "warm": True}) + "\n")
+            job = {"path": str(path), "queries": queries, "warm": True, "prefetch": prefetch}
+            proc.stdin.write(_json.dumps(job) + "\n")
             proc.stdin.flush()
             self._pending += 1
             return True
@@ -492,9 +519,11 @@ def _events_frame(pd: Any, table: Any) -> Any:
             col = pa.array(_utc(pd, col.to_pylist()).array)
         elif name in EVENT_CATEGORIES and not pa.types.is_dictionary(col.type):
             col = col.cast(pa.string()).dictionary_encode()
-        elif name != "seq" and not pa.types.is_string(col.type) and col.null_count == len(col):
+        elif name == "seq" and not pa.types.is_int64(col.type):
+            col = col.cast(pa.int64())  # no rows: nothing to infer the type from
+        elif name in _TEXT_COLUMNS and not pa.types.is_string(col.type) and col.null_count == len(col):
             # a text column without a single value in this read (no violation yet): ADBC has no type to
-            # infer and says int64 (pandas float NaN); sqlite3 gives object None, as a null column does
+            # infer (int64: pandas float NaN); sqlite3 gives object None, as a null column does
             col = pa.nulls(len(col))
         columns[name] = col
     return pa.table(columns).to_pandas(self_destruct=True, split_blocks=True)
