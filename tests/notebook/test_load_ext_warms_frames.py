@@ -58,8 +58,10 @@ def test_load_ext_starts_the_reader_for_a_big_store(shell: Shell, reader: frames
     assert _join_warm_thread()
     pid = reader.pid
     assert pid not in (None, os.getpid()) and reader._pending == 1, caplog.text
+    with reader._lock:  # the user is slower than the child: its prefetch is done before the first read
+        assert reader._skip_warm_replies(reader._proc) == "ok"
     frame = shell.magic("thoth events")
-    assert reader.pid == pid and reader._pending == 0 and reader.last_reply["reused"] == 24, reader.last_reply
+    assert reader.pid == pid and reader.last_reply["reused"] == 24, reader.last_reply
     assert "tool_args" in frame  # a small frame: arguments loaded as ever
     pd.testing.assert_frame_equal(frame.drop(columns=list(frames._ARG_FIELDS)), expected, check_categorical=False)
 
