@@ -6,7 +6,8 @@ One run is one fresh process: `import thoth_nb`, then (load_ext) `%load_ext thot
 InteractiveShell, `DELAY` seconds of the user doing something else (sleeping: the CPUs stay free for
 whatever the extension started), then `thoth_nb.events()` of the store at DB (THOTH_DB) with nothing
 imported beforehand: pandas, the store, the reader child and the read all count. Prints one JSON line:
-the call's wall time, the CPU this process and the reader child spent during the call, and the rows.
+the call's wall time, the CPU this process and the reader child spent during the call, the CPU the
+child spent before it (the warm-up, in the background), and the rows.
 THOTH_WARM_READER=0 in the environment gives the same run without the warm-up (the baseline).
 """
 
@@ -53,6 +54,7 @@ def main() -> None:
     pid_after = _reader_pid()
     child = _cpu(pid_after) - (child0 if pid_after == pid else 0.0)
     print(json.dumps({"first_s": wall, "cpu_s": cpu, "child_cpu_s": child, "rows": len(frame),
+                      "warm_up_cpu_s": child0 if pid_after == pid else 0.0,
                       "warm": os.environ.get("THOTH_WARM_READER", "1") != "0",
                       "time_dtype": str(frame["occurred_at"].dtype), "args_lazy": "tool_args" not in frame}))
     thoth_nb.shutdown()

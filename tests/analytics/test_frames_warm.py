@@ -266,3 +266,17 @@ def test_a_warm_up_prefetches_the_first_frame(reader: frames._ReaderProcess,
     monkeypatch.setenv("THOTH_TENANT_ID", "other")  # the prefetch was acme's: other reads afresh
     df, reused = _child_frame(reader)
     assert reused == 0 and set(df["agent_id"]) == {"ops"}
+
+
+def test_a_pages_only_warm_up_keeps_no_snapshot(reader: frames._ReaderProcess,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _record(10)
+    monkeypatch.setenv("THOTH_TENANT_ID", "acme")
+    expected = _sqlite3_frame(monkeypatch)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    monkeypatch.setenv("THOTH_WARM_READER", "pages")
+    assert frames.warm_reader()
+    _drain(reader)
+    df, reused = _child_frame(reader)
+    assert reused == 0
+    pd.testing.assert_frame_equal(df, expected, check_categorical=False)
