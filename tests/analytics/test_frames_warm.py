@@ -280,3 +280,15 @@ def test_a_pages_only_warm_up_keeps_no_snapshot(reader: frames._ReaderProcess,
     df, reused = _child_frame(reader)
     assert reused == 0
     pd.testing.assert_frame_equal(df, expected, check_categorical=False)
+
+
+def test_a_store_the_mark_cannot_read_is_read_in_full_every_time(reader: frames._ReaderProcess,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _record(10)
+    expected = _sqlite3_frame(monkeypatch, tenant_id="acme")
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    monkeypatch.setattr(frames, "_MARK_SQL", "SELECT 1 FROM no_such_table WHERE ?1 AND ?2 AND ?3")
+    for _ in range(2):
+        df, reused = _child_frame(reader, tenant_id="acme")
+        assert reused == 0
+        pd.testing.assert_frame_equal(df, expected, check_categorical=False)
