@@ -448,10 +448,12 @@ class _ReaderProcess:
         import subprocess
 
         proc, self._proc = self._proc, None
-        self._pending = 0
+        warming, self._pending = self._pending, 0
         if proc is not None and self._pid == os.getpid():
             try:
                 proc.stdin.close()
+                if warming:  # a warm-up may still be reading: it only reads, so nothing is lost by not waiting
+                    proc.kill()
                 proc.wait(timeout=5)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 proc.kill()
