@@ -8,7 +8,9 @@ event type, ...) are categoricals, tool arguments are dicts. Speed matters becau
 millions of rows: the embedded path reads only the indexed columns of `events`; big reads go through
 ADBC straight into typed Arrow (timestamps parsed and labels dictionary-encoded per worker, so pandas
 gets categoricals without a second pass), in a warm reader child process when this process holds the
-store open (`_arrow_reader` explains why), and the JSON event bodies are never parsed unless asked.
+store open (`_arrow_reader` explains why), and the JSON event bodies are never parsed unless asked. The
+child keeps its last big read and, while the store shows it still holds, reads only newer rows the next
+time; `%load_ext thoth_nb` starts the child and fills it in the background (`warm_reader`).
 Tool arguments of large frames load on demand with `df.thoth.with_args()` (for the rows still in `df`).
 """
 
@@ -48,6 +50,7 @@ _PAGE = 500
 EVENT_CATEGORIES = ("agent_id", "user_id", "session_id", "tool_name", "event_type", "decision")
 _EVENT_COLUMNS = ("seq", "event_id", "occurred_at", "session_id", "agent_id", "user_id", "tool_name",
                   "event_type", "decision", "violation_id")
+_TEXT_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c not in ("seq", "occurred_at", *EVENT_CATEGORIES))
 _ARG_FIELDS = ("tool_args", "reason", "risk_score", "duration_ms", "outcome")
 
 
@@ -214,26 +217,94 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
     Big reads (no limit, at least `_PARALLEL_FROM` rows) go through ADBC, one query per seq range on
     its own connection and thread (SQLite decodes rows while the GIL is released): in this process for
     a store file nothing here holds open and THOTH_ADBC=1, else in the warm reader child."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
-        lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
-    probe.close()
+    lo, hi = _seq_span(path)
     big = limit is None and hi - lo >= _PARALLEL_FROM
-    parts = min(4, max(2, os.cpu_count() or 2)) if big else 1
-    if parts == 1:
-        queries = [(_event_sql(where, limit), list(params))]
-    else:
-        bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
-        ranged = _event_sql([*where, "seq > ?", "seq <= ?"], None)
-        queries = [(ranged, [*params, bounds[i], bounds[i + 1]]) for i in range(parts)]
+    queries = _big_read(where, params, lo, hi)["queries"] if big else [(_event_sql(where, limit), list(params))]
     adbc = _adbc()
     if adbc is not None and not _open_here(path):
         return _read_adbc(adbc, path, queries)
     if big and _adbc_importable():
         try:
-            return _READER.read(path, queries, times=("occurred_at",), categories=EVENT_CATEGORIES)
+            return _READER.read(path, queries, times=("occurred_at",), categories=EVENT_CATEGORIES,
+                                snapshot=_snapshot_spec(where, params, hi))
         except ReaderError as exc:
             logger.warning("thoth: fast read failed (%s); reading with sqlite3", exc)
     return _read_sqlite3(path, where, params, limit)
+
+
+def _seq_span(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
+        lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
+    probe.close()
+    return int(lo), int(hi)
+
+
+def _ranges(lo: int, hi: int) -> list[tuple[int, int]]:
+    """(after, upto] seq ranges of a big read, one per worker (each on its own connection and thread)."""
+    parts = min(4, max(2, os.cpu_count() or 2))
+    bounds = [lo - 1 + (hi - lo + 1) * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+_WARM_SQL = "SELECT count(*) FROM events NOT INDEXED WHERE seq > ? AND seq <= ?"
+#: the reader child's snapshot marks (`_arrow_reader.Snapshot`): count and sum of seq of the tenant's rows up
+#: to the snapshot's seq (?3) and up to this read's (?2), in one walk of the events_tenant_seq index, and
+#: the migrations applied to the store
+_MARK_SQL = ("SELECT coalesce(sum(seq <= ?3), 0), total(CASE WHEN seq <= ?3 THEN seq END), count(*), total(seq), "
+             "(SELECT count(*) FROM schema_migrations) FROM events WHERE tenant_id = ?1 AND seq <= ?2")
+
+
+def _snapshot_spec(where: list[str], params: list[Any], hi: int) -> dict[str, Any] | None:
+    """What the reader child needs to keep this big read as its snapshot and trust it next time."""
+    if not where or where[0] != "tenant_id = ?":
+        return None
+    return {"sql": _event_sql([*where, "seq > ?", "seq <= ?"], None), "params": list(params), "upto": hi,
+            "mark": [_MARK_SQL, [params[0]]]}
+
+
+def _big_read(where: list[str], params: list[Any], lo: int, hi: int) -> dict[str, Any]:
+    ranged = _event_sql([*where, "seq > ?", "seq <= ?"], None)
+    return {"queries": [(ranged, [*params, a, b]) for a, b in _ranges(lo, hi)], "times": ["occurred_at"],
+            "categories": list(EVENT_CATEGORIES), "snapshot": _snapshot_spec(where, params, hi)}
+
+
+def warm_reader(store: Any = None) -> bool:
+    """Get the reader child ready for the first big `events()` read of a store, without waiting for it.
+
+    `%load_ext thoth_nb` calls this for the local store: a first `events()` of a million rows otherwise
+    pays for starting Python with pyarrow and ADBC in the child (~1 s), for the store's pages (mapped
+    afresh, or read from disk when the OS has dropped them) and for decoding every row (~2 s of CPU).
+    Here the child starts and does the default read (`events()` of the default tenant, no filters) into
+    its snapshot (`_arrow_reader.Snapshot`) while the user does something else, so that first call reads
+    only the rows added since; with THOTH_WARM_READER=pages it only walks the pages of each worker's seq
+    range (`_arrow_reader.warm`: no row decoded, no snapshot memory). A read that comes while the child
+    is still starting makes it skip the warm-up; one that comes during it waits for it and uses it.
+    Does nothing (False) for a small or missing store, without pyarrow/ADBC, for a server
+    (THOTH_API_URL), or when THOTH_WARM_READER=0. Costs, when the store is big: the child's CPU in the
+    background (~3 s per million rows) and the snapshot's memory in the child (~90 MB per million)."""
+    if os.environ.get("THOTH_WARM_READER", "").lower() in ("0", "false", "no", "off"):
+        return False
+    if store is None and _server(None) is not None:
+        return False
+    if store is None:
+        from thoth_nb import _runtime
+
+        store = _runtime.store_path()
+    path = Path(store) if isinstance(store, (str, os.PathLike)) else Path(store.path)
+    if not path.is_file() or not _adbc_importable():
+        return False
+    try:
+        lo, hi = _seq_span(path)
+    except sqlite3.Error:
+        return False
+    if hi - lo < _PARALLEL_FROM:
+        return False
+    prefetch = _big_read(["tenant_id = ?"], [default_tenant()], lo, hi) if _prefetch() else None
+    return _READER.warm(path, [(_WARM_SQL, [a, b]) for a, b in _ranges(lo, hi)], prefetch=prefetch)
+
+
+def _prefetch() -> bool:
+    return os.environ.get("THOTH_WARM_READER", "").lower() != "pages"
 
 
 def _adbc_importable() -> bool:
@@ -266,9 +337,11 @@ class _ReaderProcess:
         self._pid = 0
         self._dir: Path | None = None
         self._registered = False  # the atexit hook that stops the child
+        self._pending = 0  # replies of warm jobs not read yet (they come before the next read's)
+        self.last_reply: dict[str, Any] = {}  # the child's reply to the last read (rows, reused)
 
     def read(self, path: Path, queries: list[tuple[str, list[Any]]], *, times: Sequence[str] = (),
-             categories: Sequence[str] = ()) -> Any:
+             categories: Sequence[str] = (), snapshot: dict[str, Any] | None = None) -> Any:
         """The rows of `queries` as a pyarrow Table; ReaderError when the child cannot give them. A child
         that died since the last read (killed, out of memory) is started again once."""
         import uuid
@@ -276,7 +349,7 @@ class _ReaderProcess:
         import pyarrow as pa
 
         job: dict[str, Any] = {"path": str(path), "queries": queries, "times": list(times),
-                               "categories": list(categories)}
+                               "categories": list(categories), "snapshot": snapshot}
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -288,7 +361,9 @@ class _ReaderProcess:
                 try:
                     proc.stdin.write(_json.dumps(job) + "\n")
                     proc.stdin.flush()
-                    line = proc.stdout.readline()
+                    line = self._skip_warm_replies(proc)
+                    if line:
+                        line = proc.stdout.readline()
                 except (OSError, ValueError):
                     line = ""
                 if not line:
@@ -299,6 +374,7 @@ class _ReaderProcess:
                     raise ReaderError(f"the reader process ended: {why or 'no output'}")
                 try:
                     reply = _json.loads(line)
+                    self.last_reply = reply
                     if not reply.get("ok"):
                         raise ReaderError(str(reply.get("error")))
                     with pa.memory_map(out) as source:  # buffers keep the mapping after close and unlink
@@ -306,6 +382,35 @@ class _ReaderProcess:
                 finally:
                     Path(out).unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def warm(self, path: Path, queries: list[tuple[str, list[Any]]], *,
+             prefetch: dict[str, Any] | None = None) -> bool:
+        """Start the child if it is not running and queue a warm job (`_arrow_reader.warm`, or the
+        `prefetch` read kept as the child's snapshot) without waiting for it; False when a read holds
+        the child or it cannot start (the read will try)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            proc = self._start()
+            job = {"path": str(path), "queries": queries, "warm": True, "prefetch": prefetch}
+            proc.stdin.write(_json.dumps(job) + "\n")
+            proc.stdin.flush()
+            self._pending += 1
+            return True
+        except (OSError, ValueError):
+            self._stop()
+            return False
+        finally:
+            self._lock.release()
+
+    def _skip_warm_replies(self, proc: Any) -> str:
+        """Read past the replies of queued warm jobs (waiting for the child to finish them: the read
+        that follows needs the same pages); "" when the child ended, else "ok"."""
+        while self._pending:
+            if not proc.stdout.readline():
+                return ""
+            self._pending -= 1
+        return "ok"
 
     def _start(self) -> Any:
         import subprocess
@@ -343,9 +448,12 @@ class _ReaderProcess:
         import subprocess
 
         proc, self._proc = self._proc, None
+        warming, self._pending = self._pending, 0
         if proc is not None and self._pid == os.getpid():
             try:
                 proc.stdin.close()
+                if warming:  # a warm-up may still be reading: it only reads, so nothing is lost by not waiting
+                    proc.kill()
                 proc.wait(timeout=5)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 proc.kill()
@@ -419,6 +527,12 @@ def _events_frame(pd: Any, table: Any) -> Any:
             col = pa.array(_utc(pd, col.to_pylist()).array)
         elif name in EVENT_CATEGORIES and not pa.types.is_dictionary(col.type):
             col = col.cast(pa.string()).dictionary_encode()
+        elif name == "seq" and not pa.types.is_int64(col.type):
+            col = col.cast(pa.int64())  # no rows: nothing to infer the type from
+        elif name in _TEXT_COLUMNS and not pa.types.is_string(col.type) and col.null_count == len(col):
+            # a text column without a single value in this read (no violation yet): ADBC has no type to
+            # infer (int64: pandas float NaN); sqlite3 gives object None, as a null column does
+            col = pa.nulls(len(col))
         columns[name] = col
     return pa.table(columns).to_pandas(self_destruct=True, split_blocks=True)
 

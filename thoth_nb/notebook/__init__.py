@@ -91,6 +91,40 @@ def load_ipython_extension(ipython: Any) -> None:
     state.integrations_before = set(installed())
     state.approvals = _install_approvals(ipython)
     _reapply_after_reload(ipython)
+    _warm_frames()
+
+
+#: a local store file smaller than this (~40k events) is read in well under a second: nothing to warm
+_WARM_FROM_BYTES = 64 << 20
+
+
+def _warm_frames() -> None:
+    """Get a first `thoth_nb.events()` of a big local store ready while the user does something else: in a
+    daemon thread, import pandas/pyarrow (`analytics.frames`) and start the reader child
+    (`frames.warm_reader`, which also skips a store of too few rows, a server and missing ADBC). Nothing
+    for a small or missing store file, or with THOTH_WARM_READER=0."""
+    import os
+    import threading
+
+    from thoth_nb import _runtime
+
+    if os.environ.get("THOTH_WARM_READER", "").lower() in ("0", "false", "no", "off"):
+        return
+    try:
+        if os.path.getsize(_runtime.store_path()) < _WARM_FROM_BYTES:
+            return
+    except OSError:
+        return
+
+    def warm() -> None:
+        try:
+            from thoth_nb.analytics.frames import warm_reader
+
+            warm_reader()
+        except Exception:  # pandas missing, an unreadable store...: events() reports it when called
+            logger.debug("thoth: warming the DataFrame reader failed", exc_info=True)
+
+    threading.Thread(target=warm, name="thoth-nb-warm-frames", daemon=True).start()
 
 
 def _install_approvals(ipython: Any) -> bool:
