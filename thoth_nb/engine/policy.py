@@ -470,28 +470,122 @@ def _necessary_pattern(rule: Rule) -> tuple[str, str] | None:
 _FOLDABLE = re.compile(r"\(\?i\)((?:[A-Za-z0-9 _:@/,;=&%#~'\"<>!\-.*+?^$|]|\\[^A-Za-z0-9])*)")
 
 
-class _FieldFilter:
-    """One argument field's merged patterns. Python's `re` is slow on case-insensitive alternations, so
-    `(?i)` literal patterns are also kept lower-cased and searched case-sensitively in the lower-cased
-    value: for an ASCII value and such a pattern the two agree exactly (the Unicode case folds that
-    differ, like the long s U+017F or the Kelvin sign, are not ASCII). Other values use the merged original.
-    `Plan.candidates` does the searching."""
+#: a literal character of a pattern without flags other than `(?i)`: letters, digits, safe punctuation, or an
+#: escaped ASCII punctuation character (which stands for itself)
+_LITERAL_CHAR = re.compile(r"[A-Za-z0-9 _:@/,;=&%#~'\"<>!-]|\\[!-/:-@\[-`{-~]")
+#: a character class of letters, digits and `_` only (no ranges, no negation, no escapes)
+_SIMPLE_CLASS = re.compile(r"\[([A-Za-z0-9_]+)\]")
+_TOKEN = re.compile(r"\\.|\[[A-Za-z0-9_]+\]|.", re.S)
+_MAX_EXPANSIONS = 16  # branches a pattern may expand to through its character classes
 
-    __slots__ = ("field", "folded", "full", "raw")
+
+def _literals(pattern: str) -> tuple[bool, list[tuple[bool, str]]] | None:
+    """`pattern` as `(ignore_case, [(anchored, literal), ...])` when it is an alternation of plain literals
+    (each optionally anchored with `^`, and with at most a few simple character classes, expanded), else None.
+
+    Then `re.search(pattern, value)` matches exactly when `value` starts with an anchored literal or
+    contains an unanchored one; for `(?i)` compare lower-cased on both sides, which agrees with `re`
+    when the value is ASCII (the literals always are: the characters that case-fold to ASCII letters
+    from outside ASCII, like the Kelvin sign, cannot occur in an ASCII value)."""
+    fold = pattern.startswith("(?i)")
+    body = pattern[4:] if fold else pattern
+    out: list[tuple[bool, str]] = []
+    for branch in _split_branches(body):
+        anchored = branch[:1] == ["^"]
+        tokens = branch[1:] if anchored else branch
+        if not tokens:
+            return None
+        expansions = [""]
+        for token in tokens:
+            found = _SIMPLE_CLASS.fullmatch(token)
+            if found is not None:
+                choices = list(dict.fromkeys(found.group(1)))
+            elif _LITERAL_CHAR.fullmatch(token):
+                choices = [token[-1]]
+            else:
+                return None
+            expansions = [e + c for e in expansions for c in choices]
+            if len(expansions) > _MAX_EXPANSIONS:
+                return None
+        out.extend((anchored, e.lower() if fold else e) for e in expansions)
+    return (fold, out) if out else None
+
+
+def _split_branches(body: str) -> list[list[str]]:
+    """Top-level alternatives of a pattern as token lists (an escaped `|` stays a token)."""
+    branches: list[list[str]] = [[]]
+    for token in _TOKEN.findall(body):
+        if token == "|":
+            branches.append([])
+        else:
+            branches[-1].append(token)
+    return branches
+
+
+class _FieldFilter:
+    """One argument field's merged patterns, and `hit(value)` for an ASCII str value: True when one may match.
+
+    Patterns that are alternations of literals become `startswith` / `in` tests (see `_literals`):
+    Python's `re` tries every alternative at every position of the value, which is several times slower.
+    Python's `re` is also slow on case-insensitive alternations, so the other `(?i)` literal-only patterns
+    (`_FOLDABLE`) are kept lower-cased and searched case-sensitively in the lower-cased value: for an
+    ASCII value and such a pattern the two agree exactly (the Unicode case folds that differ, like the
+    long s U+017F or the Kelvin sign, are not ASCII). Values that are not ASCII use `full`, every
+    pattern merged as written. `Plan.candidates` does the searching."""
+
+    __slots__ = ("field", "full", "hit")
 
     def __init__(self, field: str, patterns: list[str]) -> None:
         self.field = field
         self.full = re.compile("|".join(p for p in map(_scoped, patterns) if p is not None)).search
+        prefixes: dict[str, None] = {}
+        subs: dict[str, None] = {}
+        low_prefixes: dict[str, None] = {}
+        low_subs: dict[str, None] = {}
         raw: list[str] = []
         folded: list[str] = []
         for pattern in patterns:
+            literals = _literals(pattern)
+            if literals is not None:
+                fold, branches = literals
+                for anchored, text in branches:
+                    target = (low_prefixes if anchored else low_subs) if fold else (prefixes if anchored else subs)
+                    target[text] = None
+                continue
             literal = _FOLDABLE.fullmatch(pattern)
             if literal is not None:
                 folded.append(f"(?:{literal.group(1).lower()})")
             else:
                 raw.append(_scoped(pattern) or "")
-        self.raw = re.compile("|".join(raw)).search if raw else None
-        self.folded = re.compile("|".join(folded)).search if folded else None
+        self.hit = _hit(tuple(prefixes), tuple(subs), tuple(low_prefixes), tuple(low_subs),
+                        re.compile("|".join(raw)).search if raw else None,
+                        re.compile("|".join(folded)).search if folded else None)
+
+
+def _hit(prefixes: tuple[str, ...], subs: tuple[str, ...], low_prefixes: tuple[str, ...], low_subs: tuple[str, ...],
+         raw: Callable[[str], Any] | None, folded: Callable[[str], Any] | None) -> Callable[[str], bool]:
+    lower = bool(low_prefixes or low_subs or folded is not None)
+
+    def hit(value: str) -> bool:
+        if prefixes and value.startswith(prefixes):
+            return True
+        for text in subs:
+            if text in value:
+                return True
+        if raw is not None and raw(value) is not None:
+            return True
+        if lower:
+            low = value.lower()
+            if low_prefixes and low.startswith(low_prefixes):
+                return True
+            for text in low_subs:
+                if text in low:
+                    return True
+            if folded is not None and folded(low) is not None:
+                return True
+        return False
+
+    return hit
 
 
 class Plan:
@@ -537,12 +631,10 @@ class Plan:
     def candidates(self, args: Mapping[str, Any] | None) -> tuple[Rule, ...]:
         """The rules that may match `args` (a superset of those that do)."""
         if args:
-            for check in self.prefilter:  # `_FieldFilter.hit`, inlined: this runs on every call
+            for check in self.prefilter:
                 value = args.get(check.field)
                 if type(value) is str and value.isascii():
-                    raw, folded = check.raw, check.folded
-                    if (raw is not None and raw(value) is not None) or (
-                            folded is not None and folded(value.lower()) is not None):
+                    if check.hit(value):
                         return self.rules
                 elif isinstance(value, str) and check.full(value) is not None:
                     return self.rules
