@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from thoth_nb.engine.decide import Engine
-from thoth_nb.engine.policy import _FieldFilter, _literals, parse_policy
+from thoth_nb.engine.policy import _compile_candidates, _FieldFilter, _literals, parse_policy
 from thoth_nb.engine.store import SQLiteStore
 
 _ATOMS = ["a", "B", "/", ".", r"\.", r"\-", "-", "_", "^", "$", "|", "[ab]", "[xY_]", "k", "s", "*", "(", ")",
@@ -64,11 +64,12 @@ def test_field_filter_hit_agrees_with_re_search_exactly() -> None:
             check = _FieldFilter("f", patterns)
         except re.error:  # the plan then evaluates every rule; nothing to compare
             continue
+        candidates = _compile_candidates((check,), rules=("may match",), residual=())  # type: ignore[arg-type]
         for _ in range(8):
             value = "".join(rng.choice(_CHARS) for _ in range(rng.randint(0, 8)))
             expected = any(re.search(p, value) for p in patterns)
-            got = check.hit(value) if value.isascii() else check.full(value) is not None
-            assert got == expected, (patterns, value)
+            assert (candidates({"f": value}) == ("may match",)) == expected, (patterns, value)
+            assert candidates({"g": value}) == ()
     assert literal_patterns > 500  # the literal tests were exercised, not only the regex fallbacks
 
 

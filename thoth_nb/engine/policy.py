@@ -523,7 +523,7 @@ def _split_branches(body: str) -> list[list[str]]:
 
 
 class _FieldFilter:
-    """One argument field's merged patterns, and `hit(value)` for an ASCII str value: True when one may match.
+    """One argument field's merged patterns, as the tests `Plan.candidates` makes on an ASCII str value.
 
     Patterns that are alternations of literals become `startswith` / `in` tests (see `_literals`):
     Python's `re` tries every alternative at every position of the value, which is several times slower.
@@ -531,9 +531,9 @@ class _FieldFilter:
     (`_FOLDABLE`) are kept lower-cased and searched case-sensitively in the lower-cased value: for an
     ASCII value and such a pattern the two agree exactly (the Unicode case folds that differ, like the
     long s U+017F or the Kelvin sign, are not ASCII). Values that are not ASCII use `full`, every
-    pattern merged as written. `Plan.candidates` does the searching."""
+    pattern merged as written."""
 
-    __slots__ = ("field", "full", "hit")
+    __slots__ = ("field", "folded", "full", "low_prefixes", "low_subs", "prefixes", "raw", "subs")
 
     def __init__(self, field: str, patterns: list[str]) -> None:
         self.field = field
@@ -557,35 +557,46 @@ class _FieldFilter:
                 folded.append(f"(?:{literal.group(1).lower()})")
             else:
                 raw.append(_scoped(pattern) or "")
-        self.hit = _hit(tuple(prefixes), tuple(subs), tuple(low_prefixes), tuple(low_subs),
-                        re.compile("|".join(raw)).search if raw else None,
-                        re.compile("|".join(folded)).search if folded else None)
+        self.prefixes, self.subs = tuple(prefixes), tuple(subs)
+        self.low_prefixes, self.low_subs = tuple(low_prefixes), tuple(low_subs)
+        self.raw = re.compile("|".join(raw)).search if raw else None
+        self.folded = re.compile("|".join(folded)).search if folded else None
 
 
-def _hit(prefixes: tuple[str, ...], subs: tuple[str, ...], low_prefixes: tuple[str, ...], low_subs: tuple[str, ...],
-         raw: Callable[[str], Any] | None, folded: Callable[[str], Any] | None) -> Callable[[str], bool]:
-    lower = bool(low_prefixes or low_subs or folded is not None)
+Candidates = Callable[[Mapping[str, Any] | None], tuple["Rule", ...]]
 
-    def hit(value: str) -> bool:
-        if prefixes and value.startswith(prefixes):
-            return True
-        for text in subs:
-            if text in value:
-                return True
-        if raw is not None and raw(value) is not None:
-            return True
-        if lower:
-            low = value.lower()
-            if low_prefixes and low.startswith(low_prefixes):
-                return True
-            for text in low_subs:
-                if text in low:
-                    return True
-            if folded is not None and folded(low) is not None:
-                return True
-        return False
 
-    return hit
+def _compile_candidates(filters: tuple[_FieldFilter, ...], rules: tuple[Rule, ...],
+                        residual: tuple[Rule, ...]) -> Candidates:
+    """`Plan.candidates` for these filters, as one generated function: every test inline (`startswith`,
+    `in`, a regex search), no loop and no call per field. Field names and literals enter the source only
+    through `repr`; regexes and rule tuples are names in the function's globals."""
+    ns: dict[str, Any] = {"RULES": rules, "RESIDUAL": residual, "str": str, "type": type, "isinstance": isinstance}
+    lines = ["def candidates(args):", "    if args:"] if filters else ["def candidates(args):"]
+    for i, f in enumerate(filters):
+        ns[f"full{i}"], ns[f"raw{i}"], ns[f"folded{i}"] = f.full, f.raw, f.folded
+        tests = [f"v.startswith({f.prefixes!r})"] if f.prefixes else []
+        tests += [f"{text!r} in v" for text in f.subs]
+        if f.raw is not None:
+            tests.append(f"raw{i}(v) is not None")
+        low = [f"low.startswith({f.low_prefixes!r})"] if f.low_prefixes else []
+        low += [f"{text!r} in low" for text in f.low_subs]
+        if f.folded is not None:
+            low.append(f"folded{i}(low) is not None")
+        lines += [f"        v = args.get({f.field!r})", "        if type(v) is str and v.isascii():"]
+        if tests:
+            lines.append(f"            if {' or '.join(tests)}:")
+            lines.append("                return RULES")
+        if low:
+            lines.append("            low = v.lower()")
+            lines.append(f"            if {' or '.join(low)}:")
+            lines.append("                return RULES")
+        lines.append(f"        elif isinstance(v, str) and full{i}(v) is not None:")
+        lines.append("            return RULES")
+    lines.append("    return RESIDUAL")
+    exec("\n".join(lines), ns)
+    candidates: Candidates = ns["candidates"]
+    return candidates
 
 
 class Plan:
@@ -596,7 +607,8 @@ class Plan:
     such a condition) are evaluated. When one matches, every rule is evaluated as usual, so the
     decision is always exactly what evaluating each rule gives."""
 
-    __slots__ = ("has_after", "limits", "out_of_agent_scope", "plain_allow", "prefilter", "residual", "rules")
+    __slots__ = ("candidates", "has_after", "limits", "out_of_agent_scope", "plain_allow", "prefilter", "residual",
+                 "rules")
 
     def __init__(self, rules: tuple[Rule, ...], limits: tuple[RateLimit, ...], out_of_agent_scope: bool = False,
                  default: DecisionType = DecisionType.ALLOW) -> None:
@@ -623,22 +635,13 @@ class Plan:
                 return self._no_prefilter()
         self.prefilter = tuple(prefilter)
         self.residual = tuple(residual) if prefilter else rules
+        #: `candidates(args)`: the rules that may match `args` (a superset of those that do)
+        self.candidates = _compile_candidates(self.prefilter, self.rules, self.residual)
 
     def _no_prefilter(self) -> None:
         self.prefilter = ()
         self.residual = self.rules
-
-    def candidates(self, args: Mapping[str, Any] | None) -> tuple[Rule, ...]:
-        """The rules that may match `args` (a superset of those that do)."""
-        if args:
-            for check in self.prefilter:
-                value = args.get(check.field)
-                if type(value) is str and value.isascii():
-                    if check.hit(value):
-                        return self.rules
-                elif isinstance(value, str) and check.full(value) is not None:
-                    return self.rules
-        return self.residual
+        self.candidates = _compile_candidates((), self.rules, self.rules)
 
 
 @dataclasses.dataclass(slots=True)
