@@ -203,8 +203,9 @@ class Binding:
         self.governor = governor
         self.tool_name = tool_name
         self.names = names
-        #: namers[n] names n positional arguments (n <= len(names), up to _NAMER_ARITY)
-        self.namers = tuple(_namer(names[:n]) for n in range(min(len(names), _NAMER_ARITY) + 1)) if names else ()
+        #: namers[n] names n positional arguments (n <= len(names), up to _NAMER_ARITY); made on first use
+        self.namers: list[Callable[[tuple[Any, ...]], dict[str, Any]] | None] = (
+            [None] * (min(len(names), _NAMER_ARITY) + 1) if names else [])
 
     def tool_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """The named arguments policies and events see (`path`, not `args.0`).
@@ -213,14 +214,22 @@ class Binding:
         `tool_args` without another copy (the tool receives a copy through `**`)."""
         if not args:
             return kwargs or None
-        if self._nameable(args, kwargs):
-            n = len(args)
-            namers = self.namers
-            named = namers[n](args) if n < len(namers) else dict(zip(self.names, args))  # type: ignore[arg-type]  # noqa: B905
-            if kwargs:
-                named.update(kwargs)
-            return named
-        return tool_args_of(args, kwargs)
+        names = self.names
+        n = len(args)
+        # `_nameable`, inlined
+        if names is None or n > len(names) or (n == 1 and not kwargs and isinstance(args[0], dict)):
+            return tool_args_of(args, kwargs)
+        namers = self.namers
+        if n < len(namers):
+            namer = namers[n]
+            if namer is None:
+                namer = namers[n] = _namer(names[:n])
+            named = namer(args)
+        else:
+            named = dict(zip(names, args))  # noqa: B905 - fewer args than names is fine
+        if kwargs:
+            named.update(kwargs)
+        return named
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         """Name the arguments and start the call. The tool runs with `call.args` / `call.kwargs`: the
