@@ -200,7 +200,8 @@ class Governor:
         self.event_base = _event_base(config)
         self.metadata_base = _metadata_base(config)
         #: the transport's in-process answer for a plain ALLOW (`Transport.allow_check`), or None
-        self.allow_check = transport.allow_check(self._static)
+        make_check = getattr(transport, "allow_check", None)  # a duck-typed transport may not have one
+        self.allow_check = make_check(self._static) if make_check is not None else None
 
     # -- calls -----------------------------------------------------------------------------------
 
