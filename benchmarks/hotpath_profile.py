@@ -61,7 +61,7 @@ def components() -> list[tuple[str, float]]:
                                                                                after=flush)),
             ("  Governor.allow_check → Engine.plain_allow_check's check (the ALLOW shortcut)", _best(
                 lambda: check("read_file", args))),
-            ("    Plan.candidates: the merged per-field prefilter (3 regex searches)", _best(
+            ("    Plan.candidates: the generated prefilter (startswith/in; a regex only for other patterns)", _best(
                 lambda: plan.candidates(args))),
             ("  Governor.finished: clock, session, queue POST", _best(lambda: gov.finished(call, 1), after=flush)),
             ("for comparison, not on the shortcut:", float("nan")),
