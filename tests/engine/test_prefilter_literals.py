@@ -117,3 +117,19 @@ def test_plain_allow_check_agrees_with_decide(tmp_path: object) -> None:
     finally:
         store_a.close()
         store_b.close()
+
+
+def test_policy_text_never_enters_the_generated_source(tmp_path: object) -> None:
+    """Field names and literals are data in the generated prefilter's globals, never source text."""
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    marker = tmp_path / "pwned"
+    field = f"x'):\n    __import__('pathlib').Path({str(marker)!r}).touch()\n#"
+    literal = "q\"'); open('" + str(marker) + "', 'w'); ('"
+    check = _FieldFilter(field, [re.escape(literal), "^a'b"])
+    candidates = _compile_candidates((check,), rules=("may match",), residual=())  # type: ignore[arg-type]
+    assert candidates({field: "zz" + literal}) == ("may match",)
+    assert candidates({field: "a'b"}) == ("may match",)
+    assert candidates({field: "b'a"}) == ()
+    assert not marker.exists()

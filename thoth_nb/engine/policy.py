@@ -569,21 +569,26 @@ Candidates = Callable[[Mapping[str, Any] | None], tuple["Rule", ...]]
 def _compile_candidates(filters: tuple[_FieldFilter, ...], rules: tuple[Rule, ...],
                         residual: tuple[Rule, ...]) -> Candidates:
     """`Plan.candidates` for these filters, as one generated function: every test inline (`startswith`,
-    `in`, a regex search), no loop and no call per field. Field names and literals enter the source only
-    through `repr`; regexes and rule tuples are names in the function's globals."""
+    `in`, a regex search), no loop and no call per field. Nothing from the policy enters the source: field
+    names, literals, regexes and rule tuples are names in the function's globals (`F0`, `L0_1`, ...)."""
     ns: dict[str, Any] = {"RULES": rules, "RESIDUAL": residual, "str": str, "type": type, "isinstance": isinstance}
     lines = ["def candidates(args):", "    if args:"] if filters else ["def candidates(args):"]
     for i, f in enumerate(filters):
-        ns[f"full{i}"], ns[f"raw{i}"], ns[f"folded{i}"] = f.full, f.raw, f.folded
-        tests = [f"v.startswith({f.prefixes!r})"] if f.prefixes else []
-        tests += [f"{text!r} in v" for text in f.subs]
+        ns[f"F{i}"], ns[f"full{i}"], ns[f"raw{i}"], ns[f"folded{i}"] = f.field, f.full, f.raw, f.folded
+        ns[f"P{i}"], ns[f"LP{i}"] = f.prefixes, f.low_prefixes
+        tests = [f"v.startswith(P{i})"] if f.prefixes else []
+        for j, text in enumerate(f.subs):
+            ns[f"S{i}_{j}"] = text
+            tests.append(f"S{i}_{j} in v")
         if f.raw is not None:
             tests.append(f"raw{i}(v) is not None")
-        low = [f"low.startswith({f.low_prefixes!r})"] if f.low_prefixes else []
-        low += [f"{text!r} in low" for text in f.low_subs]
+        low = [f"low.startswith(LP{i})"] if f.low_prefixes else []
+        for j, text in enumerate(f.low_subs):
+            ns[f"LS{i}_{j}"] = text
+            low.append(f"LS{i}_{j} in low")
         if f.folded is not None:
             low.append(f"folded{i}(low) is not None")
-        lines += [f"        v = args.get({f.field!r})", "        if type(v) is str and v.isascii():"]
+        lines += [f"        v = args.get(F{i})", "        if type(v) is str and v.isascii():"]
         if tests:
             lines.append(f"            if {' or '.join(tests)}:")
             lines.append("                return RULES")
