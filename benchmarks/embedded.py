@@ -78,7 +78,11 @@ def _call_overhead(sizes: Sizes, label: str, tool: Callable[..., Any], emitter: 
     interleaved(contenders, 3, between=flush)
     dropped0 = emitter.dropped
     batches = interleaved(contenders, sizes.call_rounds, between=flush)
-    # single calls for the tail: chunks of call_batch, interleaved, flushed between chunks (untimed)
+    # single calls for the tail: chunks of call_batch, interleaved, flushed between chunks (untimed). Both
+    # sides are timed and corrected the same way (the bare call's median, timer overhead included, is
+    # subtracted from each). On this VM the tail is mostly the kernel's 1000 Hz tick, which charges 15-80 µs
+    # of *thread CPU time* to whatever runs when it fires (a bare busy loop shows a gap every ~1 ms), so a
+    # call's chance of a slow sample grows with its own length; the rest is garbage collection.
     singles: dict[str, list[float]] = {"bare": [], "reference": [], "governed": []}
     fns = {"bare": ref.bare_call, "reference": ref.reference_call, "governed": tool}
     path, mode = ref.ARGS

@@ -199,13 +199,16 @@ class Governor:
         self._static.update({k: v for k, v in optional.items() if v is not None})
         self.event_base = _event_base(config)
         self.metadata_base = _metadata_base(config)
+        #: the transport's in-process answer for a plain ALLOW (`Transport.allow_check`), or None
+        make_check = getattr(transport, "allow_check", None)  # a duck-typed transport may not have one
+        self.allow_check = make_check(self._static) if make_check is not None else None
 
     # -- calls -----------------------------------------------------------------------------------
 
     def begin(self, tool_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
               tool_args: dict[str, Any] | None) -> Call:
         call = Call(self, tool_name, args, kwargs, tool_args)
-        self.emitter.emit(("pre", call))
+        self.emitter.emit(call)  # a bare Call is its PRE event (`build_event`)
         return call
 
     def request(self, call: Call) -> dict[str, Any]:
@@ -347,10 +350,11 @@ class Governor:
             call.result_type = result_type
         if not call.outcome:
             call.outcome = "ok"
-        calls = self.session.calls
+        session = self.session
+        calls = session.calls
         calls.append(call.tool_name)
         if len(calls) > _context.TRIM_AT:
-            self.session.trim()
+            session.trim()
         decision = call.decision
         if decision is not None and decision.hold_token is not None:
             self.emitter.emit_durable(("post", call))  # a stepped-up call's outcome survives a kill too
@@ -456,10 +460,14 @@ def _metadata_base(config: ThothConfig) -> dict[str, Any]:
     return base
 
 
-def build_event(item: tuple[str, Call]) -> dict[str, Any]:
-    """Turn a queued `(phase, call)` into a PROTOCOL §5 event (runs on the emitter thread): ids, wall
-    clock times and JSON-safe arguments are made here, not on the calling thread."""
-    phase, call = item
+def build_event(item: Call | tuple[str, Call]) -> dict[str, Any]:
+    """Turn a queued item into a PROTOCOL §5 event (runs on the emitter thread): ids, wall clock times and
+    JSON-safe arguments are made here, not on the calling thread. The item is a bare `Call` for its PRE
+    event (no tuple allocated per call on the hot path) or `(phase, call)` with phase "post" or "block"."""
+    if type(item) is Call:
+        phase, call = "pre", item
+    else:
+        phase, call = item  # type: ignore[misc]
     refresh_clock()
     ns = wall_ns(call.t0 if phase == "pre" else call.t1)
     governor = call.governor

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from thoth_nb._models import EnforcementDecision
@@ -24,6 +24,16 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def enforce(self, body: Mapping[str, Any]) -> EnforcementDecision: ...
+
+    def allow_check(self, static: Mapping[str, Any]) -> Callable[[str, dict[str, Any] | None],
+                                                                 EnforcementDecision | None] | None:
+        """An in-process shortcut for the commonest answer, or None (the default: always `enforce`).
+
+        `static` is an enforce body without `tool_name` and `tool_args` (one governor's fixed fields). The
+        check, called with a call's tool name and named arguments, returns exactly what `enforce` would
+        return when that is a plain ALLOW (and records the call as `enforce` would); None means "call
+        `enforce`", with nothing recorded. The sync wrapper uses it to skip building the body."""
+        return None
 
     @abc.abstractmethod
     async def aenforce(self, body: Mapping[str, Any]) -> EnforcementDecision: ...

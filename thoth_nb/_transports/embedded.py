@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from thoth_nb._exceptions import EnforcerError
@@ -35,6 +35,10 @@ class EmbeddedTransport(Transport):
             return self.engine._decide(body)  # no request-id dedupe in-process: skip `decide`'s checks
         except Exception as exc:  # the engine failing is the enforcer failing: fail closed upstream
             raise EnforcerError("internal", f"embedded enforcer error: {type(exc).__name__}: {exc}") from exc
+
+    def allow_check(self, static: Mapping[str, Any]) -> Callable[[str, dict[str, Any] | None],
+                                                                 EnforcementDecision | None] | None:
+        return self.engine.plain_allow_check(static)
 
     async def aenforce(self, body: Mapping[str, Any]) -> EnforcementDecision:
         return self.enforce(body)

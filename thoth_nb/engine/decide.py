@@ -286,6 +286,36 @@ class Engine:
         else:
             state.history.append((tool, args))
 
+    def plain_allow_check(self, static: Mapping[str, Any]) -> Callable[[str, Mapping[str, Any] | None],
+                                                                       EnforcementDecision | None] | None:
+        """`_decide`'s first branch for an in-process caller whose requests differ only in `tool_name` and
+        `tool_args` (`static` holds the rest: one governor's fixed fields, `EmbeddedTransport.allow_check`).
+
+        The returned check answers `_ALLOWED` exactly when `_decide(static + tool_name + tool_args)` would
+        take that branch, after recording the call in its session as the branch does; otherwise None,
+        having recorded nothing, and the caller asks `_decide`. Policy, plan and session are looked up on
+        every call (a reloaded policy or an evicted session is seen at once); `approved_scope` is the
+        caller's own list, read on every call. None instead of a check where that branch never applies
+        (shared state, a mode other than block/observe/step_up)."""
+        mode = static["enforcement_mode"]
+        if self.shared or mode not in _PLAIN_MODES:
+            return None
+        tenant, session_id, agent = static["tenant_id"], static["session_id"], static["agent_id"]
+        scope = static["approved_scope"]
+        key = (tenant, session_id)
+
+        def check(tool: str, args: Mapping[str, Any] | None) -> EnforcementDecision | None:
+            if self._policy_for is not None:  # per-tenant policies: `_decide` asks for the tenant's
+                return None
+            plan = self.default_policy._plans.get((agent, tool))  # made (and cached) by `_decide`'s first call
+            if plan is None or not plan.plain_allow or tool not in scope or plan.candidates(args):
+                return None
+            state = self._sessions.get(key) or self._session(tenant, session_id)
+            state.history.append((tool, args))
+            return _ALLOWED
+
+        return check
+
     def _decide(self, request: Mapping[str, Any]) -> EnforcementDecision:
         tenant = request["tenant_id"]
         agent = request["agent_id"]
