@@ -181,6 +181,13 @@ def test_other_tenants_and_filters_never_reuse_a_file(reader: list[Any], monkeyp
     assert len(reader) == 4
     _same(df, other)
     assert '"other"' in _meta(other_file)["key"]  # replaced by the fresh read
+    # the same tenant (its mark matches) with other filters: only the key tells the files apart
+    pre_file = next(f for k, f in key_of.items() if "event_type = ?" in k)
+    pre_file.write_bytes(acme_file.read_bytes())
+    df = thoth_nb.events(tenant_id="acme", event_type="TOOL_CALL_PRE", tool_args=False)
+    assert len(reader) == 5
+    _same(df, pres)
+    assert set(df["event_type"]) == {"TOOL_CALL_PRE"}
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
