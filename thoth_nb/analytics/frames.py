@@ -10,7 +10,9 @@ ADBC straight into typed Arrow (timestamps parsed and labels dictionary-encoded 
 gets categoricals without a second pass), in a warm reader child process when this process holds the
 store open (`_arrow_reader` explains why), and the JSON event bodies are never parsed unless asked. The
 child keeps its last big read and, while the store shows it still holds, reads only newer rows the next
-time; `%load_ext thoth_nb` starts the child and fills it in the background (`warm_reader`).
+time; `%load_ext thoth_nb` starts the child and fills it in the background (`warm_reader`). Big reads
+are also kept on disk (`_frame_cache`: `$THOTH_HOME/frames-cache/`, THOTH_FRAME_CACHE=0 to turn off), so
+a fresh process maps the last read of the same query instead of decoding it again.
 Tool arguments of large frames load on demand with `df.thoth.with_args()` (for the rows still in `df`).
 """
 
@@ -161,6 +163,9 @@ def events(
     match, True always, False never (then `df.thoth.with_args()` adds them for the rows you keep).
     With `api_url` (or $THOTH_API_URL) the rows come from a server's GET /v1/events. `store` may be a
     store object or the path of a store file (from an analysis process: see `_adbc` on THOTH_ADBC).
+    Big reads (no limit, ~200k rows or more) are kept in `$THOTH_HOME/frames-cache/` and used again,
+    also by a fresh process, while the store shows the same rows (newer rows are read on top); not
+    for relative time bounds ("1h"); THOTH_FRAME_CACHE=0 turns it off (`_frame_cache`).
     """
     pd = _pd()
     tenant = default_tenant(tenant_id)
@@ -417,8 +422,10 @@ def warm_reader(store: Any = None) -> bool:
     range (`_arrow_reader.warm`: no row decoded, no snapshot memory). A read that comes while the child
     is still starting makes it skip the warm-up; one that comes during it waits for it and uses it.
     Does nothing (False) for a small or missing store, without pyarrow/ADBC, for a server
-    (THOTH_API_URL), or when THOTH_WARM_READER=0. Costs, when the store is big: the child's CPU in the
-    background (~3 s per million rows) and the snapshot's memory in the child (~90 MB per million)."""
+    (THOTH_API_URL), when THOTH_WARM_READER=0, or when the disk cache holds a file of the default read
+    (`_frame_cache`: the first read maps it here, the child would not be used). Costs, when the store
+    is big: the child's CPU in the background (~3 s per million rows) and the snapshot's memory in the
+    child (~90 MB per million)."""
     if os.environ.get("THOTH_WARM_READER", "").lower() in ("0", "false", "no", "off"):
         return False
     if store is None and _server(None) is not None:
