@@ -135,6 +135,13 @@ def save(read_key: str, table: Any, upto: int, mark: list[Any]) -> None:
     try:
         with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
+        # on disk before it gets its name: after a crash the name holds a whole file or none (a file
+        # with zeroed pages but its footer intact would pass `load`'s checks; ~0.15 s per million rows)
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
