@@ -87,12 +87,18 @@ def _first_frame(db: Path, delay: float, mode: str, warm: bool, home: str | None
     """One fresh process: `import thoth_nb`, (%load_ext thoth_nb, `delay` s), the first `thoth_nb.events()`.
     THOTH_HOME is a fresh folder (no disk cache file: the call reads, then writes one) unless `home`
     is given (the disk cache an earlier process wrote there); `cache=False`: THOTH_FRAME_CACHE=0."""
+    import shutil
+
+    fresh = None if home else tempfile.mkdtemp(prefix="thoth-bench-first-")
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "THOTH_WARM_READER": "1" if warm else "0",
-           "THOTH_HOME": home or tempfile.mkdtemp(prefix="thoth-bench-first-"),
-           "THOTH_FRAME_CACHE": "1" if cache else "0"}
+           "THOTH_HOME": home or str(fresh), "THOTH_FRAME_CACHE": "1" if cache else "0"}
     env.pop("THOTH_API_URL", None)
-    done = subprocess.run([sys.executable, str(HERE / "bench_first_frame.py"), str(db), str(delay), mode],
-                          capture_output=True, text=True, timeout=600, cwd=HERE.parent, env=env)
+    try:
+        done = subprocess.run([sys.executable, str(HERE / "bench_first_frame.py"), str(db), str(delay), mode],
+                              capture_output=True, text=True, timeout=600, cwd=HERE.parent, env=env)
+    finally:
+        if fresh is not None:  # its disk cache file (~90 MB) goes too
+            shutil.rmtree(fresh, ignore_errors=True)
     if done.returncode != 0:
         raise RuntimeError(f"bench_first_frame failed: {done.stderr[-2000:]}")
     data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
