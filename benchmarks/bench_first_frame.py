@@ -8,7 +8,9 @@ whatever the extension started), then `thoth_nb.events()` of the store at DB (TH
 imported beforehand: pandas, the store, the reader child and the read all count. Prints one JSON line:
 the call's wall time, the CPU this process and the reader child spent during the call, the CPU the
 child spent before it (the warm-up, in the background), and the rows.
-THOTH_WARM_READER=0 in the environment gives the same run without the warm-up (the baseline).
+THOTH_WARM_READER=0 in the environment gives the same run without the warm-up (the baseline). The disk
+cache of big reads (`_frame_cache`, under THOTH_HOME) is used when THOTH_HOME holds a file an earlier
+process wrote; "reader_started" says whether the reader child had to run.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def _cpu(pid: int | None) -> float:
 
 def _reader_pid() -> int | None:
     frames = sys.modules.get("thoth_nb.analytics.frames")
-    return frames._READER.pid if frames is not None else None
+    reader = getattr(frames, "_READER", None)  # None while %load_ext's warm-up thread is still importing it
+    return reader.pid if reader is not None else None
 
 
 def main() -> None:
@@ -55,7 +58,7 @@ def main() -> None:
     child = _cpu(pid_after) - (child0 if pid_after == pid else 0.0)
     print(json.dumps({"first_s": wall, "cpu_s": cpu, "child_cpu_s": child, "rows": len(frame),
                       "warm_up_cpu_s": child0 if pid_after == pid else 0.0,
-                      "warm": os.environ.get("THOTH_WARM_READER", "1") != "0",
+                      "warm": os.environ.get("THOTH_WARM_READER", "1") != "0", "reader_started": pid_after is not None,
                       "time_dtype": str(frame["occurred_at"].dtype), "args_lazy": "tool_args" not in frame}))
     thoth_nb.shutdown()
 

@@ -297,6 +297,7 @@ def test_big_reads_use_a_warm_child_process_and_match(recorded: dict[str, Any],
     """A big read of a store this process has open goes through ADBC in a reader child (never here),
     typed like the sqlite3 path, and the child stays up for the next read."""
     pytest.importorskip("adbc_driver_sqlite")
+    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")  # the child's reads, not the disk cache's
     slow = thoth_nb.events(tenant_id="acme", tool_args=False)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     monkeypatch.setenv("THOTH_ADBC", "1")  # even when asked for, never in-process for an open store
@@ -414,6 +415,7 @@ def test_a_killed_reader_child_is_started_again(recorded: dict[str, Any], monkey
     import signal
 
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")  # the child's reads, not the disk cache's
     first = thoth_nb.events(tenant_id="acme", tool_args=False)
     pid = frames._READER.pid
     assert pid is not None

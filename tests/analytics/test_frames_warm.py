@@ -36,6 +36,7 @@ def _record(calls: int = 15) -> None:
 def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[frames._ReaderProcess]:
     """A reader child of this test only, stopped afterwards."""
     pytest.importorskip("adbc_driver_sqlite")
+    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")  # these tests are about the child (test_frame_disk_cache: the cache)
     own = frames._ReaderProcess()
     monkeypatch.setattr(frames, "_READER", own)
     try:

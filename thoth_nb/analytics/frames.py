@@ -10,7 +10,9 @@ ADBC straight into typed Arrow (timestamps parsed and labels dictionary-encoded 
 gets categoricals without a second pass), in a warm reader child process when this process holds the
 store open (`_arrow_reader` explains why), and the JSON event bodies are never parsed unless asked. The
 child keeps its last big read and, while the store shows it still holds, reads only newer rows the next
-time; `%load_ext thoth_nb` starts the child and fills it in the background (`warm_reader`).
+time; `%load_ext thoth_nb` starts the child and fills it in the background (`warm_reader`). Big reads
+are also kept on disk (`_frame_cache`: `$THOTH_HOME/frames-cache/`, THOTH_FRAME_CACHE=0 to turn off), so
+a fresh process maps the last read of the same query instead of decoding it again.
 Tool arguments of large frames load on demand with `df.thoth.with_args()` (for the rows still in `df`).
 """
 
@@ -46,6 +48,9 @@ ARGS_AUTO_LIMIT = 50_000
 logger = logging.getLogger("thoth_nb")
 _PARALLEL_FROM = 200_000
 _PAGE = 500
+#: a disk cache file is used while at most this many seqs came after it (read on top here with sqlite3);
+#: past that the fast read of everything is quicker, and rewrites the file
+_CACHE_TAIL_MAX = 200_000
 
 EVENT_CATEGORIES = ("agent_id", "user_id", "session_id", "tool_name", "event_type", "decision")
 _EVENT_COLUMNS = ("seq", "event_id", "occurred_at", "session_id", "agent_id", "user_id", "tool_name",
@@ -158,6 +163,9 @@ def events(
     match, True always, False never (then `df.thoth.with_args()` adds them for the rows you keep).
     With `api_url` (or $THOTH_API_URL) the rows come from a server's GET /v1/events. `store` may be a
     store object or the path of a store file (from an analysis process: see `_adbc` on THOTH_ADBC).
+    Big reads (no limit, ~200k rows or more) are kept in `$THOTH_HOME/frames-cache/` and used again,
+    also by a fresh process, while the store shows the same rows (newer rows are read on top); not
+    for relative time bounds ("1h"); THOTH_FRAME_CACHE=0 turns it off (`_frame_cache`).
     """
     pd = _pd()
     tenant = default_tenant(tenant_id)
@@ -183,7 +191,8 @@ def events(
             where.append(f"occurred_at {op} ?")
             params.append(bound)
     path = Path(store) if isinstance(store, (str, os.PathLike)) else Path(store.path)
-    table = _read_events(path, where, params, limit)
+    relative = any(isinstance(v, str) and _RELATIVE.match(v) for v in (since, until))
+    table = _read_events(path, where, params, limit, cache=not relative)
     frame = _events_frame(pd, table)
     frame.attrs["thoth"] = {"source": "store", "path": str(path), "tenant_id": tenant, "tool_args": False}
     if tool_args or (tool_args is None and len(frame) <= ARGS_AUTO_LIMIT):
@@ -211,30 +220,163 @@ def _adbc() -> Any:
     return _arrow_reader
 
 
-def _read_events(path: Path, where: list[str], params: list[Any], limit: int | None) -> Any:
+def _read_events(path: Path, where: list[str], params: list[Any], limit: int | None, *, cache: bool = True) -> Any:
     """The matching rows as a typed pyarrow Table (ADBC) or a list of column lists (stdlib sqlite3).
 
-    Big reads (no limit, at least `_PARALLEL_FROM` rows) go through ADBC, one query per seq range on
-    its own connection and thread (SQLite decodes rows while the GIL is released): in this process for
-    a store file nothing here holds open and THOTH_ADBC=1, else in the warm reader child."""
+    Big reads (no limit, at least `_PARALLEL_FROM` rows) come from the disk cache (`_frame_cache`) when
+    it holds them, else go through ADBC, one query per seq range on its own connection and thread
+    (SQLite decodes rows while the GIL is released): in this process for a store file nothing here
+    holds open and THOTH_ADBC=1, else in the warm reader child; then they are written to the cache."""
     lo, hi = _seq_span(path)
     big = limit is None and hi - lo >= _PARALLEL_FROM
+    cached = _Cached.open(path, where, params, hi) if big and cache else None
+    if cached is not None:
+        table = cached.read()
+        if table is not None:
+            return table
     queries = _big_read(where, params, lo, hi)["queries"] if big else [(_event_sql(where, limit), list(params))]
     adbc = _adbc()
     if adbc is not None and not _open_here(path):
-        return _read_adbc(adbc, path, queries)
+        return _cache_after(cached, _read_adbc(adbc, path, queries))
     if big and _adbc_importable():
         try:
-            return _READER.read(path, queries, times=("occurred_at",), categories=EVENT_CATEGORIES,
-                                snapshot=_snapshot_spec(where, params, hi))
+            return _cache_after(cached, _READER.read(path, queries, times=("occurred_at",),
+                                                     categories=EVENT_CATEGORIES,
+                                                     snapshot=_snapshot_spec(where, params, hi)))
         except ReaderError as exc:
             logger.warning("thoth: fast read failed (%s); reading with sqlite3", exc)
     return _read_sqlite3(path, where, params, limit)
 
 
+def _cache_after(cached: _Cached | None, table: Any) -> Any:
+    if cached is not None:
+        cached.write(table)
+    return table
+
+
+class _Cached:
+    """One big read against the disk cache (`_frame_cache`): the cached rows plus those added since, or
+    None (then the caller reads, and `write` keeps what it read). `mark` is the store's mark at `hi`,
+    taken before anything is read."""
+
+    def __init__(self, path: Path, where: list[str], params: list[Any], hi: int, key: str) -> None:
+        self.path, self.where, self.params, self.hi, self.key = path, where, params, hi, key
+        self.mark: list[Any] | None = None
+
+    @classmethod
+    def open(cls, path: Path, where: list[str], params: list[Any], hi: int) -> _Cached | None:
+        from thoth_nb.analytics import _frame_cache
+
+        if not where or where[0] != "tenant_id = ?" or not _frame_cache.enabled():
+            return None
+        try:
+            key = _frame_cache.key(path, _event_sql([*where, "seq > ?", "seq <= ?"], None), params,
+                                   ("occurred_at",), EVENT_CATEGORIES)
+        except OSError:
+            return None
+        return cls(path, where, params, hi, key)
+
+    def read(self) -> Any:
+        """The rows from the cache file plus the store's newer ones, or None (no valid file, or too many
+        new rows to read here: the caller's read is faster and refreshes the file)."""
+        from thoth_nb.analytics import _frame_cache
+
+        loaded = _frame_cache.load(self.key)
+        upto = int(loaded[1]["upto"]) if loaded is not None else self.hi
+        try:
+            then, self.mark = _frame_cache.marks(self.path, self.params[0], min(upto, self.hi), self.hi)
+        except sqlite3.Error:
+            return None
+        if loaded is None:
+            return None
+        table, meta = loaded
+        target = _frame_cache.file_for(self.key)
+        if upto > self.hi or then != meta["mark"] or not _cache_schema_ok(table):
+            _frame_cache.drop(target)  # rows deleted since (retention), another store, another layout
+            return None
+        if self.hi - upto >= _CACHE_TAIL_MAX:
+            return None
+        cached_rows = table.num_rows
+        try:
+            if self.hi > upto:
+                tail = _arrow_tail(self.path, self.where, self.params, upto, self.hi)
+                if tail is None:
+                    return None
+                if tail.num_rows:
+                    import pyarrow as pa
+
+                    table = pa.concat_tables([table, tail], promote_options="permissive").unify_dictionaries()
+                    if table.column(0).num_chunks > 16:
+                        table = table.combine_chunks().unify_dictionaries()
+        except Exception as exc:  # a tail that does not fit the file: read afresh (and rewrite it)
+            logger.debug("thoth: frame cache not used (%s)", exc)
+            return None
+        added = table.num_rows - cached_rows
+        if added >= _frame_cache.REFRESH_ROWS or (added and added * 10 >= cached_rows):
+            self.write(table)
+        return table
+
+    def write(self, table: Any) -> None:
+        """Keep `table` (the rows up to `hi`, read after `mark` was taken) as the key's file."""
+        from thoth_nb.analytics import _frame_cache
+
+        if self.mark is None or isinstance(table, list) or not _cache_schema_ok(table):
+            return
+        try:
+            _frame_cache.save(self.key, table, self.hi, self.mark)
+        except Exception as exc:  # a full disk, a read-only home: the read itself stands
+            logger.debug("thoth: frame cache not written (%s)", exc)
+
+
+def _cache_schema_ok(table: Any) -> bool:
+    """Whether a table has the columns and types of a typed big read (what the cache may hold)."""
+    import pyarrow as pa
+
+    if table.column_names != list(_EVENT_COLUMNS):
+        return False
+    for name in _EVENT_COLUMNS:
+        kind = table.schema.field(name).type
+        if name == "seq":
+            ok = pa.types.is_int64(kind)
+        elif name == "occurred_at":
+            ok = kind == pa.timestamp("us", tz="UTC")
+        elif name in EVENT_CATEGORIES:
+            ok = kind == pa.dictionary(pa.int32(), pa.string())
+        else:
+            ok = pa.types.is_string(kind) or pa.types.is_null(kind)
+        if not ok:
+            return False
+    return True
+
+
+def _arrow_tail(path: Path, where: list[str], params: list[Any], after: int, upto: int) -> Any:
+    """The rows in (after, upto] as a table typed like a big read's (stdlib sqlite3, then Arrow); None
+    when their times are not in the store's own format."""
+    import pyarrow as pa
+
+    from thoth_nb.analytics._arrow_reader import _typed
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(_event_sql([*where, "seq > ?", "seq <= ?"], None), [*params, after, upto]).fetchall()
+    finally:
+        conn.close()
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _EVENT_COLUMNS]
+    table = pa.table([pa.array(c, type=pa.int64() if n == "seq" else None) for n, c in zip(_EVENT_COLUMNS, columns,
+                                                                                           strict=True)],
+                     names=list(_EVENT_COLUMNS))
+    table = _typed(table, ("occurred_at",), EVENT_CATEGORIES)
+    if not pa.types.is_timestamp(table.schema.field("occurred_at").type):
+        return None
+    return table
+
+
 def _seq_span(path: Path) -> tuple[int, int]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as probe:
-        lo, hi = probe.execute("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events").fetchone()
+        # two subqueries: SQLite reads min() or max() off the rowid b-tree only when it is alone (both in
+        # one SELECT scan the table: ~0.2 s per million rows)
+        lo, hi = probe.execute("SELECT COALESCE((SELECT MIN(seq) FROM events), 0), "
+                               "COALESCE((SELECT MAX(seq) FROM events), 0)").fetchone()
     probe.close()
     return int(lo), int(hi)
 
@@ -280,8 +422,10 @@ def warm_reader(store: Any = None) -> bool:
     range (`_arrow_reader.warm`: no row decoded, no snapshot memory). A read that comes while the child
     is still starting makes it skip the warm-up; one that comes during it waits for it and uses it.
     Does nothing (False) for a small or missing store, without pyarrow/ADBC, for a server
-    (THOTH_API_URL), or when THOTH_WARM_READER=0. Costs, when the store is big: the child's CPU in the
-    background (~3 s per million rows) and the snapshot's memory in the child (~90 MB per million)."""
+    (THOTH_API_URL), when THOTH_WARM_READER=0, or when the disk cache holds a file of the default read
+    (`_frame_cache`: the first read maps it here, the child would not be used). Costs, when the store
+    is big: the child's CPU in the background (~3 s per million rows) and the snapshot's memory in the
+    child (~90 MB per million)."""
     if os.environ.get("THOTH_WARM_READER", "").lower() in ("0", "false", "no", "off"):
         return False
     if store is None and _server(None) is not None:
@@ -299,6 +443,12 @@ def warm_reader(store: Any = None) -> bool:
         return False
     if hi - lo < _PARALLEL_FROM:
         return False
+    cached = _Cached.open(path, ["tenant_id = ?"], [default_tenant()], hi)
+    if cached is not None and _prefetch():
+        from thoth_nb.analytics import _frame_cache
+
+        if _frame_cache.file_for(cached.key).is_file():
+            return False  # the first read maps the cache file here: no child to warm
     prefetch = _big_read(["tenant_id = ?"], [default_tenant()], lo, hi) if _prefetch() else None
     return _READER.warm(path, [(_WARM_SQL, [a, b]) for a, b in _ranges(lo, hi)], prefetch=prefetch)
 

@@ -1,0 +1,247 @@
+"""The disk cache of big `events()` reads (`_frame_cache`): a fresh process maps the file an earlier one
+wrote and gets the same frame; rows added since are read on top; a deleted row, another tenant, other
+filters, another key or a damaged file never serve cached rows; THOTH_FRAME_CACHE=0 writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+
+import thoth_nb  # noqa: E402
+from thoth_nb.analytics import _frame_cache, frames  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _record(calls: int = 10, *, start: int = 0) -> None:
+    @thoth_nb.governed(agent_id="research", tenant_id="acme", user_id="alice", approved_scope=["search"])
+    def search(q: str) -> str:
+        return q
+
+    @thoth_nb.governed(agent_id="ops", tenant_id="other", approved_scope=["lookup"])
+    def lookup(q: str) -> str:
+        return q
+
+    for i in range(start, start + calls):
+        search(f"q{i}")
+        lookup(f"other-tenant-{i}")
+    assert thoth_nb.flush()
+
+
+@pytest.fixture
+def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Big reads from 2 rows on, a reader child of this test only; yields the list of child reads."""
+    pytest.importorskip("adbc_driver_sqlite")
+    own = frames._ReaderProcess()
+    monkeypatch.setattr(frames, "_READER", own)
+    monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
+    from thoth_nb.analytics import _arrow_reader
+
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("ADBC ran in the process that holds the store open")
+
+    monkeypatch.setattr(_arrow_reader, "_connect", refuse)
+    reads: list[Any] = []
+    real = own.read
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(own, "read", spy)
+    try:
+        yield reads
+    finally:
+        own.close()
+
+
+def _uncached(monkeypatch: pytest.MonkeyPatch, **filters: Any) -> Any:
+    with monkeypatch.context() as m:
+        m.setenv("THOTH_FRAME_CACHE", "0")
+        m.setattr(frames, "_PARALLEL_FROM", 10**9)  # stdlib sqlite3, in this process
+        return thoth_nb.events(tool_args=False, **filters)
+
+
+def _same(df: Any, expected: Any) -> None:
+    pd.testing.assert_frame_equal(df, expected, check_categorical=False)
+    assert df.dtypes.to_dict() == expected.dtypes.to_dict()
+    assert str(df["occurred_at"].dtype) == "datetime64[us, UTC]"
+    assert all(isinstance(df[c].dtype, pd.CategoricalDtype) for c in frames.EVENT_CATEGORIES)
+    assert "tool_args" not in df.columns
+
+
+def _files() -> list[Path]:
+    base = _frame_cache.folder()
+    return sorted(base.glob("events-*.arrow")) if base.is_dir() else []
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    with pa.memory_map(str(path)) as source:
+        schema = pa.ipc.open_file(source).schema
+    return json.loads(schema.metadata[b"thoth_nb.frame_cache"])  # type: ignore[no-any-return]
+
+
+FRESH = """
+import json, pickle, sys
+import thoth_nb
+from thoth_nb.analytics import frames
+frames._PARALLEL_FROM = 2
+df = thoth_nb.events(tenant_id="acme", tool_args=False)
+pickle.dump(df, open(sys.argv[1], "wb"))
+print(json.dumps({"child": frames._READER.pid is not None}))
+thoth_nb.shutdown()
+"""
+
+
+def _fresh_process(out: Path) -> tuple[Any, bool]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", FRESH, str(out)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return pd.read_pickle(out), json.loads(done.stdout.strip().splitlines()[-1])["child"]
+
+
+def test_a_fresh_process_maps_the_file_an_earlier_one_wrote(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("adbc_driver_sqlite")
+    _record()
+    expected = _uncached(monkeypatch, tenant_id="acme")
+    assert not _files()
+    first, child = _fresh_process(tmp_path / "first.pkl")
+    assert child  # nothing cached yet: the reader child read it, then the file was written
+    [written] = _files()
+    assert written.stat().st_mode & 0o777 == 0o600 and written.parent.stat().st_mode & 0o777 == 0o700
+    assert _meta(written)["rows"] == 10 * 2
+    second, child = _fresh_process(tmp_path / "second.pkl")
+    assert not child  # mapped from the file: no reader child, no ADBC
+    _same(first, expected)
+    _same(second, expected)
+    assert set(second["agent_id"]) == {"research"}
+
+
+def test_rows_added_after_the_file_are_read_on_top(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _record()
+    thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 1 and len(_files()) == 1
+    _record(3, start=100)
+    df = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 1  # the file plus the new rows, read here with sqlite3
+    _same(df, _uncached(monkeypatch, tenant_id="acme"))
+    assert len(df) == 26 and df["seq"].is_monotonic_increasing
+    # 6 new rows on 20 is more than a tenth: the file now holds them too
+    [written] = _files()
+    assert _meta(written)["rows"] == 26
+    again = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 1
+    _same(again, df)
+
+
+def test_a_deleted_row_makes_the_file_useless(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _record()
+    before = thoth_nb.events(tenant_id="acme", tool_args=False)
+    [written] = _files()
+    from thoth_nb import _runtime
+
+    removed = _runtime.local_store().prune(before["occurred_at"].iloc[3].to_pydatetime(), tenant_id="acme")
+    assert removed["events"] >= 1
+    _record(2, start=100)  # new rows do not hide the deletion: the mark counts rows up to the file's seq
+    df = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 2  # the file was not used
+    _same(df, _uncached(monkeypatch, tenant_id="acme"))
+    assert len(df) == len(before) - removed["events"] + 4
+    assert not set(before["event_id"].iloc[:removed["events"]]) & set(df["event_id"])
+    assert _meta(written)["rows"] == len(df)  # written again from the fresh read
+
+
+def test_other_tenants_and_filters_never_reuse_a_file(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _record()
+    acme = thoth_nb.events(tenant_id="acme", tool_args=False)
+    other = thoth_nb.events(tenant_id="other", tool_args=False)
+    _same(other, _uncached(monkeypatch, tenant_id="other"))
+    assert set(other["agent_id"]) == {"ops"} and not set(other["event_id"]) & set(acme["event_id"])
+    pres = thoth_nb.events(tenant_id="acme", event_type="TOOL_CALL_PRE", tool_args=False)
+    _same(pres, _uncached(monkeypatch, tenant_id="acme", event_type="TOOL_CALL_PRE"))
+    assert len(reader) == 3 and len(_files()) == 3
+    # another key's file under this key's name (a hash collision, a copied file): refused and deleted
+    key_of = {_meta(f)["key"]: f for f in _files()}
+    acme_file = next(f for k, f in key_of.items() if '"acme"' in k and "event_type = ?" not in k)
+    other_file = next(f for k, f in key_of.items() if '"other"' in k)
+    other_file.write_bytes(acme_file.read_bytes())
+    df = thoth_nb.events(tenant_id="other", tool_args=False)
+    assert len(reader) == 4
+    _same(df, other)
+    assert '"other"' in _meta(other_file)["key"]  # replaced by the fresh read
+    # the same tenant (its mark matches) with other filters: only the key tells the files apart
+    pre_file = next(f for k, f in key_of.items() if "event_type = ?" in k)
+    pre_file.write_bytes(acme_file.read_bytes())
+    df = thoth_nb.events(tenant_id="acme", event_type="TOOL_CALL_PRE", tool_args=False)
+    assert len(reader) == 5
+    _same(df, pres)
+    assert set(df["event_type"]) == {"TOOL_CALL_PRE"}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_file_is_ignored_and_replaced(reader: list[Any], monkeypatch: pytest.MonkeyPatch,
+                                                damage: str) -> None:
+    _record()
+    expected = thoth_nb.events(tenant_id="acme", tool_args=False)
+    [written] = _files()
+    data = written.read_bytes()
+    written.write_bytes({"truncated": data[: len(data) // 2], "garbage": data[:64] + os.urandom(len(data) - 64),
+                         "empty": b""}[damage])
+    df = thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 2
+    _same(df, expected)
+    _same(df, _uncached(monkeypatch, tenant_id="acme"))
+    assert _meta(written)["rows"] == len(df)  # a good file again
+    thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 2
+
+
+def test_turned_off_it_writes_and_reads_nothing(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _record()
+    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")
+    thoth_nb.events(tenant_id="acme", tool_args=False)
+    thoth_nb.events(tenant_id="acme", tool_args=False)
+    assert len(reader) == 2 and not _frame_cache.folder().exists()
+
+
+def test_relative_time_bounds_are_not_cached(reader: list[Any]) -> None:
+    _record()
+    assert len(thoth_nb.events(tenant_id="acme", since="1h", tool_args=False)) == 20
+    assert not _files()
+
+
+def test_only_the_most_recently_used_files_are_kept(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    _record()
+    monkeypatch.setattr(_frame_cache, "KEEP", 2)
+    import time
+
+    for event_type in ("TOOL_CALL_PRE", "TOOL_CALL_POST", None):
+        thoth_nb.events(tenant_id="acme", event_type=event_type, tool_args=False)
+        time.sleep(0.02)
+    kept = [_meta(f)["key"] for f in _files()]
+    assert len(kept) == 2 and not any("TOOL_CALL_PRE" in k for k in kept)
+
+
+def test_a_cached_default_frame_makes_the_warm_up_unneeded(reader: list[Any]) -> None:
+    _record()
+    os.environ.pop("THOTH_WARM_READER", None)
+    thoth_nb.events(tool_args=False)  # the default read the warm-up would prefetch
+    assert frames.warm_reader() is False
+    for file in _files():
+        file.unlink()
+    try:
+        assert frames.warm_reader() is True
+    finally:
+        frames._READER.close()
