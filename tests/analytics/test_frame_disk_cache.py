@@ -81,11 +81,13 @@ def _same(df: Any, expected: Any) -> None:
 
 
 def _files() -> list[Path]:
+    _frame_cache.wait()  # files are written on a background thread
     base = _frame_cache.folder()
     return sorted(base.glob("events-*.arrow")) if base.is_dir() else []
 
 
 def _meta(path: Path) -> dict[str, Any]:
+    _frame_cache.wait()
     with pa.memory_map(str(path)) as source:
         schema = pa.ipc.open_file(source).schema
     return json.loads(schema.metadata[b"thoth_nb.frame_cache"])  # type: ignore[no-any-return]
@@ -127,6 +129,26 @@ def test_a_fresh_process_maps_the_file_an_earlier_one_wrote(tmp_path: Path,
     _same(first, expected)
     _same(second, expected)
     assert set(second["agent_id"]) == {"research"}
+
+
+def test_the_mark_a_plain_read_writes_is_the_stores(reader: list[Any]) -> None:
+    """A read of all a tenant's rows takes its file's mark from the rows it read (no index walk before
+    the read): it must equal what the store says for those rows, else the file is never used again (or,
+    worse, used after a deletion)."""
+    _record()
+    from thoth_nb import _runtime
+
+    path = Path(_runtime.local_store().path)
+    for tenant in ("acme", "other"):
+        thoth_nb.events(tenant_id=tenant, tool_args=False)
+    marks = {}
+    for file in _files():
+        meta = _meta(file)
+        tenant = json.loads(meta["key"])["params"][0]
+        marks[tenant] = meta["mark"]
+        assert meta["mark"] == _frame_cache.marks(path, tenant, meta["upto"], meta["upto"])[1]
+    assert sorted(marks) == ["acme", "other"] and marks["acme"] != marks["other"]
+    assert marks["acme"][0] == 20 and marks["acme"][3].startswith("acme:")
 
 
 def test_rows_added_after_the_file_are_read_on_top(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,6 +260,7 @@ def test_a_cached_default_frame_makes_the_warm_up_unneeded(reader: list[Any]) ->
     _record()
     os.environ.pop("THOTH_WARM_READER", None)
     thoth_nb.events(tool_args=False)  # the default read the warm-up would prefetch
+    _frame_cache.wait()  # (its file is written on a background thread)
     assert frames.warm_reader() is False
     for file in _files():
         file.unlink()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -423,3 +425,25 @@ def test_a_killed_reader_child_is_started_again(recorded: dict[str, Any], monkey
     again = thoth_nb.events(tenant_id="acme", tool_args=False)
     assert frames._READER.pid not in (None, pid)
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_importing_frames_leaves_pandas_for_the_first_frame(tmp_path: Path) -> None:
+    """`thoth_nb.analytics.frames` imports without pandas (a fresh kernel's first `events()` imports
+    pandas on a thread while it reads); the frame still has the `.thoth` accessor and the same rows."""
+    code = (
+        "import sys, thoth_nb\n"
+        "from thoth_nb.analytics import frames\n"
+        "assert 'pandas' not in sys.modules, 'imported with frames'\n"
+        "@thoth_nb.governed(agent_id='a', tenant_id='local', approved_scope=['s'])\n"
+        "def s(q):\n    return q\n"
+        "s('x'); thoth_nb.flush()\n"
+        "df = thoth_nb.events()\n"
+        "print(len(df), df.thoth.decision_counts().to_dict())\n"
+        "thoth_nb.shutdown()\n"
+    )
+    env = {**os.environ, "THOTH_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("THOTH_DB", None)
+    env.pop("THOTH_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[0] == "2" and "ALLOW" in done.stdout

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -119,17 +121,17 @@ def load(read_key: str) -> tuple[Any, dict[str, Any]] | None:
     return table.replace_schema_metadata(None), meta
 
 
-def save(read_key: str, table: Any, upto: int, mark: list[Any]) -> None:
+def save(read_key: str, table: Any, upto: int, mark: list[Any], base: Path | None = None) -> None:
     """Write `table` (the key's rows up to seq `upto`, whose mark was `mark` before they were read) as
     the key's file: a temporary file renamed over it, so a reader sees the old file or the new one."""
     import pyarrow as pa
 
-    base = folder()
+    base = folder() if base is None else base
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     meta = json.dumps({"key": read_key, "upto": int(upto), "mark": mark, "rows": table.num_rows,
                        "written_at": time.time()})
     table = table.replace_schema_metadata({_META: meta.encode()})
-    target = file_for(read_key)
+    target = base / file_for(read_key).name
     temp = base / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
     os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
@@ -147,6 +149,42 @@ def save(read_key: str, table: Any, upto: int, mark: list[Any]) -> None:
         temp.unlink(missing_ok=True)
         raise
     prune(base)
+
+
+_saving: list[Any] = []  # [executor, futures not yet done]
+_saving_lock = threading.Lock()
+
+
+def save_later(read_key: str, table: Any, upto: int, mark: list[Any]) -> None:
+    """`save` on a background thread (one, in order): writing ~90 MB per million rows with an fsync
+    (~0.3 s) is not on the caller's path, whose table is immutable. The thread is joined at interpreter
+    exit (`concurrent.futures` does), so a process that ends right after still leaves a whole file;
+    `wait` waits for what is queued (tests, and a process about to read the folder itself)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = folder()  # now: THOTH_HOME may change before the thread runs
+
+    def run() -> None:
+        try:
+            save(read_key, table, upto, mark, base)
+        except Exception as exc:  # a full disk, a read-only home: the read itself stood
+            logging.getLogger("thoth_nb").debug("thoth: frame cache not written (%s)", exc)
+
+    with _saving_lock:
+        if not _saving:
+            _saving.extend([ThreadPoolExecutor(1, thread_name_prefix="thoth-nb-frame-cache"), []])
+        futures = [f for f in _saving[1] if not f.done()]
+        futures.append(_saving[0].submit(run))
+        _saving[1] = futures
+
+
+def wait(timeout: float | None = None) -> None:
+    """Wait until the files queued by `save_later` are written (or failed)."""
+    from concurrent.futures import wait as wait_all
+
+    with _saving_lock:
+        futures = list(_saving[1]) if _saving else []
+    wait_all(futures, timeout=timeout)
 
 
 def drop(target: Path) -> None:

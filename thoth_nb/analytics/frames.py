@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,12 +60,39 @@ _TEXT_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c not in ("seq", "occurred_at
 _ARG_FIELDS = ("tool_args", "reason", "risk_score", "duration_ms", "outcome")
 
 
+_registered = False  # DataFrame.thoth (see `_register`)
+
+
 def _pd() -> Any:
     try:
         import pandas
     except ImportError:
         raise ImportError('thoth_nb DataFrames need pandas: pip install "thoth-nb[pandas]"') from None
+    if not _registered:
+        _register(pandas)
     return pandas
+
+
+def _pandas_meanwhile() -> None:
+    """Start importing pandas on a thread when it is not imported yet (~0.7 s of CPU), so that it
+    overlaps a read that mostly waits (on the reader child, on SQLite): a fresh kernel's first `events()`
+    pays for the longer of the two, not their sum. The caller's `_pd()` then waits for that import
+    (Python's per-module import lock) or repeats it to raise the clear error when it failed."""
+    import importlib.util
+    import threading
+
+    if "pandas" in sys.modules:
+        return
+    if importlib.util.find_spec("pandas") is None:
+        _pd()  # raises now, before any reading
+
+    def load() -> None:
+        try:
+            _pd()
+        except Exception as exc:  # the caller's own _pd() reports it
+            logger.debug("thoth: background pandas import failed (%s)", exc)
+
+    threading.Thread(target=load, name="thoth-nb-import-pandas", daemon=True).start()
 
 
 # --- shared helpers -----------------------------------------------------------------------------
@@ -167,11 +195,12 @@ def events(
     also by a fresh process, while the store shows the same rows (newer rows are read on top); not
     for relative time bounds ("1h"); THOTH_FRAME_CACHE=0 turns it off (`_frame_cache`).
     """
-    pd = _pd()
+    _pandas_meanwhile()
     tenant = default_tenant(tenant_id)
     filters = {"agent_id": agent_id, "session_id": session_id, "tool_name": tool_name, "event_type": event_type}
     server = _server(api_url)
     if server is not None and store is None:
+        pd = _pd()
         items = _fetch_all(server, "/v1/events", {"tenant_id": tenant, **filters, "since": parse_since(since),
                                                   "until": parse_since(until)}, limit, api_key, transport)
         return _events_from_items(pd, items, tenant)  # type: ignore[no-any-return]
@@ -193,7 +222,7 @@ def events(
     path = Path(store) if isinstance(store, (str, os.PathLike)) else Path(store.path)
     relative = any(isinstance(v, str) and _RELATIVE.match(v) for v in (since, until))
     table = _read_events(path, where, params, limit, cache=not relative)
-    frame = _events_frame(pd, table)
+    frame = _events_frame(_pd(), table)
     frame.attrs["thoth"] = {"source": "store", "path": str(path), "tenant_id": tenant, "tool_args": False}
     if tool_args or (tool_args is None and len(frame) <= ARGS_AUTO_LIMIT):
         frame = frame.thoth.with_args()
@@ -230,15 +259,19 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
     lo, hi = _seq_span(path)
     big = limit is None and hi - lo >= _PARALLEL_FROM
     cached = _Cached.open(path, where, params, hi) if big and cache else None
+    adbc = _adbc()
+    in_process = adbc is not None and not _open_here(path)
+    child = big and not in_process and _adbc_importable()
+    if child and (cached is None or not cached.has_file()):
+        _READER.start()  # it will read: let it start while the cache is checked (and pandas imports)
     if cached is not None:
         table = cached.read()
         if table is not None:
             return table
     queries = _big_read(where, params, lo, hi)["queries"] if big else [(_event_sql(where, limit), list(params))]
-    adbc = _adbc()
-    if adbc is not None and not _open_here(path):
+    if in_process:
         return _cache_after(cached, _read_adbc(adbc, path, queries))
-    if big and _adbc_importable():
+    if child:
         try:
             return _cache_after(cached, _READER.read(path, queries, times=("occurred_at",),
                                                      categories=EVENT_CATEGORIES,
@@ -276,12 +309,19 @@ class _Cached:
             return None
         return cls(path, where, params, hi, key)
 
+    def has_file(self) -> bool:
+        from thoth_nb.analytics import _frame_cache
+
+        return _frame_cache.file_for(self.key).is_file()
+
     def read(self) -> Any:
         """The rows from the cache file plus the store's newer ones, or None (no valid file, or too many
         new rows to read here: the caller's read is faster and refreshes the file)."""
         from thoth_nb.analytics import _frame_cache
 
         loaded = _frame_cache.load(self.key)
+        if loaded is None and len(self.where) == 1:
+            return None  # nothing to check; `write` takes the mark from the rows the caller reads
         upto = int(loaded[1]["upto"]) if loaded is not None else self.hi
         try:
             then, self.mark = _frame_cache.marks(self.path, self.params[0], min(upto, self.hi), self.hi)
@@ -317,15 +357,26 @@ class _Cached:
         return table
 
     def write(self, table: Any) -> None:
-        """Keep `table` (the rows up to `hi`, read after `mark` was taken) as the key's file."""
+        """Keep `table` (the rows up to `hi`, read after `mark` was taken) as the key's file. A read of
+        all the tenant's rows (no filter) without a mark is its own: the count and seq sum of its rows, the
+        event id of its last, and the migrations (exact even when a deletion raced the read; `_frame_cache`
+        describes the mark)."""
         from thoth_nb.analytics import _frame_cache
+        from thoth_nb.analytics._arrow_reader import seq_mark
 
-        if self.mark is None or isinstance(table, list) or not _cache_schema_ok(table):
+        if isinstance(table, list) or not _cache_schema_ok(table):
             return
-        try:
-            _frame_cache.save(self.key, table, self.hi, self.mark)
-        except Exception as exc:  # a full disk, a read-only home: the read itself stands
-            logger.debug("thoth: frame cache not written (%s)", exc)
+        if self.mark is None and len(self.where) == 1:
+            try:
+                with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as conn:
+                    migrations = conn.execute(_MIGRATIONS_SQL).fetchone()[0]
+                conn.close()
+            except sqlite3.Error:
+                return
+            last = table.column("event_id")[-1].as_py() if table.num_rows else None
+            self.mark = [*seq_mark(table), migrations, last]
+        if self.mark is not None:
+            _frame_cache.save_later(self.key, table, self.hi, self.mark)
 
 
 def _cache_schema_ok(table: Any) -> bool:
@@ -396,12 +447,15 @@ _MARK_SQL = ("SELECT coalesce(sum(seq <= ?3), 0), total(CASE WHEN seq <= ?3 THEN
              "(SELECT count(*) FROM schema_migrations) FROM events WHERE tenant_id = ?1 AND seq <= ?2")
 
 
+_MIGRATIONS_SQL = "SELECT count(*) FROM schema_migrations"
+
+
 def _snapshot_spec(where: list[str], params: list[Any], hi: int) -> dict[str, Any] | None:
     """What the reader child needs to keep this big read as its snapshot and trust it next time."""
     if not where or where[0] != "tenant_id = ?":
         return None
     return {"sql": _event_sql([*where, "seq > ?", "seq <= ?"], None), "params": list(params), "upto": hi,
-            "mark": [_MARK_SQL, [params[0]]]}
+            "mark": [_MARK_SQL, [params[0]]], "plain": len(where) == 1, "migrations": _MIGRATIONS_SQL}
 
 
 def _big_read(where: list[str], params: list[Any], lo: int, hi: int) -> dict[str, Any]:
@@ -550,6 +604,18 @@ class _ReaderProcess:
         except (OSError, ValueError):
             self._stop()
             return False
+        finally:
+            self._lock.release()
+
+    def start(self) -> None:
+        """Start the child now without waiting for it (its Python, pyarrow and ADBC take ~0.4 s of its own
+        CPU), so that it starts while this process does something else before its first read."""
+        if not self._lock.acquire(blocking=False):
+            return  # a read or warm-up holds the child: it is running
+        try:
+            self._start()
+        except OSError:
+            self._stop()  # the read will try again and report why
         finally:
             self._lock.release()
 
@@ -1015,13 +1081,16 @@ class ThothAccessor:
         raise ValueError("card() shows rows of thoth_nb.violations() or thoth_nb.sessions()")
 
 
-def _register() -> None:
-    pd = _pd()
+def _register(pd: Any) -> None:
+    """Register `DataFrame.thoth` (once, when pandas is first needed here or already imported)."""
+    global _registered
     from pandas.api.extensions import register_dataframe_accessor
 
     if not isinstance(getattr(pd.DataFrame, "thoth", None), type) and "thoth" not in getattr(
             pd.DataFrame, "_accessors", set()):
         register_dataframe_accessor("thoth")(ThothAccessor)
+    _registered = True
 
 
-_register()
+if "pandas" in sys.modules:  # else `_pd()` registers it: importing this module stays cheap
+    _register(_pd())
