@@ -94,6 +94,68 @@ def ensure_store(db: Path, n: int) -> None:
     print(f"made {n} events in {time.perf_counter() - started:.0f}s", file=sys.stderr)
 
 
+def ensure_sdk_store(home: Path, n: int) -> dict[str, Any]:
+    """A store of `n` events written the way an agent in a notebook writes them, unless `home` holds one:
+    governed calls through the SDK (embedded enforcer, emitter, writer child; 4 agents, 3 tools, one
+    in six calls blocked), with the frame keeper on as it is by default. Waits for the keeper's last run.
+    Returns the store's path, the events, and the seconds it took (0 when it was there already)."""
+    import shutil
+
+    os.environ["THOTH_HOME"] = str(home)
+    os.environ["THOTH_FRAME_KEEPER"] = "1"
+    os.environ.pop("THOTH_DB", None)
+    import thoth_nb
+    from thoth_nb import _runtime
+
+    path = _runtime.store_path()
+    if path.exists():
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            count = conn.execute("SELECT COUNT(*) FROM events WHERE tenant_id = 'local'").fetchone()[0]
+        conn.close()
+        if count == n:
+            return {"path": str(path), "events": count, "made_s": 0.0}
+        shutil.rmtree(home)
+        home.mkdir(parents=True)
+    started = time.perf_counter()
+    policy = home / "allow.yaml"  # no rate limit: a million calls in a few minutes would trip it
+    policy.write_text("version: 1\ndefault: allow\n")
+    def run(number: int) -> list[Any]:  # an agent run: its own session
+        tools = []
+        for agent in ("research", "support", "billing", "ops"):
+            for name in ("web_search", "read_file", "delete_file"):
+                def tool(arg: str) -> str:
+                    return arg
+
+                tool.__name__ = name
+                tools.append(thoth_nb.instrument(tool, agent_id=agent, tenant_id="local", user_id=f"user-{agent}",
+                                                 session_id=f"run-{number:05d}-{agent}", policy=str(policy),
+                                                 approved_scope=["web_search", "read_file"]))
+        return tools
+
+    calls = 0
+    while calls * 2 < n:
+        if calls % 1000 == 0:
+            tools = run(calls // 1000)
+        pick = calls % 60  # delete_file (out of scope: blocked) once in 30 calls
+        tool = tools[(pick // 2) % 4 * 3 + 2] if pick % 30 == 29 else tools[(pick % 4) * 3 + pick // 4 % 2]
+        try:
+            tool(f"/data/{calls}")
+        except thoth_nb.ThothPolicyViolation:
+            pass
+        calls += 1
+        if calls % 5000 == 0:
+            thoth_nb.flush(timeout=60)
+    emitters = list(_runtime._emitters.values())
+    thoth_nb.shutdown()
+    for emitter in emitters:
+        if emitter._keeper is not None:
+            emitter._keeper.wait(timeout=600)
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        count = conn.execute("SELECT COUNT(*) FROM events WHERE tenant_id = 'local'").fetchone()[0]
+    conn.close()
+    return {"path": str(path), "events": count, "made_s": time.perf_counter() - started}
+
+
 def frames(db: Path, n: int, rounds: int = 2) -> dict[str, float]:
     """`thoth_nb.events()` of every row of a store this process holds open (the notebook's case: the
     reader child does the ADBC work) beside a bare `pd.read_sql` of the same rows and columns.

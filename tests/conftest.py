@@ -16,5 +16,7 @@ def thoth_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     for key in list(os.environ):
         if key.startswith("THOTH_") or key == "LOG_LEVEL":
             monkeypatch.delenv(key, raising=False)
+    # no frame keeper processes behind the tests' backs (tests/analytics/test_frame_keeper.py turns it on)
+    monkeypatch.setenv("THOTH_FRAME_KEEPER", "0")
     with isolated_home(tmp_path / "home") as home:
         yield home

@@ -25,6 +25,14 @@ def thoth_home() -> Path:
     return Path(os.environ.get("THOTH_HOME") or Path.home() / ".thoth_nb").expanduser()
 
 
+def frame_keeper_enabled() -> bool:
+    """Whether the frame keeper may run (`analytics/_frame_keeper.py`): THOTH_FRAME_KEEPER=0, or the
+    DataFrame disk cache it keeps turned off with THOTH_FRAME_CACHE=0, stop it."""
+    off = ("0", "false", "no", "off")
+    return (os.environ.get("THOTH_FRAME_KEEPER", "").lower() not in off
+            and os.environ.get("THOTH_FRAME_CACHE", "").lower() not in off)
+
+
 @dataclasses.dataclass(slots=True)
 class ThothConfig:
     """Everything one governed agent needs; build it with `resolve_config()` to get env fallbacks."""

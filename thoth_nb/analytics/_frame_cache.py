@@ -7,7 +7,7 @@ device and inode), the exact SQL and every parameter (tenant, filters, time boun
 hash of the key; the full key is in the schema metadata and compared on load.
 
 A file is trusted only while the store shows its rows are still the ones it holds, checked in this process
-with the stdlib sqlite3 (read-only, one walk of the events_tenant_seq index): the count and sum of seq of
+with the stdlib sqlite3 (read-only, one walk of the tenant's index entries): the count and sum of seq of
 the tenant's rows at or below the file's last seq, the event id of the last of them and the migrations
 applied. Exact because `events.seq` is AUTOINCREMENT and event rows are never updated, only deleted
 (retention): the rows at or below a seq can only disappear, which changes the count. The mark is taken
@@ -40,16 +40,17 @@ KEEP = 3
 #: a hit rewrites its file when this many rows (or a tenth of the file's) came from the store on top
 REFRESH_ROWS = 50_000
 _META = b"thoth_nb.frame_cache"
-#: count and sum of seq of the tenant's rows at or below ?3 (the file's last seq) and in (?3, ?2] (up to
-#: this read's), each one walk of part of the events_tenant_seq index, in one statement (one snapshot of
-#: the store); the migrations; the event id of the last row at or below ?3 and ?2
+#: count, sum and last of seq of the tenant's rows at or below ?3 (the file's last seq) - one walk of the
+#: tenant's entries in an index that leads with tenant_id (`+seq`: not the rowid range, which would read
+#: every row of the table) - and in (?3, ?2] (the rows after it, up to this read's: a rowid range, few rows),
+#: in one statement (one snapshot of the store); the migrations; the event ids of the two last rows
 MARK_SQL = (
     "SELECT a.n, a.s, b.n, b.s, (SELECT count(*) FROM schema_migrations), "
-    "(SELECT event_id FROM events WHERE tenant_id = ?1 AND seq <= ?3 ORDER BY seq DESC LIMIT 1), "
-    "(SELECT event_id FROM events WHERE tenant_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1) "
-    "FROM (SELECT count(*) AS n, coalesce(sum(seq), 0) AS s FROM events WHERE tenant_id = ?1 AND seq <= ?3) AS a, "
-    "(SELECT count(*) AS n, coalesce(sum(seq), 0) AS s FROM events WHERE tenant_id = ?1 AND seq > ?3 AND seq <= ?2) "
-    "AS b")
+    "(SELECT event_id FROM events WHERE seq = a.l), (SELECT event_id FROM events WHERE seq = coalesce(b.l, a.l)) "
+    "FROM (SELECT count(*) AS n, coalesce(sum(seq), 0) AS s, max(seq) AS l FROM events "
+    "WHERE tenant_id = ?1 AND +seq <= ?3) AS a, "
+    "(SELECT count(*) AS n, coalesce(sum(seq), 0) AS s, max(seq) AS l FROM events NOT INDEXED "
+    "WHERE seq > ?3 AND seq <= ?2 AND tenant_id = ?1) AS b")
 
 
 def enabled() -> bool:

@@ -281,6 +281,40 @@ def _read_events(path: Path, where: list[str], params: list[Any], limit: int | N
     return _read_sqlite3(path, where, params, limit)
 
 
+def keep_cache(store: str | os.PathLike[str], tenant_id: str, *, min_rows: int | None = None) -> int:
+    """Bring the disk cache file of `events(tenant_id=...)` (no filter, `_frame_cache`) up to the store's
+    last row, so that the first read of a fresh kernel maps it instead of decoding every row. Run by the
+    frame keeper (`_frame_keeper`), a process of its own that holds nothing open, so the full read (when
+    there is no usable file) uses ADBC here. Returns the rows the file holds; 0 when the store is small
+    (fewer than `min_rows`, default: as big as reads get cached: read fast anyway), the cache is off,
+    pyarrow/ADBC are missing, or this process holds the store open."""
+    path = Path(store)
+    if not _frame_cache_enabled() or not _adbc_importable() or _open_here(path):
+        return 0
+    lo, hi = _seq_span(path)
+    if hi - lo < (_PARALLEL_FROM if min_rows is None else min_rows):
+        return 0
+    where, params = ["tenant_id = ?"], [tenant_id]
+    cached = _Cached.open(path, where, params, hi)
+    if cached is None:
+        return 0
+    table = cached.read(refresh=True)
+    if table is None:
+        from thoth_nb.analytics import _arrow_reader
+
+        table = _cache_after(cached, _read_adbc(_arrow_reader, path, _big_read(where, params, lo, hi)["queries"]))
+    from thoth_nb.analytics import _frame_cache
+
+    _frame_cache.wait()
+    return int(table.num_rows)
+
+
+def _frame_cache_enabled() -> bool:
+    from thoth_nb.analytics import _frame_cache
+
+    return _frame_cache.enabled()
+
+
 def _cache_after(cached: _Cached | None, table: Any) -> Any:
     if cached is not None:
         cached.write(table)
@@ -314,9 +348,10 @@ class _Cached:
 
         return _frame_cache.file_for(self.key).is_file()
 
-    def read(self) -> Any:
+    def read(self, *, refresh: bool = False) -> Any:
         """The rows from the cache file plus the store's newer ones, or None (no valid file, or too many
-        new rows to read here: the caller's read is faster and refreshes the file)."""
+        new rows to read here: the caller's read is faster and refreshes the file). `refresh`: rewrite
+        the file whenever rows were added (the keeper), not only when many were."""
         from thoth_nb.analytics import _frame_cache
 
         loaded = _frame_cache.load(self.key)
@@ -352,7 +387,7 @@ class _Cached:
             logger.debug("thoth: frame cache not used (%s)", exc)
             return None
         added = table.num_rows - cached_rows
-        if added >= _frame_cache.REFRESH_ROWS or (added and added * 10 >= cached_rows):
+        if added >= _frame_cache.REFRESH_ROWS or (added and (refresh or added * 10 >= cached_rows)):
             self.write(table)
         return table
 
@@ -441,10 +476,12 @@ def _ranges(lo: int, hi: int) -> list[tuple[int, int]]:
 
 _WARM_SQL = "SELECT count(*) FROM events NOT INDEXED WHERE seq > ? AND seq <= ?"
 #: the reader child's snapshot marks (`_arrow_reader.Snapshot`): count and sum of seq of the tenant's rows up
-#: to the snapshot's seq (?3) and up to this read's (?2), in one walk of the events_tenant_seq index, and
+#: to the snapshot's seq (?3) and up to this read's (?2), in one walk of the tenant's index entries, and
 #: the migrations applied to the store
-_MARK_SQL = ("SELECT coalesce(sum(seq <= ?3), 0), total(CASE WHEN seq <= ?3 THEN seq END), count(*), total(seq), "
-             "(SELECT count(*) FROM schema_migrations) FROM events WHERE tenant_id = ?1 AND seq <= ?2")
+_MARK_SQL = ("SELECT a.n, a.s, a.n + b.n, a.s + b.s, (SELECT count(*) FROM schema_migrations) "
+             "FROM (SELECT count(*) AS n, coalesce(sum(seq), 0) AS s FROM events WHERE tenant_id = ?1 AND +seq <= ?3)"
+             " AS a, (SELECT count(*) AS n, coalesce(sum(seq), 0) AS s FROM events NOT INDEXED "
+             "WHERE seq > ?3 AND seq <= ?2 AND tenant_id = ?1) AS b")
 
 
 _MIGRATIONS_SQL = "SELECT count(*) FROM schema_migrations"

@@ -1,0 +1,166 @@
+"""The frame keeper (`analytics/_frame_keeper.py`): a store written through the SDK gets its DataFrame
+disk cache kept up to date by a low-priority process of its own, so a fresh kernel's first `events()`
+maps a file. It writes only cache files, exactly what a read would have written; it never runs twice at
+once for a store; the emitter starts it every `KEEP_EVERY` events and at shutdown, unless turned off."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+pytest.importorskip("adbc_driver_sqlite")
+
+import thoth_nb  # noqa: E402
+from thoth_nb import _emitter, _runtime  # noqa: E402
+from thoth_nb.analytics import _frame_cache, _frame_keeper, frames  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"PYTHONPATH": str(ROOT), "THOTH_FRAME_KEEPER": "1"}
+
+
+def _record(calls: int, *, start: int = 0) -> None:
+    @thoth_nb.governed(agent_id="research", tenant_id="acme", approved_scope=["search"])
+    def search(q: str) -> str:
+        return q
+
+    @thoth_nb.governed(agent_id="ops", tenant_id="other", approved_scope=["lookup"])
+    def lookup(q: str) -> str:
+        return q
+
+    for i in range(start, start + calls):
+        search(f"q{i}")
+        lookup(f"o{i}")
+    assert thoth_nb.flush()
+
+
+def _keeper(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "thoth_nb.analytics._frame_keeper", *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env={**os.environ, **ENV})
+
+
+def _cached_rows() -> dict[str, int]:
+    out = {}
+    for file in sorted(_frame_cache.folder().glob("events-*.arrow")):
+        with pa.memory_map(str(file)) as source:
+            meta = json.loads(pa.ipc.open_file(source).schema.metadata[b"thoth_nb.frame_cache"])
+        out[json.loads(meta["key"])["params"][0]] = meta["rows"]
+    return out
+
+
+FRESH = """
+import json, pickle, sys
+import thoth_nb
+from thoth_nb.analytics import frames
+frames._PARALLEL_FROM = 2
+df = thoth_nb.events(tenant_id="acme", tool_args=False)
+pickle.dump(df, open(sys.argv[1], "wb"))
+print(json.dumps({"child": frames._READER.pid is not None}))
+thoth_nb.shutdown()
+"""
+
+
+def _fresh_read(out: Path) -> tuple[Any, bool]:
+    done = subprocess.run([sys.executable, "-c", FRESH, str(out)], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, **ENV, "THOTH_FRAME_KEEPER": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return pd.read_pickle(out), json.loads(done.stdout.strip().splitlines()[-1])["child"]
+
+
+def _uncached(monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as m:
+        m.setenv("THOTH_FRAME_CACHE", "0")
+        m.setattr(frames, "_PARALLEL_FROM", 10**9)
+        return thoth_nb.events(tenant_id="acme", tool_args=False)
+
+
+def test_the_keeper_writes_what_a_fresh_kernel_then_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _record(15)
+    store = str(_runtime.store_path())
+    done = _keeper(store, "acme", "other", "--min-rows", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["acme=30", "other=30"]
+    assert _cached_rows() == {"acme": 30, "other": 30}
+    df, child = _fresh_read(tmp_path / "a.pkl")
+    assert not child  # mapped: no reader child, no row decoded
+    expected = _uncached(monkeypatch)
+    pd.testing.assert_frame_equal(df, expected, check_categorical=False)
+    # a few more rows (under a tenth: a reader would not rewrite the file for them): the keeper does
+    _record(1, start=100)
+    assert _keeper(store, "acme", "--min-rows", "2").stdout.split() == ["acme=32"]
+    assert _cached_rows()["acme"] == 32
+    df, child = _fresh_read(tmp_path / "b.pkl")
+    assert not child and len(df) == 32
+    pd.testing.assert_frame_equal(df, _uncached(monkeypatch), check_categorical=False)
+
+
+def test_small_stores_and_a_second_keeper_do_nothing() -> None:
+    _record(3)
+    store = _runtime.store_path()
+    assert _keeper(str(store), "acme").stdout.split() == ["acme=0"]  # 6 rows: read fast anyway
+    assert not _cached_rows()
+    _frame_cache.folder().mkdir(parents=True, exist_ok=True)
+    with _frame_keeper._only_keeper(store) as mine:  # another keeper runs
+        assert mine
+        done = _keeper(str(store), "acme", "--min-rows", "2")
+        assert done.returncode == 0 and done.stdout.strip() == ""
+    assert not _cached_rows()
+
+
+def test_bad_arguments_say_what_is_wrong(tmp_path: Path) -> None:
+    done = _keeper(str(tmp_path / "missing.db"), "acme")
+    assert done.returncode == 2 and "no store at" in done.stderr
+    done = _keeper(str(tmp_path / "missing.db"))
+    assert done.returncode == 2 and "tenant" in done.stderr
+
+
+def _wait_keeper(emitter: Any) -> None:
+    keeper = emitter._keeper
+    assert keeper is not None, "the emitter started no keeper"
+    assert keeper.wait(timeout=60) == 0
+    # the lock is free again once it is done
+    fd = os.open(next(_frame_cache.folder().glob(".keeper-*.lock")), os.O_WRONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_the_emitter_starts_the_keeper_as_the_store_grows_and_at_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THOTH_FRAME_KEEPER", "1")
+    monkeypatch.setattr(_emitter, "KEEP_EVERY", 30)
+    monkeypatch.setattr(_emitter, "KEEP_AT_EXIT", 4)
+    monkeypatch.setattr(_emitter, "KEEP_MIN_ROWS", 2)
+    _record(10)  # 40 events: past KEEP_EVERY
+    [emitter] = _runtime._emitters.values()
+    deadline = time.monotonic() + 10
+    while emitter._keeper is None and time.monotonic() < deadline:
+        emitter._wake.set()
+        time.sleep(0.05)
+    _wait_keeper(emitter)
+    assert _cached_rows() == {"acme": 20, "other": 20}
+    _record(2, start=100)  # 8 events: under KEEP_EVERY, over KEEP_AT_EXIT
+    assert emitter._keeper.poll() is not None and emitter.sent - emitter._kept_at == 8
+    emitter.shutdown()
+    _wait_keeper(emitter)
+    assert _cached_rows() == {"acme": 24, "other": 24}
+
+
+def test_no_keeper_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")
+    monkeypatch.setenv("THOTH_FRAME_KEEPER", "1")
+    monkeypatch.setattr(_emitter, "KEEP_EVERY", 5)
+    monkeypatch.setattr(_emitter, "KEEP_MIN_ROWS", 2)
+    _record(10)
+    [emitter] = _runtime._emitters.values()
+    emitter.shutdown()
+    assert emitter._keeper is None and emitter._kept_at == emitter.sent == 40
