@@ -78,13 +78,26 @@ def _child_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _schema(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT name, coalesce(sql, '') FROM sqlite_master ORDER BY name").fetchall()
+    conn.close()
+    return [(str(name), str(sql)) for name, sql in rows]
+
+
 def ensure_store(db: Path, n: int) -> None:
-    """The synthetic store of `n` events at `db`, made (about a minute per million) unless it is there."""
+    """The synthetic store of `n` events at `db`, made (about a minute per million) unless it is there with
+    the current schema (a store an older version made, with other indexes, would measure another thing)."""
     if db.exists():
+        from thoth_nb.engine.store import SQLiteStore
+
+        with tempfile.TemporaryDirectory() as tmp:
+            SQLiteStore(Path(tmp) / "empty.db").close()
+            current = _schema(Path(tmp) / "empty.db")
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             count = conn.execute("SELECT COUNT(*) FROM events WHERE tenant_id = 'local'").fetchone()[0]
         conn.close()
-        if count == n:
+        if count == n and _schema(db) == current:
             return
         db.unlink()
     from notebook_data import make_store
