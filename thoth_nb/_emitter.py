@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from thoth_nb import _json
-from thoth_nb._config import frame_keeper_enabled, thoth_home
+from thoth_nb._config import thoth_home
 from thoth_nb._exceptions import EnforcerError
+from thoth_nb._frames_upkeep import FrameKeeperTrigger
 from thoth_nb._transports.base import Transport
 from thoth_nb._transports.store_writer import StoreWriter, WriterError, encode_batch
 
@@ -53,12 +54,6 @@ WRITER_IDLE = 60.0
 WINDOW = 2
 #: after the writer child failed, wait this long (doubling per consecutive failure) before starting another
 WRITER_BACKOFF = (0.5, 30.0)
-#: events stored into an embedded SQLite store between two runs of the frame keeper, and at least this
-#: many since the last run start one at shutdown (`_keep_frames`)
-KEEP_EVERY = 50_000
-KEEP_AT_EXIT = 10_000
-#: the keeper skips stores smaller than this (None: its default, the size from which reads are cached)
-KEEP_MIN_ROWS: int | None = None
 
 
 class _Built:
@@ -132,9 +127,9 @@ class Emitter:
         #: batches the writer child stored, and times it failed (the batch then went the in-process way)
         self.offloaded = 0
         self.writer_failures = 0
-        self._kept_at = 0  # `sent` when the frame keeper last started
-        self._kept_tenants: set[str] = set()  # tenants of the events stored since
-        self._keeper: Any = None  # its process
+        #: starts the frame keeper as the embedded store grows (`_frames_upkeep`)
+        store = _offload_target(transport)
+        self.keeper = FrameKeeperTrigger(store[0]) if store is not None else None
         _EMITTERS.add(self)
         self._replay_spill()
 
@@ -217,15 +212,14 @@ class Emitter:
         if self._writer is not None:
             self._writer.abandon_after_fork()  # the parent's child: not ours to stop or write to
             self._writer = None
-        self._keeper = None  # the parent's
+        if self.keeper is not None:
+            self.keeper.after_fork()
 
     def _run(self) -> None:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             self._drain()
-            if self._writer_target is not None and self.sent - self._kept_at >= KEEP_EVERY:
-                self._keep_frames()
             writer = self._writer
             if writer is not None and time.monotonic() - self._writer_used > WRITER_IDLE:
                 self._writer = None
@@ -260,11 +254,11 @@ class Emitter:
                 except Exception:  # bookkeeping must never take the emitter down
                     logger.exception("thoth: could not build an event; it is counted as dropped")
                     self.dropped += 1
-            if self._writer_target is not None:
-                self._kept_tenants.update({event.get("tenant_id") or "" for event in events})
             if not (events and self._offloaded(events, more=bool(self._queue))):
                 self._settle(0)  # batches already with the child first: a session's events are chained in order
                 self._deliver(events)
+            if self.keeper is not None and events:
+                self.keeper.stored(len(events), {event.get("tenant_id") or "" for event in events})
             with self._idle:
                 self._inflight = self._unacked_events
                 self._idle.notify_all()
@@ -357,37 +351,6 @@ class Emitter:
         logger.warning("thoth: %s", message)
         self._writer = None
         writer.close(timeout=1.0)
-
-    def _keep_frames(self) -> None:
-        """Start the frame keeper (`analytics/_frame_keeper.py`) for the store and the tenants stored since
-        its last run, without waiting: it brings their DataFrame disk cache up to date at low priority, so a
-        notebook's first `events()` of this store maps a file instead of decoding every row. Started by
-        module name in a session of its own (the core imports nothing from analytics; the keeper outlives
-        this process when started at shutdown). One at a time: while one runs, the next waits for the
-        next trigger."""
-        import subprocess
-        import sys
-
-        keeper = self._keeper
-        if keeper is not None and keeper.poll() is None:
-            return
-        self._keeper = None
-        tenants = sorted(t for t in self._kept_tenants if t)
-        self._kept_at, self._kept_tenants = self.sent, set()
-        target = self._writer_target
-        if not tenants or target is None or not frame_keeper_enabled():
-            return
-        try:
-            log = thoth_home() / "frames-cache"
-            log.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with open(log / "keeper.log", "wb") as err:  # the last run's complaints, if any
-                self._keeper = subprocess.Popen(
-                    [sys.executable, "-m", "thoth_nb.analytics._frame_keeper", str(target[0]), *tenants,
-                     *(["--min-rows", str(KEEP_MIN_ROWS)] if KEEP_MIN_ROWS is not None else [])],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
-                    start_new_session=True)
-        except OSError as exc:  # upkeep only: readers decode the store instead
-            logger.debug("thoth: frame keeper not started: %s", exc)
 
     @property
     def writer_pid(self) -> int | None:
@@ -555,8 +518,8 @@ class Emitter:
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush, stop the thread, and spill whatever could not be sent in time."""
         self.flush(timeout)
-        if self._writer_target is not None and self.sent - self._kept_at >= KEEP_AT_EXIT:
-            self._keep_frames()
+        if self.keeper is not None:
+            self.keeper.close()
         self._stop = True
         self._wake.set()
         thread = self._thread

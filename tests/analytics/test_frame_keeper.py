@@ -21,7 +21,7 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("adbc_driver_sqlite")
 
 import thoth_nb  # noqa: E402
-from thoth_nb import _emitter, _runtime  # noqa: E402
+from thoth_nb import _frames_upkeep, _runtime  # noqa: E402
 from thoth_nb.analytics import _frame_cache, _frame_keeper, frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,10 +123,10 @@ def test_bad_arguments_say_what_is_wrong(tmp_path: Path) -> None:
     assert done.returncode == 2 and "tenant" in done.stderr
 
 
-def _wait_keeper(emitter: Any) -> None:
-    keeper = emitter._keeper
-    assert keeper is not None, "the emitter started no keeper"
-    assert keeper.wait(timeout=60) == 0
+def _wait_keeper(trigger: Any) -> None:
+    process = trigger.process
+    assert process is not None, "no keeper was started"
+    assert process.wait(timeout=60) == 0
     # the lock is free again once it is done
     fd = os.open(next(_frame_cache.folder().glob(".keeper-*.lock")), os.O_WRONLY)
     try:
@@ -135,32 +135,56 @@ def _wait_keeper(emitter: Any) -> None:
         os.close(fd)
 
 
-def test_the_emitter_starts_the_keeper_as_the_store_grows_and_at_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def keeping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THOTH_FRAME_KEEPER", "1")
-    monkeypatch.setattr(_emitter, "KEEP_EVERY", 30)
-    monkeypatch.setattr(_emitter, "KEEP_AT_EXIT", 4)
-    monkeypatch.setattr(_emitter, "KEEP_MIN_ROWS", 2)
+    monkeypatch.setattr(_frames_upkeep, "KEEP_EVERY", 30)
+    monkeypatch.setattr(_frames_upkeep, "KEEP_AT_EXIT", 4)
+    monkeypatch.setattr(_frames_upkeep, "KEEP_MIN_ROWS", 2)
+
+
+def test_the_emitter_starts_the_keeper_as_the_store_grows_and_at_shutdown(keeping: None) -> None:
     _record(10)  # 40 events: past KEEP_EVERY
     [emitter] = _runtime._emitters.values()
-    deadline = time.monotonic() + 10
-    while emitter._keeper is None and time.monotonic() < deadline:
-        emitter._wake.set()
-        time.sleep(0.05)
-    _wait_keeper(emitter)
+    trigger = emitter.keeper
+    assert trigger is not None and trigger.store == _runtime.store_path()
+    _wait_keeper(trigger)
     assert _cached_rows() == {"acme": 20, "other": 20}
     _record(2, start=100)  # 8 events: under KEEP_EVERY, over KEEP_AT_EXIT
-    assert emitter._keeper.poll() is not None and emitter.sent - emitter._kept_at == 8
+    assert trigger.process.poll() is not None and trigger.since == 8
     emitter.shutdown()
-    _wait_keeper(emitter)
+    _wait_keeper(trigger)
     assert _cached_rows() == {"acme": 24, "other": 24}
 
 
-def test_no_keeper_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_keeper_when_turned_off(keeping: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THOTH_FRAME_CACHE", "0")
-    monkeypatch.setenv("THOTH_FRAME_KEEPER", "1")
-    monkeypatch.setattr(_emitter, "KEEP_EVERY", 5)
-    monkeypatch.setattr(_emitter, "KEEP_MIN_ROWS", 2)
     _record(10)
     [emitter] = _runtime._emitters.values()
     emitter.shutdown()
-    assert emitter._keeper is None and emitter._kept_at == emitter.sent == 40
+    assert emitter.keeper is not None and emitter.keeper.process is None and emitter.keeper.since == 0
+
+
+def test_the_server_starts_the_keeper_for_its_sqlite_store(keeping: None, tmp_path: Path) -> None:
+    """Events ingested by `thoth-nb serve` on SQLite: the same upkeep, per tenant that sent them."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from thoth_nb.engine.policy import parse_policy
+    from thoth_nb.engine.store import SQLiteStore
+    from thoth_nb.server.app import ServerSettings, create_app
+
+    store = SQLiteStore(tmp_path / "server.db")
+    app = create_app(store, parse_policy({"version": 1, "default": "allow"}), ServerSettings(no_auth=True,
+                                                                                           local_tenant="acme"))
+    events = [{"event_id": f"acme:{i:08d}", "tenant_id": "acme", "session_id": f"s{i % 3}", "agent_id": "a",
+               "tool_name": "search", "event_type": "TOOL_CALL_PRE", "occurred_at": "2026-11-26T00:00:00Z"}
+              for i in range(40)]
+    with TestClient(app) as client:
+        answer = client.post("/v1/events/batch", json=events)
+        assert answer.status_code == 202 and answer.json()["accepted"] == 40, answer.text
+    trigger = app.state.thoth.frames_keeper
+    assert trigger is not None and trigger.store == store.path
+    _wait_keeper(trigger)
+    assert _cached_rows() == {"acme": 40}
+    store.close()

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from thoth_nb._exceptions import PolicyError
+from thoth_nb._frames_upkeep import FrameKeeperTrigger
 from thoth_nb._models import EnforcementDecision
 from thoth_nb._version import __version__
 from thoth_nb.engine.decide import Engine, RequestError
@@ -102,6 +104,9 @@ class ServerState:
         subscribe = getattr(store, "subscribe_holds", None)
         pushed = subscribe(self._pushed) if subscribe is not None else None
         self.hold_recheck_seconds = settings.hold_fallback_seconds if pushed else settings.hold_recheck_seconds
+        # a SQLite store file gets its DataFrame disk cache kept up to date as events come in (`_frames_upkeep`)
+        path = getattr(store, "path", None) if isinstance(store, SQLiteStore) else None
+        self.frames_keeper = FrameKeeperTrigger(Path(path)) if path is not None and str(path) != ":memory:" else None
 
     # -- policies --------------------------------------------------------------------------------
 
@@ -679,6 +684,8 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
             # SQLite store calls prepare_event on each as it reaches it
             result = await run_in_threadpool(ingest_body, store, data, settings.max_events, tenant_id)
             rejected = result.rejected
+            if state.frames_keeper is not None and result.accepted:
+                state.frames_keeper.stored(result.accepted, (tenant_id,))
         else:
             events = batch_events(data, settings.max_events)
             ready, indexes, rejected = prepare_events(events, tenant_id)
