@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,25 +15,12 @@ import pytest
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 
+from _fresh_frames import fresh_read, record  # noqa: E402
+
 import thoth_nb  # noqa: E402
 from thoth_nb.analytics import _frame_cache, frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _record(calls: int = 10, *, start: int = 0) -> None:
-    @thoth_nb.governed(agent_id="research", tenant_id="acme", user_id="alice", approved_scope=["search"])
-    def search(q: str) -> str:
-        return q
-
-    @thoth_nb.governed(agent_id="ops", tenant_id="other", approved_scope=["lookup"])
-    def lookup(q: str) -> str:
-        return q
-
-    for i in range(start, start + calls):
-        search(f"q{i}")
-        lookup(f"other-tenant-{i}")
-    assert thoth_nb.flush()
 
 
 @pytest.fixture
@@ -93,30 +78,14 @@ def _meta(path: Path) -> dict[str, Any]:
     return json.loads(schema.metadata[b"thoth_nb.frame_cache"])  # type: ignore[no-any-return]
 
 
-FRESH = """
-import json, pickle, sys
-import thoth_nb
-from thoth_nb.analytics import frames
-frames._PARALLEL_FROM = 2
-df = thoth_nb.events(tenant_id="acme", tool_args=False)
-pickle.dump(df, open(sys.argv[1], "wb"))
-print(json.dumps({"child": frames._READER.pid is not None}))
-thoth_nb.shutdown()
-"""
-
-
 def _fresh_process(out: Path) -> tuple[Any, bool]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", FRESH, str(out)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return pd.read_pickle(out), json.loads(done.stdout.strip().splitlines()[-1])["child"]
+    return fresh_read(out)
 
 
 def test_a_fresh_process_maps_the_file_an_earlier_one_wrote(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("adbc_driver_sqlite")
-    _record()
+    record()
     expected = _uncached(monkeypatch, tenant_id="acme")
     assert not _files()
     first, child = _fresh_process(tmp_path / "first.pkl")
@@ -135,7 +104,7 @@ def test_the_mark_a_plain_read_writes_is_the_stores(reader: list[Any]) -> None:
     """A read of all a tenant's rows takes its file's mark from the rows it read (no index walk before
     the read): it must equal what the store says for those rows, else the file is never used again (or,
     worse, used after a deletion)."""
-    _record()
+    record()
     from thoth_nb import _runtime
 
     path = Path(_runtime.local_store().path)
@@ -157,7 +126,7 @@ def test_the_marks_read_index_entries_not_the_table(analyzed: bool) -> None:
     of an index's entries (or sorting) costs seconds, not tenths. With or without planner statistics."""
     import sqlite3
 
-    _record()
+    record()
     from thoth_nb import _runtime
 
     path = _runtime.local_store().path
@@ -176,10 +145,10 @@ def test_the_marks_read_index_entries_not_the_table(analyzed: bool) -> None:
 
 
 def test_rows_added_after_the_file_are_read_on_top(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record()
     thoth_nb.events(tenant_id="acme", tool_args=False)
     assert len(reader) == 1 and len(_files()) == 1
-    _record(3, start=100)
+    record(3, start=100)
     df = thoth_nb.events(tenant_id="acme", tool_args=False)
     assert len(reader) == 1  # the file plus the new rows, read here with sqlite3
     _same(df, _uncached(monkeypatch, tenant_id="acme"))
@@ -193,14 +162,14 @@ def test_rows_added_after_the_file_are_read_on_top(reader: list[Any], monkeypatc
 
 
 def test_a_deleted_row_makes_the_file_useless(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record()
     before = thoth_nb.events(tenant_id="acme", tool_args=False)
     [written] = _files()
     from thoth_nb import _runtime
 
     removed = _runtime.local_store().prune(before["occurred_at"].iloc[3].to_pydatetime(), tenant_id="acme")
     assert removed["events"] >= 1
-    _record(2, start=100)  # new rows do not hide the deletion: the mark counts rows up to the file's seq
+    record(2, start=100)  # new rows do not hide the deletion: the mark counts rows up to the file's seq
     df = thoth_nb.events(tenant_id="acme", tool_args=False)
     assert len(reader) == 2  # the file was not used
     _same(df, _uncached(monkeypatch, tenant_id="acme"))
@@ -210,7 +179,7 @@ def test_a_deleted_row_makes_the_file_useless(reader: list[Any], monkeypatch: py
 
 
 def test_other_tenants_and_filters_never_reuse_a_file(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record()
     acme = thoth_nb.events(tenant_id="acme", tool_args=False)
     other = thoth_nb.events(tenant_id="other", tool_args=False)
     _same(other, _uncached(monkeypatch, tenant_id="other"))
@@ -239,7 +208,7 @@ def test_other_tenants_and_filters_never_reuse_a_file(reader: list[Any], monkeyp
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_a_damaged_file_is_ignored_and_replaced(reader: list[Any], monkeypatch: pytest.MonkeyPatch,
                                                 damage: str) -> None:
-    _record()
+    record()
     expected = thoth_nb.events(tenant_id="acme", tool_args=False)
     [written] = _files()
     data = written.read_bytes()
@@ -255,7 +224,7 @@ def test_a_damaged_file_is_ignored_and_replaced(reader: list[Any], monkeypatch: 
 
 
 def test_turned_off_it_writes_and_reads_nothing(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record()
     monkeypatch.setenv("THOTH_FRAME_CACHE", "0")
     thoth_nb.events(tenant_id="acme", tool_args=False)
     thoth_nb.events(tenant_id="acme", tool_args=False)
@@ -263,13 +232,13 @@ def test_turned_off_it_writes_and_reads_nothing(reader: list[Any], monkeypatch: 
 
 
 def test_relative_time_bounds_are_not_cached(reader: list[Any]) -> None:
-    _record()
+    record()
     assert len(thoth_nb.events(tenant_id="acme", since="1h", tool_args=False)) == 20
     assert not _files()
 
 
 def test_only_the_most_recently_used_files_are_kept(reader: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record()
     monkeypatch.setattr(_frame_cache, "KEEP", 2)
     import time
 
@@ -281,7 +250,7 @@ def test_only_the_most_recently_used_files_are_kept(reader: list[Any], monkeypat
 
 
 def test_a_cached_default_frame_makes_the_warm_up_unneeded(reader: list[Any]) -> None:
-    _record()
+    record()
     os.environ.pop("THOTH_WARM_READER", None)
     thoth_nb.events(tool_args=False)  # the default read the warm-up would prefetch
     _frame_cache.wait()  # (its file is written on a background thread)

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,14 @@ pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 pytest.importorskip("adbc_driver_sqlite")
 
+from _fresh_frames import fresh_read, record  # noqa: E402
+
 import thoth_nb  # noqa: E402
 from thoth_nb import _frames_upkeep, _runtime  # noqa: E402
 from thoth_nb.analytics import _frame_cache, _frame_keeper, frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(ROOT), "THOTH_FRAME_KEEPER": "1"}
-
-
-def _record(calls: int, *, start: int = 0) -> None:
-    @thoth_nb.governed(agent_id="research", tenant_id="acme", approved_scope=["search"])
-    def search(q: str) -> str:
-        return q
-
-    @thoth_nb.governed(agent_id="ops", tenant_id="other", approved_scope=["lookup"])
-    def lookup(q: str) -> str:
-        return q
-
-    for i in range(start, start + calls):
-        search(f"q{i}")
-        lookup(f"o{i}")
-    assert thoth_nb.flush()
 
 
 def _keeper(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,23 +43,8 @@ def _cached_rows() -> dict[str, int]:
     return out
 
 
-FRESH = """
-import json, pickle, sys
-import thoth_nb
-from thoth_nb.analytics import frames
-frames._PARALLEL_FROM = 2
-df = thoth_nb.events(tenant_id="acme", tool_args=False)
-pickle.dump(df, open(sys.argv[1], "wb"))
-print(json.dumps({"child": frames._READER.pid is not None}))
-thoth_nb.shutdown()
-"""
-
-
 def _fresh_read(out: Path) -> tuple[Any, bool]:
-    done = subprocess.run([sys.executable, "-c", FRESH, str(out)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env={**os.environ, **ENV, "THOTH_FRAME_KEEPER": "0"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return pd.read_pickle(out), json.loads(done.stdout.strip().splitlines()[-1])["child"]
+    return fresh_read(out, THOTH_FRAME_KEEPER="0")
 
 
 def _uncached(monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -84,7 +55,7 @@ def _uncached(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_the_keeper_writes_what_a_fresh_kernel_then_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _record(15)
+    record(15)
     store = str(_runtime.store_path())
     done = _keeper(store, "acme", "other", "--min-rows", "2")
     assert done.returncode == 0, done.stderr
@@ -95,7 +66,7 @@ def test_the_keeper_writes_what_a_fresh_kernel_then_maps(tmp_path: Path, monkeyp
     expected = _uncached(monkeypatch)
     pd.testing.assert_frame_equal(df, expected, check_categorical=False)
     # a few more rows (under a tenth: a reader would not rewrite the file for them): the keeper does
-    _record(1, start=100)
+    record(1, start=100)
     assert _keeper(store, "acme", "--min-rows", "2").stdout.split() == ["acme=32"]
     assert _cached_rows()["acme"] == 32
     df, child = _fresh_read(tmp_path / "b.pkl")
@@ -104,7 +75,7 @@ def test_the_keeper_writes_what_a_fresh_kernel_then_maps(tmp_path: Path, monkeyp
 
 
 def test_small_stores_and_a_second_keeper_do_nothing() -> None:
-    _record(3)
+    record(3)
     store = _runtime.store_path()
     assert _keeper(str(store), "acme").stdout.split() == ["acme=0"]  # 6 rows: read fast anyway
     assert not _cached_rows()
@@ -144,13 +115,13 @@ def keeping(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_emitter_starts_the_keeper_as_the_store_grows_and_at_shutdown(keeping: None) -> None:
-    _record(10)  # 40 events: past KEEP_EVERY
+    record(10)  # 40 events: past KEEP_EVERY
     [emitter] = _runtime._emitters.values()
     trigger = emitter.keeper
     assert trigger is not None and trigger.store == _runtime.store_path()
     _wait_keeper(trigger)
     assert _cached_rows() == {"acme": 20, "other": 20}
-    _record(2, start=100)  # 8 events: under KEEP_EVERY, over KEEP_AT_EXIT
+    record(2, start=100)  # 8 events: under KEEP_EVERY, over KEEP_AT_EXIT
     assert trigger.process.poll() is not None and trigger.since == 8
     emitter.shutdown()
     _wait_keeper(trigger)
@@ -159,7 +130,7 @@ def test_the_emitter_starts_the_keeper_as_the_store_grows_and_at_shutdown(keepin
 
 def test_no_keeper_when_turned_off(keeping: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THOTH_FRAME_CACHE", "0")
-    _record(10)
+    record(10)
     [emitter] = _runtime._emitters.values()
     emitter.shutdown()
     assert emitter.keeper is not None and emitter.keeper.process is None and emitter.keeper.since == 0

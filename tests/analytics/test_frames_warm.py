@@ -13,23 +13,10 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
+from _fresh_frames import record  # noqa: E402
+
 import thoth_nb  # noqa: E402
 from thoth_nb.analytics import frames  # noqa: E402
-
-
-def _record(calls: int = 15) -> None:
-    @thoth_nb.governed(agent_id="research", tenant_id="acme", user_id="alice", approved_scope=["search"])
-    def search(q: str) -> str:
-        return q
-
-    @thoth_nb.governed(agent_id="ops", tenant_id="other", approved_scope=["lookup"])
-    def lookup(q: str) -> str:
-        return q
-
-    for i in range(calls):
-        search(f"q{i}")
-        lookup(f"other-tenant-{i}")
-    assert thoth_nb.flush()
 
 
 @pytest.fixture
@@ -62,7 +49,7 @@ def _drain(reader: frames._ReaderProcess) -> None:
 
 def test_a_warmed_first_read_is_the_same_frame(reader: frames._ReaderProcess,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record(15)
     expected = thoth_nb.events(tenant_id="acme", tool_args=False)  # sqlite3, in this process
     assert reader.pid is None
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
@@ -82,7 +69,7 @@ def test_a_warmed_first_read_is_the_same_frame(reader: frames._ReaderProcess,
 
 def test_a_read_after_a_finished_warm_up_and_after_two_warm_ups(reader: frames._ReaderProcess,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record(15)
     expected = thoth_nb.events(tenant_id="other", tool_args=False)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     assert frames.warm_reader() and frames.warm_reader() and reader._pending == 2
@@ -98,7 +85,7 @@ def test_a_failing_warm_job_does_not_disturb_the_read(reader: frames._ReaderProc
                                                       caplog: pytest.LogCaptureFixture) -> None:
     from thoth_nb import _runtime
 
-    _record()
+    record(15)
     expected = thoth_nb.events(tenant_id="acme", tool_args=False)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     path = _runtime.local_store().path
@@ -111,7 +98,7 @@ def test_a_failing_warm_job_does_not_disturb_the_read(reader: frames._ReaderProc
 
 def test_a_reader_killed_after_warming_is_started_again(reader: frames._ReaderProcess,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    _record()
+    record(15)
     expected = thoth_nb.events(tenant_id="acme", tool_args=False)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     assert frames.warm_reader()
@@ -125,7 +112,7 @@ def test_a_reader_killed_after_warming_is_started_again(reader: frames._ReaderPr
 
 def test_nothing_to_warm(reader: frames._ReaderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     assert frames.warm_reader() is False  # no store file yet
-    _record()
+    record(15)
     assert frames.warm_reader() is False  # far fewer rows than a big read
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     monkeypatch.setenv("THOTH_WARM_READER", "0")
@@ -142,7 +129,7 @@ def test_nothing_to_warm(reader: frames._ReaderProcess, monkeypatch: pytest.Monk
 
 def test_warming_waits_for_no_read(reader: frames._ReaderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """While a read holds the child, a warm-up gives up at once instead of queueing behind it."""
-    _record()
+    record(15)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     with reader._lock:
         assert frames.warm_reader() is False
@@ -191,14 +178,14 @@ def _child_frame(reader: frames._ReaderProcess, **filters: Any) -> tuple[Any, in
 
 def test_the_next_read_reuses_the_last_one_and_reads_only_new_rows(reader: frames._ReaderProcess,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    _record(10)
+    record(10)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     first, reused = _child_frame(reader, tenant_id="acme")
     assert reused == 0 and len(first) == 20
     again, reused = _child_frame(reader, tenant_id="acme")
     assert reused == 20
     pd.testing.assert_frame_equal(again, first)
-    _record(5)  # new rows of both tenants, with a blocked call's violation among them
+    record(5)  # new rows of both tenants, with a blocked call's violation among them
     with pytest.raises(thoth_nb.ThothPolicyViolation):
         thoth_nb.governed(agent_id="research", tenant_id="acme", approved_scope=["search"])(_blocked)("x")
     assert thoth_nb.flush()
@@ -214,7 +201,7 @@ def _blocked(q: str) -> str:
 
 def test_another_tenant_or_filter_never_gets_the_snapshot(reader: frames._ReaderProcess,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    _record(10)
+    record(10)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     acme, _ = _child_frame(reader, tenant_id="acme")
     other, reused = _child_frame(reader, tenant_id="other")
@@ -236,7 +223,7 @@ def test_a_deleted_row_throws_the_snapshot_away(reader: frames._ReaderProcess,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from thoth_nb import _runtime
 
-    _record(10)
+    record(10)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     before, _ = _child_frame(reader, tenant_id="acme")
     victim = int(before["seq"].iloc[5])
@@ -245,7 +232,7 @@ def test_a_deleted_row_throws_the_snapshot_away(reader: frames._ReaderProcess,
     after, reused = _child_frame(reader, tenant_id="acme")
     assert reused == 0 and victim not in set(after["seq"]) and len(after) == len(before) - 1
     pd.testing.assert_frame_equal(after, _sqlite3_frame(monkeypatch, tenant_id="acme"), check_categorical=False)
-    _record(2)  # a deletion of the other tenant's rows leaves acme's snapshot valid, and exact
+    record(2)  # a deletion of the other tenant's rows leaves acme's snapshot valid, and exact
     with _runtime.local_store().transaction() as db:
         db.execute("DELETE FROM events WHERE tenant_id = 'other'")
     again, reused = _child_frame(reader, tenant_id="acme")
@@ -255,7 +242,7 @@ def test_a_deleted_row_throws_the_snapshot_away(reader: frames._ReaderProcess,
 
 def test_a_warm_up_prefetches_the_first_frame(reader: frames._ReaderProcess,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    _record(10)
+    record(10)
     monkeypatch.setenv("THOTH_TENANT_ID", "acme")
     expected = _sqlite3_frame(monkeypatch)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
@@ -271,7 +258,7 @@ def test_a_warm_up_prefetches_the_first_frame(reader: frames._ReaderProcess,
 
 def test_a_pages_only_warm_up_keeps_no_snapshot(reader: frames._ReaderProcess,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    _record(10)
+    record(10)
     monkeypatch.setenv("THOTH_TENANT_ID", "acme")
     expected = _sqlite3_frame(monkeypatch)
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
@@ -285,7 +272,7 @@ def test_a_pages_only_warm_up_keeps_no_snapshot(reader: frames._ReaderProcess,
 
 def test_a_store_the_mark_cannot_read_is_read_in_full_every_time(reader: frames._ReaderProcess,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    _record(10)
+    record(10)
     expected = _sqlite3_frame(monkeypatch, tenant_id="acme")
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     monkeypatch.setattr(frames, "_MARK_SQL", "SELECT 1 FROM no_such_table WHERE ?1 AND ?2 AND ?3")
