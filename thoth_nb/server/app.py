@@ -673,6 +673,13 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
                             "schema": {"type": "string"}}],
         },
     )
+    def ingest_and_keep(data: bytes, tenant_id: str) -> IngestResult:
+        """`ingest_body`, then the frame keeper's count (it may start the keeper: not on the event loop)."""
+        result = ingest_body(store, data, settings.max_events, tenant_id)
+        if state.frames_keeper is not None and result.accepted:
+            state.frames_keeper.stored(result.accepted, (tenant_id,))
+        return result
+
     async def events_batch(request: Request) -> Response:
         principal = auth.principal(request, "ingest")
         if settings.event_ingest_token is not None:
@@ -682,10 +689,8 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         if inline:
             # parsed, checked, chained and stored event by event in one pass on a worker thread; the
             # SQLite store calls prepare_event on each as it reaches it
-            result = await run_in_threadpool(ingest_body, store, data, settings.max_events, tenant_id)
+            result = await run_in_threadpool(ingest_and_keep, data, tenant_id)
             rejected = result.rejected
-            if state.frames_keeper is not None and result.accepted:
-                state.frames_keeper.stored(result.accepted, (tenant_id,))
         else:
             events = batch_events(data, settings.max_events)
             ready, indexes, rejected = prepare_events(events, tenant_id)
