@@ -200,6 +200,104 @@ def bench_pg_ingest(sizes: Sizes) -> list[Result]:
     return rows
 
 
+def _ingest_child(url: str, which: str, n: int, tag: str) -> dict[str, Any]:
+    """One writer process (`--ingest-child`): `n` real SDK events of its own 50 sessions, in batches of 500,
+    through `PostgresStore.ingest_events` ("ours") or a bare text COPY of (event_id, body) ("bare"); the
+    first batch untimed, then "ready" on stdout and the rest once a line comes on stdin (all writers start
+    together). Returns its [start, end] (wall clock), events timed and thread CPU seconds."""
+    from thoth_nb import _json
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    events = _events(n, 50)
+    for event in events:
+        event["session_id"] += f"-{tag}"
+    batches = [events[i: i + BATCH] for i in range(0, len(events), BATCH)]
+    store = PostgresStore(url, pool_size=1)
+
+    def bare(batch: list[dict[str, Any]]) -> None:
+        with store.transaction() as db, db.cursor() as cur, \
+                cur.copy("COPY bare (event_id, body) FROM STDIN") as copy:
+            for event in batch:
+                copy.write_row((event["event_id"], _json.dumps(event)))
+
+    def ours(batch: list[dict[str, Any]]) -> None:
+        result = store.ingest_events(batch)
+        assert result.accepted == len(batch), result
+
+    fn = ours if which == "ours" else bare
+    fn(batches[0])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start, cpu = time.time(), time.thread_time()
+    for batch in batches[1:]:
+        fn(batch)
+    out = {"start": start, "end": time.time(), "events": BATCH * (len(batches) - 1), "cpu": time.thread_time() - cpu}
+    store.close()
+    return out
+
+
+def _run_processes(url: str, which: str, count: int, n: int, round_: int) -> tuple[float, int, float]:
+    """`count` writer processes at once (`_ingest_child`); (wall seconds from the first start to the last
+    end, events, their CPU seconds)."""
+    import json
+
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.pg_scale", "--ingest-child", url, which, str(n),
+                               f"r{round_}p{k}{which}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+             for k in range(count)]
+    for proc in procs:  # each builds its events and stores its first batch, then says so
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            for other in procs:
+                other.kill()
+            raise RuntimeError("an ingest child failed before it was ready")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outs = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ingest child failed ({proc.returncode})")
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    wall = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    return wall, sum(int(o["events"]) for o in outs), sum(float(o["cpu"]) for o in outs)
+
+
+def bench_pg_ingest_processes(sizes: Sizes) -> list[Result]:
+    """Ingest from two writer processes at once, as two replicas on one PostgreSQL are (the issue's
+    scale-out case): each has its own sessions, its own connection and its own CPU (no shared GIL)."""
+    figure = "ingest into PostgreSQL (PostgresStore.ingest_events, batches of 500), 2 writer processes"
+    why = available()
+    if why is not None:
+        return [Result.na(GROUP, figure, why, "≥ 20,000 events/s")]
+    from thoth_nb.engine.store_pg import PostgresStore
+
+    n = 2_000 if sizes.smoke else max(10_000, sizes.ingest_events // 2)
+    rounds = 1 if sizes.smoke else 2
+    ours_t, bare_t = [0.0, 0, 0.0], [0.0, 0, 0.0]
+    with fresh_schema() as url:
+        store = PostgresStore(url, pool_size=1)
+        with store.transaction() as db:
+            db.execute("CREATE TABLE bare (event_id TEXT, body TEXT)")
+        store.close()
+        for r in range(rounds):  # interleaved: ours first, then bare first
+            for which in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
+                acc = ours_t if which == "ours" else bare_t
+                for i, v in enumerate(_run_processes(url, which, 2, n, r)):
+                    acc[i] += v
+    rate, floor = ours_t[1] / ours_t[0], bare_t[1] / bare_t[0]
+    per = 1000 * BATCH / ours_t[1]
+    return [Result(
+        GROUP, figure, rate, "events/s", floor, "bare COPY of (event_id, body) into an unindexed table, 2 processes",
+        None, "≥ 20,000 events/s", rate >= 20_000,
+        f"{ours_t[1]:,} real SDK events (UUIDv7 ids) from 2 processes at once (as 2 replicas), 50 sessions each, "
+        f"{rounds} interleaved rounds; same work per batch as the rows above; writer CPU per batch "
+        f"{per * ours_t[2]:.1f} ms (bare COPY {1000 * BATCH / bare_t[1] * bare_t[2]:.1f}); "
+        f"load average {os.getloadavg()[0]:.1f}")]
+
+
 # -- enforce through replicas ---------------------------------------------------------------------
 
 
@@ -502,13 +600,18 @@ def bench_pg_hold_wakeup(sizes: Sizes) -> list[Result]:
         f"load average {os.getloadavg()[0]:.1f}")]
 
 
-BENCHES = [bench_pg_ingest, bench_pg_replicas, bench_pg_hold_wakeup]
+BENCHES = [bench_pg_ingest, bench_pg_ingest_processes, bench_pg_replicas, bench_pg_hold_wakeup]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     if args[:1] == ["--serve-polling"]:
         serve_polling(args[1], args[2], int(args[3]))
+        return 0
+    if args[:1] == ["--ingest-child"]:
+        import json
+
+        print(json.dumps(_ingest_child(args[1], args[2], int(args[3]), args[4])))
         return 0
     smoke = "--smoke" in args
     sizes = Sizes.tiny() if smoke else Sizes.full()
