@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Result", "Sizes", "batch_timer", "interleaved", "load_average", "percentile", "rss_bytes", "timed_each"]
+__all__ = ["Result", "Sizes", "batch_timer", "interleaved", "load_average", "percentile", "process_cpu", "rss_bytes",
+           "timed_each"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -158,3 +159,15 @@ def rss_bytes() -> int:
     """Resident set size of this process now (Linux /proc; not the peak)."""
     with open(f"/proc/{os.getpid()}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far, from Linux /proc (0 when None, gone or unreadable)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -21,15 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def _cpu(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchmarks._core import process_cpu  # stdlib only: nothing measured is imported early
 
 
 def _reader_pid() -> int | None:
@@ -50,12 +44,12 @@ def main() -> None:
         InteractiveShell.instance().run_line_magic("load_ext", "thoth_nb")
     time.sleep(delay)
     pid = _reader_pid()
-    child0, cpu0, started = _cpu(pid), time.process_time(), time.perf_counter()
+    child0, cpu0, started = process_cpu(pid), time.process_time(), time.perf_counter()
     frame = thoth_nb.events()
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu0
     pid_after = _reader_pid()
-    child = _cpu(pid_after) - (child0 if pid_after == pid else 0.0)
+    child = process_cpu(pid_after) - (child0 if pid_after == pid else 0.0)
     print(json.dumps({"first_s": wall, "cpu_s": cpu, "child_cpu_s": child, "rows": len(frame),
                       "warm_up_cpu_s": child0 if pid_after == pid else 0.0,
                       "warm": os.environ.get("THOTH_WARM_READER", "1") != "0", "reader_started": pid_after is not None,

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._core import process_cpu
 
 
 def feed_cost(calls: int) -> dict[str, float]:
@@ -65,17 +68,6 @@ def feed_cost(calls: int) -> dict[str, float]:
         _context.remove_listener(feed)
     thoth_nb.shutdown()
     return out
-
-
-def _child_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) of another process of ours so far, from /proc (0 without it)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _schema(db: Path) -> list[tuple[str, str]]:
@@ -187,7 +179,7 @@ def frames(db: Path, n: int, rounds: int = 2) -> dict[str, float]:
     columns = ", ".join(fr._EVENT_COLUMNS)
 
     def cpu_now() -> float:
-        return time.process_time() + _child_cpu(fr._READER.pid)
+        return time.process_time() + process_cpu(fr._READER.pid)
 
     def ours() -> Any:
         return fr.events(store=store, tenant_id="local", tool_args=False)
@@ -203,7 +195,7 @@ def frames(db: Path, n: int, rounds: int = 2) -> dict[str, float]:
     started, cpu0 = time.perf_counter(), time.process_time()
     first = ours()
     out["first_s"] = time.perf_counter() - started
-    out["first_cpu_s"] = time.process_time() - cpu0 + _child_cpu(fr._READER.pid)
+    out["first_cpu_s"] = time.process_time() - cpu0 + process_cpu(fr._READER.pid)
     if len(first) != n:
         raise RuntimeError(f"events() returned {len(first)} rows, expected {n}")
     samples: dict[str, list[float]] = {"events_s": [], "events_cpu_s": [], "read_sql_s": [], "read_sql_cpu_s": []}

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import reference as ref
-from benchmarks._core import Result, Sizes, median
+from benchmarks._core import Result, Sizes, median, process_cpu
 
 GROUP = "postgres"
 BATCH = 500
@@ -120,7 +120,7 @@ def _run_writers(work: list[list[Any]], fn: Any, backends: Sequence[int] = ()) -
         cpu.append(time.thread_time() - c0)
 
     threads = [threading.Thread(target=run, args=(w,)) for w in work]
-    b0 = sum(_cpu_seconds(p) for p in backends)
+    b0 = sum(process_cpu(p) for p in backends)
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -129,7 +129,7 @@ def _run_writers(work: list[list[Any]], fn: Any, backends: Sequence[int] = ()) -
     wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return wall, sum(cpu), sum(_cpu_seconds(p) for p in backends) - b0
+    return wall, sum(cpu), sum(process_cpu(p) for p in backends) - b0
 
 
 def _backend_pids(store: Any, count: int) -> list[int]:
@@ -301,15 +301,6 @@ def bench_pg_ingest_processes(sizes: Sizes) -> list[Result]:
 # -- enforce through replicas ---------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of one process so far (Linux /proc); 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -333,7 +324,7 @@ class CpuMeter:
         import resource
 
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return (sum(_cpu_seconds(p) for p in self.replica_pids), sum(_cpu_seconds(p) for p in _postgres_pids()),
+        return (sum(process_cpu(p) for p in self.replica_pids), sum(process_cpu(p) for p in _postgres_pids()),
                 children.ru_utime + children.ru_stime)
 
     def start(self) -> None:
