@@ -288,8 +288,10 @@ def keep_cache(store: str | os.PathLike[str], tenant_id: str, *, min_rows: int |
     there is no usable file) uses ADBC here. Returns the rows the file holds; 0 when the store is small
     (fewer than `min_rows`, default: as big as reads get cached: read fast anyway), the cache is off,
     pyarrow/ADBC are missing, or this process holds the store open."""
+    from thoth_nb.analytics import _frame_cache
+
     path = Path(store)
-    if not _frame_cache_enabled() or not _adbc_importable() or _open_here(path):
+    if not _frame_cache.enabled() or not _adbc_importable() or _open_here(path):
         return 0
     lo, hi = _seq_span(path)
     if hi - lo < (_PARALLEL_FROM if min_rows is None else min_rows):
@@ -303,16 +305,8 @@ def keep_cache(store: str | os.PathLike[str], tenant_id: str, *, min_rows: int |
         from thoth_nb.analytics import _arrow_reader
 
         table = _cache_after(cached, _read_adbc(_arrow_reader, path, _big_read(where, params, lo, hi)["queries"]))
-    from thoth_nb.analytics import _frame_cache
-
     _frame_cache.wait()
     return int(table.num_rows)
-
-
-def _frame_cache_enabled() -> bool:
-    from thoth_nb.analytics import _frame_cache
-
-    return _frame_cache.enabled()
 
 
 def _cache_after(cached: _Cached | None, table: Any) -> Any:
@@ -667,7 +661,6 @@ class _ReaderProcess:
 
     def _start(self) -> Any:
         import subprocess
-        import sys
         import tempfile
 
         if self._proc is not None and self._proc.poll() is None and self._pid == os.getpid():
