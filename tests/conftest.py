@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,17 @@ def thoth_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     monkeypatch.setenv("THOTH_FRAME_KEEPER", "0")
     with isolated_home(tmp_path / "home") as home:
         yield home
+
+
+@pytest.fixture
+def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A DataFrame reader child of this test only (in place of `frames._READER`), stopped afterwards."""
+    pytest.importorskip("adbc_driver_sqlite")
+    from thoth_nb.analytics import frames
+
+    own = frames._ReaderProcess()
+    monkeypatch.setattr(frames, "_READER", own)
+    try:
+        yield own
+    finally:
+        own.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Big reads from 2 rows on, a reader child of this test only; yields the list of child reads."""
-    pytest.importorskip("adbc_driver_sqlite")
-    own = frames._ReaderProcess()
-    monkeypatch.setattr(frames, "_READER", own)
+def reader(reader: frames._ReaderProcess, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Big reads from 2 rows on, through tests/conftest.py's reader child (never ADBC in this process);
+    the list of the child's reads."""
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     from thoth_nb.analytics import _arrow_reader
 
@@ -37,17 +34,14 @@ def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
 
     monkeypatch.setattr(_arrow_reader, "_connect", refuse)
     reads: list[Any] = []
-    real = own.read
+    real = reader.read
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         reads.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(own, "read", spy)
-    try:
-        yield reads
-    finally:
-        own.close()
+    monkeypatch.setattr(reader, "read", spy)
+    return reads
 
 
 def _uncached(monkeypatch: pytest.MonkeyPatch, **filters: Any) -> Any:

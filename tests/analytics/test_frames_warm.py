@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,11 @@ from thoth_nb.analytics import frames  # noqa: E402
 
 
 @pytest.fixture
-def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[frames._ReaderProcess]:
-    """A reader child of this test only, stopped afterwards."""
-    pytest.importorskip("adbc_driver_sqlite")
-    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")  # these tests are about the child (test_frame_disk_cache: the cache)
-    own = frames._ReaderProcess()
-    monkeypatch.setattr(frames, "_READER", own)
-    try:
-        yield own
-    finally:
-        own.close()
+def reader(reader: frames._ReaderProcess, monkeypatch: pytest.MonkeyPatch) -> frames._ReaderProcess:
+    """tests/conftest.py's reader child, with the disk cache off: these tests are about the child
+    (test_frame_disk_cache: the cache)."""
+    monkeypatch.setenv("THOTH_FRAME_CACHE", "0")
+    return reader
 
 
 def _no_adbc_here(monkeypatch: pytest.MonkeyPatch) -> None:

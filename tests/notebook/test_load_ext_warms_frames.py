@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 
 import pytest
 from nbshell import Shell
@@ -15,17 +14,6 @@ pd = pytest.importorskip("pandas")
 import thoth_nb  # noqa: E402
 from thoth_nb import notebook  # noqa: E402
 from thoth_nb.analytics import frames  # noqa: E402
-
-
-@pytest.fixture
-def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[frames._ReaderProcess]:
-    pytest.importorskip("adbc_driver_sqlite")
-    own = frames._ReaderProcess()
-    monkeypatch.setattr(frames, "_READER", own)
-    try:
-        yield own
-    finally:
-        own.close()
 
 
 def _record() -> None:
