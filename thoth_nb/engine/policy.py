@@ -566,6 +566,20 @@ class _FieldFilter:
 Candidates = Callable[[Mapping[str, Any] | None], tuple["Rule", ...]]
 
 
+def _inline_tests(ns: dict[str, Any], i: int, var: str, tag: str, prefixes: tuple[str, ...],
+                  subs: tuple[str, ...], search: Any) -> list[str]:
+    """Field `i`'s tests of the text in `var` (as given, or lowercased: `tag` "L"), as source: its prefixes
+    (one `startswith`), substrings (`in`) and regex search, each value a global of the function in `ns`."""
+    ns[f"{tag}P{i}"], ns[f"{tag}re{i}"] = prefixes, search
+    tests = [f"{var}.startswith({tag}P{i})"] if prefixes else []
+    for j, text in enumerate(subs):
+        ns[f"{tag}S{i}_{j}"] = text
+        tests.append(f"{tag}S{i}_{j} in {var}")
+    if search is not None:
+        tests.append(f"{tag}re{i}({var}) is not None")
+    return tests
+
+
 def _compile_candidates(filters: tuple[_FieldFilter, ...], rules: tuple[Rule, ...],
                         residual: tuple[Rule, ...]) -> Candidates:
     """`Plan.candidates` for these filters, as one generated function: every test inline (`startswith`,
@@ -574,20 +588,9 @@ def _compile_candidates(filters: tuple[_FieldFilter, ...], rules: tuple[Rule, ..
     ns: dict[str, Any] = {"RULES": rules, "RESIDUAL": residual, "str": str, "type": type, "isinstance": isinstance}
     lines = ["def candidates(args):", "    if args:"] if filters else ["def candidates(args):"]
     for i, f in enumerate(filters):
-        ns[f"F{i}"], ns[f"full{i}"], ns[f"raw{i}"], ns[f"folded{i}"] = f.field, f.full, f.raw, f.folded
-        ns[f"P{i}"], ns[f"LP{i}"] = f.prefixes, f.low_prefixes
-        tests = [f"v.startswith(P{i})"] if f.prefixes else []
-        for j, text in enumerate(f.subs):
-            ns[f"S{i}_{j}"] = text
-            tests.append(f"S{i}_{j} in v")
-        if f.raw is not None:
-            tests.append(f"raw{i}(v) is not None")
-        low = [f"low.startswith(LP{i})"] if f.low_prefixes else []
-        for j, text in enumerate(f.low_subs):
-            ns[f"LS{i}_{j}"] = text
-            low.append(f"LS{i}_{j} in low")
-        if f.folded is not None:
-            low.append(f"folded{i}(low) is not None")
+        ns[f"F{i}"], ns[f"full{i}"] = f.field, f.full
+        tests = _inline_tests(ns, i, "v", "", f.prefixes, f.subs, f.raw)
+        low = _inline_tests(ns, i, "low", "L", f.low_prefixes, f.low_subs, f.folded)
         lines += [f"        v = args.get(F{i})", "        if type(v) is str and v.isascii():"]
         if tests:
             lines.append(f"            if {' or '.join(tests)}:")
