@@ -140,6 +140,42 @@ def test_emit_does_not_block_when_sink_is_slow(tmp_path: Path) -> None:
     assert emitter.flush(timeout=20)
 
 
+def test_a_steady_trickle_is_sent_once_per_interval_not_batch_after_batch(tmp_path: Path) -> None:
+    """Events produced steadily while a batch is in flight wait for the next interval: each send taking
+    10 ms used to be followed at once by the next with the few events queued meanwhile."""
+    sizes: list[int] = []
+
+    class Slowish(FlakySink):
+        def send_events(self, events: Any) -> None:
+            sizes.append(len(events))
+            time.sleep(0.01)
+            super().send_events(events)
+
+    emitter = Emitter(Slowish(tmp_path / "s.db"), spill_dir=tmp_path / "spill", interval=0.1)
+    events = make_events(600)
+    started = time.monotonic()
+    for index, event in enumerate(events):  # ~600 events over ~0.6 s, one every ms
+        emitter.emit(event)
+        while time.monotonic() < started + (index + 1) * 0.001:
+            time.sleep(0.0005)
+    assert emitter.flush(timeout=20)
+    assert sum(sizes) == 600
+    # ~0.6 s at one batch per 0.1 s interval: about 7; back to back every 10 ms it was ~50
+    assert len(sizes) <= 15, sizes
+
+
+def test_a_full_batch_is_sent_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    sink = FlakySink(tmp_path / "s.db")
+    emitter = Emitter(sink, spill_dir=tmp_path / "spill", interval=30.0, batch_size=100)
+    for event in make_events(100):
+        emitter.emit(event)
+    deadline = time.monotonic() + 10
+    while sink.attempts == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.attempts == 1  # the 100th event woke the thread; the 30 s interval did not have to pass
+    emitter.shutdown()
+
+
 def test_fork_child_gets_a_fresh_queue(tmp_path: Path) -> None:
     sink = FlakySink(tmp_path / "sink.db")
     emitter = Emitter(sink, spill_dir=tmp_path / "spill")
