@@ -59,6 +59,8 @@ def main(argv: list[str]) -> int:
     # the parent closes our stdin when it is done: exit then, even if it died without a signal
     threading.Thread(target=lambda: (sys.stdin.read(), setattr(server, "should_exit", True)), daemon=True).start()
     server.run(sockets=[sock])
+    if kind == "thoth":
+        app.state.thoth.close()
     return 0
 
 

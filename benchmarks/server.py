@@ -228,7 +228,7 @@ def _ingest(sizes: Sizes, home: Path, port: int, null_port: int, key: str) -> li
     t_thoth += push(port, "/v1/events/batch", bodies[half:])
     rate = len(events) / t_thoth
     null_rate = len(events) / t_null
-    from thoth_nb.server.app import raw_batch_events
+    from thoth_nb.engine.ingest import raw_batch_events
 
     split = ("body split per event by msgspec" if raw_batch_events(b"[]") is not None
              else "no msgspec: the whole body parsed by orjson first")

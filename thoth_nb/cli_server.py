@@ -105,9 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.Server(config).run()
     finally:
-        keeper = app.state.thoth.frames_keeper
-        if keeper is not None:
-            keeper.close()  # the DataFrame cache of what came in since its last run (a process of its own)
+        app.state.thoth.close()  # the ingest child; the frame keeper over what came in since its last run
         store.close()
     return 0
 

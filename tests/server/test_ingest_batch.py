@@ -11,19 +11,31 @@ from typing import Any
 
 import pytest
 
+from thoth_nb.engine import ingest as engine_ingest
 from thoth_nb.engine.audit import verify_store
 from thoth_nb.engine.store import SQLiteStore
-from thoth_nb.server import app as server_app
+from thoth_nb.server import ServerSettings
 
 
-@pytest.fixture(params=["msgspec", "orjson"])
-def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@pytest.fixture(params=["msgspec", "orjson", "child"])
+def live(request: pytest.FixtureRequest, live_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A server storing batches in-process (split by msgspec, or parsed whole by orjson), or through
+    its ingest child (server/_ingest.py), started before the first batch so every batch goes through it."""
     if request.param == "msgspec":
         pytest.importorskip("msgspec")
-        assert server_app._RAW_BATCH is not None
+        assert engine_ingest._RAW_BATCH is not None
+    elif request.param == "orjson":
+        monkeypatch.setattr(engine_ingest, "_RAW_BATCH", None)
+    found = live_factory(ServerSettings(ingest_child=request.param == "child"))
+    child = found.server.app.state.thoth.ingest_child
+    if request.param == "child":
+        child.start(timeout=30.0)
     else:
-        monkeypatch.setattr(server_app, "_RAW_BATCH", None)
-    yield str(request.param)
+        assert child is None
+    yield found
+    if child is not None:
+        assert child.failures == 0, child.last_error
+        assert child.batches > 0
 
 
 def _event(session: str = "s1", n: int = 0, **over: Any) -> dict[str, Any]:
@@ -54,7 +66,7 @@ def _verified(live: Any) -> None:
         store.close()
 
 
-def test_replayed_and_new_events_in_one_long_batch_count_exactly(live: Any, parser: str) -> None:
+def test_replayed_and_new_events_in_one_long_batch_count_exactly(live: Any) -> None:
     agent = live.client("acme", "agent")
     first = [_event(f"s{n % 2}", n) for n in range(120)]
     assert agent.post("/v1/events/batch", json={"events": first}).json() == {
@@ -79,7 +91,7 @@ def test_replayed_and_new_events_in_one_long_batch_count_exactly(live: Any, pars
     assert (again["accepted"], again["duplicates"], len(again["rejected"])) == (0, 302, 1)
 
 
-def test_another_tenant_late_in_the_batch_stores_nothing(live: Any, parser: str) -> None:
+def test_another_tenant_late_in_the_batch_stores_nothing(live: Any) -> None:
     agent = live.client("acme", "agent")
     batch = [_event(n=n) for n in range(150)]
     batch.insert(140, _event(tenant_id="globex"))
@@ -89,7 +101,7 @@ def test_another_tenant_late_in_the_batch_stores_nothing(live: Any, parser: str)
     assert agent.post("/v1/events/batch", json=batch[:140]).json()["accepted"] == 140
 
 
-def test_mapping_rejections_and_limits_are_the_same_with_either_parser(live: Any, parser: str) -> None:
+def test_mapping_rejections_and_limits_are_the_same_with_either_parser(live: Any) -> None:
     agent = live.client("acme", "agent")
     bare = str(uuid.uuid4())
     camel = {"eventId": bare, "tenantId": "acme", "sessionId": "s-camel", "eventType": "TOOL_CALL_POST",

@@ -13,9 +13,11 @@ results, errors), which cannot cross a process boundary without being serialised
 Protocol: the parent writes frames to the child's stdin, each a kind byte, the payload's length (8 bytes,
 big-endian) and the payload: a list of events, `marshal`led (b"M": the events are plain dicts, lists and
 strings; marshal shares repeated strings such as a session's tool-call list, which makes the child's loads
-~4x cheaper than JSON's) or as JSON (b"J": an event with another type in it). The child answers each frame
+~4x cheaper than JSON's) or as JSON (b"J": an event with another type in it); or a server's whole
+`POST /v1/events/batch` body (b"B", `encode_request`: `server/_ingest.py`). The child answers each frame
 with one JSON line on stdout, after its COMMIT: `{"ok": true, "accepted": n, "duplicates": n,
-"rejected": n}` or `{"ok": false, "error": "..."}`; its first line is `{"ok": true, "ready": true, "pid": n}`,
+"rejected": n}` (for B, "rejected" lists the entries, and a batch refused whole is `{"ok": true,
+"refused": {...}}`) or `{"ok": false, "error": "..."}`; its first line is `{"ok": true, "ready": true, "pid": n}`,
 once the store is open. Frames are answered in order, so the parent may write the next batch before the
 last one's reply comes (`submit`, then `collect`). A frame cut short (the parent died writing it) is not
 stored. The child ends at EOF on stdin (the parent closed it, exited or was killed), or when its parent is
@@ -44,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["StoreWriter", "WriterError", "encode_batch"]
+__all__ = ["StoreWriter", "WriterError", "encode_batch", "encode_request"]
 
 #: how long the parent waits for the child to open the store, and for one batch's reply, before it gives
 #: the child up (kills it) and stores the batch itself
@@ -69,14 +71,30 @@ def encode_batch(events: Sequence[Mapping[str, Any]]) -> bytes:
     return kind + len(payload).to_bytes(8, "big") + payload
 
 
+def encode_request(data: bytes, tenant_id: str, max_events: int) -> bytes:
+    """One frame for the child from a server's `POST /v1/events/batch` body (frame kind B): the child
+    splits, checks and stores it as `engine.ingest.ingest_body`; its reply lists the rejected events, or
+    is `{"ok": true, "refused": {status, error, message, field}}` for a batch refused as a whole."""
+    if "\n" in tenant_id:
+        raise ValueError("a tenant id cannot contain a newline")
+    payload = b"%s\n%d\n%s" % (tenant_id.encode(), max_events, data)
+    return b"B" + len(payload).to_bytes(8, "big") + payload
+
+
 class StoreWriter:
     """The parent side: one child process storing into one SQLite file. Used by one thread at a time
     (the emitter thread); `close` may come from another thread (shutdown), hence the lock."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0, script: Path | None = None,
-                 ready_timeout: float = READY_TIMEOUT, ack_timeout: float = ACK_TIMEOUT) -> None:
+                 ready_timeout: float = READY_TIMEOUT, ack_timeout: float = ACK_TIMEOUT,
+                 checkpoints: str = "here") -> None:
+        """`checkpoints`: "here" (the child's commits checkpoint the WAL, SQLite's default) or "elsewhere"
+        (another connection does: the server's checkpoint thread)."""
+        if checkpoints not in ("here", "elsewhere"):
+            raise ValueError(f"checkpoints must be 'here' or 'elsewhere', not {checkpoints!r}")
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.checkpoints = checkpoints
         self._script = script or Path(__file__)
         self.ready_timeout = ready_timeout
         self.ack_timeout = ack_timeout
@@ -108,7 +126,7 @@ class StoreWriter:
             try:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-P", str(self._script), package_root, str(self.path),
-                     repr(float(self.busy_timeout)), str(os.getpid())],
+                     repr(float(self.busy_timeout)), str(os.getpid()), self.checkpoints],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, bufsize=0, close_fds=True,
                     start_new_session=True,  # a Ctrl-C in the terminal interrupts the parent, not a COMMIT here
                 )
@@ -336,12 +354,26 @@ def _import_store(package_root: str) -> Any:
     return SQLiteStore
 
 
-def serve(package_root: str, path: str, busy_timeout: float, parent: int) -> None:
+def _ingest_request(store: Any, payload: bytes) -> dict[str, Any]:
+    """Frame kind B: a server's request body, stored by `engine.ingest.ingest_body` as the server would."""
+    from thoth_nb.engine.ingest import BatchRefused, ingest_body  # type: ignore[import-not-found, unused-ignore]
+
+    tenant, max_events, data = payload.split(b"\n", 2)
+    try:
+        result = ingest_body(store, data, int(max_events), tenant.decode())
+    except BatchRefused as exc:  # the client's mistake, not the writer's: the server answers it as is
+        return {"ok": True, "refused": exc.to_dict()}
+    return {"ok": True, "accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected}
+
+
+def serve(package_root: str, path: str, busy_timeout: float, parent: int, checkpoints: str = "here") -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this ends (EOF on stdin)
     out = sys.stdout.buffer
     store = _import_store(package_root)(path, busy_timeout=busy_timeout)
+    if checkpoints == "elsewhere":
+        store.defer_checkpoints()
     from thoth_nb import _json  # type: ignore[import-not-found, unused-ignore]
 
     busy = threading.Lock()
@@ -370,11 +402,15 @@ def serve(package_root: str, path: str, busy_timeout: float, parent: int) -> Non
         if size < 0 or len(payload) != size:  # EOF, or a frame cut short by a parent that died writing it
             break
         with busy:
+            body: dict[str, Any]
             try:
-                events = marshal.loads(payload) if header[:1] == b"M" else _json.loads(payload)
-                result = store.ingest_events(events)
-                body: dict[str, Any] = {"ok": True, "accepted": result.accepted,
-                                        "duplicates": result.duplicates, "rejected": len(result.rejected)}
+                if header[:1] == b"B":
+                    body = _ingest_request(store, payload)
+                else:
+                    events = marshal.loads(payload) if header[:1] == b"M" else _json.loads(payload)
+                    result = store.ingest_events(events)
+                    body = {"ok": True, "accepted": result.accepted, "duplicates": result.duplicates,
+                            "rejected": len(result.rejected)}
             except Exception as exc:  # reported; the parent stores the batch itself (and retries, spills)
                 body = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             try:
@@ -385,4 +421,4 @@ def serve(package_root: str, path: str, busy_timeout: float, parent: int) -> Non
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
+    serve(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])

@@ -464,8 +464,14 @@ class SQLiteStore(Store):
         with self._lock:
             if self._checkpointer is not None:
                 return
-            self._db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
+            self.defer_checkpoints()
             self._checkpointer = _Checkpointer(self.path, interval, self._busy_timeout)
+
+    def defer_checkpoints(self) -> None:
+        """Another connection checkpoints this file (`checkpoint_in_background`, maybe in another process:
+        the server's ingest child): this one checkpoints only past the backstop, not on its commits."""
+        with self._lock:
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
 
     def _after_fork(self) -> None:
         """In a forked child: a fresh lock (another thread may have held it at the fork) and a fresh

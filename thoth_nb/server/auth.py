@@ -109,7 +109,7 @@ class Authenticator:
         """Who is calling, checked against `action`: 401 for no or a bad key, 403 for the wrong role
         or for a `?tenant_id=` that is not the key's (every list accepts the parameter, none widens by it)."""
         principal = self._authenticate(request, action)
-        asked = request.query_params.get("tenant_id")
+        asked = request.query_params.get("tenant_id") if request.scope.get("query_string") else None
         if asked:
             principal.check_tenant(asked)
         return principal

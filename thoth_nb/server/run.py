@@ -133,12 +133,15 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        app = self.app
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         self._server = None
+        if app is not None:
+            app.state.thoth.close()  # the ingest child, the frame keeper
         if self._sock is not None:
             self._sock.close()
             self._sock = None
