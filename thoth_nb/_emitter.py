@@ -104,6 +104,7 @@ class Emitter:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._inflight = 0
+        self._last_take = 0.0  # monotonic time the last batch was taken: the next is due an interval later
         self._stop = False
         self._thread: threading.Thread | None = None
         self._spill_lock = threading.Lock()
@@ -217,7 +218,10 @@ class Emitter:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.interval)
+            # a batch per interval (sooner when one is full or a flush asks), however long sending took
+            due = self._last_take + self.interval - time.monotonic()
+            if due > 0 or not self._queue:
+                self._wake.wait(due if due > 0 else self.interval)
             self._wake.clear()
             self._drain()
             writer = self._writer
@@ -236,6 +240,8 @@ class Emitter:
             while queue and len(batch) < self.batch_size:
                 batch.append(queue.popleft())
             self._inflight = len(batch) + self._unacked_events
+        if batch:
+            self._last_take = time.monotonic()
         return batch
 
     def _drain(self) -> None:
@@ -259,16 +265,13 @@ class Emitter:
                 self._deliver(events)
             if self.keeper is not None and events:
                 self.keeper.stored(len(events), {event.get("tenant_id") or "" for event in events})
-            partial = len(raw) < self.batch_size and not self._wake.is_set() and not self._stop
-            if partial:
-                self._settle(0)
             with self._idle:
                 self._inflight = self._unacked_events
                 self._idle.notify_all()
-            if partial:
-                # What was queued while this batch was sent waits for the next interval (or a full batch,
-                # or a flush): taking it at once sent a steady stream of calls as back-to-back batches of
-                # a few events, ~135 requests/s to a server (or commits to the store) instead of ~10.
+            if len(raw) < self.batch_size and not self._wake.is_set() and not self._stop:
+                # What was queued while this batch was sent waits until the next is due (`_run`), or a
+                # batch is full, or a flush asks: taking it at once sent a steady stream of calls as
+                # back-to-back batches of a few events, ~135 requests/s to a server instead of ~10.
                 return
 
     # -- the writer child (embedded store) ------------------------------------------------------

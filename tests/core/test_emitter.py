@@ -164,6 +164,22 @@ def test_a_steady_trickle_is_sent_once_per_interval_not_batch_after_batch(tmp_pa
     assert len(sizes) <= 15, sizes
 
 
+def test_an_idle_emitter_thread_sleeps(tmp_path: Path) -> None:
+    """Between batches the thread waits on its event, not in a loop: once the queue is empty it must not
+    spin on an already-due interval."""
+    emitter = Emitter(FlakySink(tmp_path / "s.db"), spill_dir=tmp_path / "spill", interval=0.05)
+    for event in make_events(10):
+        emitter.emit(event)
+    assert emitter.flush(timeout=10)
+    thread = emitter._thread
+    assert thread is not None and thread.ident is not None
+    clock = time.pthread_getcpuclockid(thread.ident)
+    before = time.clock_gettime(clock)
+    time.sleep(0.5)
+    assert time.clock_gettime(clock) - before < 0.1  # a spinning thread uses ~0.5 s of CPU here
+    emitter.shutdown()
+
+
 def test_a_full_batch_is_sent_without_waiting_for_the_interval(tmp_path: Path) -> None:
     sink = FlakySink(tmp_path / "s.db")
     emitter = Emitter(sink, spill_dir=tmp_path / "spill", interval=30.0, batch_size=100)
