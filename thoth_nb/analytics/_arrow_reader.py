@@ -23,6 +23,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+if __name__ == "__main__":
+    # The reader child uses no numpy, but pyarrow imports it when it can: 0.13 s, and its BLAS threads
+    # start and spin, ~0.17 s of CPU in all, taken from the first read of a fresh kernel on 2 CPUs.
+    # pyarrow 16+ works without it; an older one that insists gets it back.
+    sys.modules["numpy"] = None  # type: ignore[assignment]
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        del sys.modules["numpy"]
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
