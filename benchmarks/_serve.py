@@ -2,7 +2,8 @@
 
 Both kinds run on the same stack (`thoth_nb.server.run.uvicorn_config`: uvicorn, uvloop, httptools,
 one worker) on 127.0.0.1 and print `PORT <n>` when they accept connections.
-- thoth <db> <policy.yaml>: the real app (`create_app`) over a SQLite store, keys required.
+- thoth <db> <policy.yaml> [in-process]: the real app (`create_app`) over a SQLite store, keys required;
+  "in-process": event batches stored on a worker thread (`--ingest-in-process`), not by the ingest child.
 - null: a do-nothing Starlette app: POST /noop reads the body and answers `{}`; the round-trip floor.
 """
 
@@ -39,7 +40,8 @@ def main(argv: list[str]) -> int:
         from thoth_nb.engine.store import SQLiteStore
         from thoth_nb.server.app import ServerSettings, create_app
 
-        app = create_app(SQLiteStore(argv[1]), load_policy(argv[2]), ServerSettings())
+        app = create_app(SQLiteStore(argv[1]), load_policy(argv[2]),
+                         ServerSettings(ingest_child=argv[3:4] != ["in-process"]))
     elif kind == "null":
         app = null_app()
     else:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def bench_server(sizes: Sizes) -> list[Result]:
         return [Result.na(GROUP, name, why, target) for name, target in (
             ("governed call through the server", "≤ 1.5x, p99 ≤ 3 ms"),
             ("/v1/enforce throughput", "≥ 0.4x"), ("ingest via /v1/events/batch", "≥ 40,000 events/s"),
-            ("step-up click→resume, server long-poll", "≤ 250 ms"))]
+            ("step-up click→resume, server long-poll", "≤ 250 ms"), ("/v1/enforce during ingest", ""))]
     from thoth_nb import _json
 
     rows: list[Result] = []
@@ -110,6 +111,7 @@ def bench_server(sizes: Sizes) -> list[Result]:
             rows += _throughput(sizes, port, null_port, body, agent_key)
             rows += _ingest(sizes, home, port, null_port, agent_key)
             rows += _stepup(sizes, home, url, agent_key, admin_key)
+        rows += _enforce_during_ingest(sizes, home, policy)
     return rows
 
 
@@ -289,6 +291,74 @@ def _stepup(sizes: Sizes, home: Path, url: str, agent_key: str, admin_key: str) 
     return [Result(GROUP, "step-up click→resume, server long-poll (approve via HTTP)", med, "ms", 5000.0,
                    "seed's default poll interval", None, "≤ 250 ms", worst <= 250.0,
                    f"median of {len(latencies)}; max {worst:.1f} ms; includes the approve request itself")]
+
+
+def _enforce_during_ingest(sizes: Sizes, home: Path, policy: Path) -> list[Result]:
+    """/v1/enforce latency while another client streams event batches into the same server: with the
+    ingest child (the default) against batches stored on a worker thread of the server (the baseline,
+    `--ingest-in-process`), two servers side by side, measured in alternation."""
+    from benchmarks.store import real_events
+    from thoth_nb import _json
+
+    stores = {"child": home / "during-child.db", "in-process": home / "during-inproc.db"}
+    keys = {name: _keys(db)[0] for name, db in stores.items()}
+    events = real_events(home, 20 * 500 if not sizes.smoke else 2 * 500)
+    bodies = [_json.dumps_bytes({"events": events[i : i + 500]}) for i in range(0, len(events), 500)]
+    enforce = _json.dumps_bytes(_enforce_body())
+    calls = sizes.server_calls // 2
+    times: dict[str, list[float]] = {name: [] for name in stores}
+    rates: dict[str, list[float]] = {name: [] for name in stores}
+    with serve(("thoth", str(stores["child"]), str(policy)),
+               ("thoth", str(stores["in-process"]), str(policy), "in-process")) as ports:
+        for round_ in range(2 if not sizes.smoke else 1):
+            order = list(zip(stores, ports, strict=True))
+            for name, port in order if round_ % 2 == 0 else order[::-1]:
+                headers = {"Authorization": f"Bearer {keys[name]}", "Content-Type": "application/json"}
+                stop = threading.Event()
+                sent: list[int] = []
+                conn = HTTPConnection("127.0.0.1", port, timeout=30)
+                for _ in range(100):  # warm-up: connection, caches
+                    conn.request("POST", "/v1/enforce", body=enforce, headers=headers)
+                    conn.getresponse().read()
+                streamer = threading.Thread(target=_stream, args=(port, headers, bodies, stop, sent), daemon=True)
+                streamer.start()
+                time.sleep(0.3)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    started = time.perf_counter_ns()
+                    conn.request("POST", "/v1/enforce", body=enforce, headers=headers)
+                    conn.getresponse().read()
+                    times[name].append(time.perf_counter_ns() - started)
+                rates[name].append(len(sent) * 500 / (time.perf_counter() - t0))
+                stop.set()
+                streamer.join(30)
+                conn.close()
+    note = (f"{calls * (2 if not sizes.smoke else 1)} enforce calls per server (http.client, one keep-alive "
+            f"connection) while another connection posts batches of 500 real SDK events 20 ms apart: "
+            f"{median(rates['child']):,.0f} vs {median(rates['in-process']):,.0f} events/s stored meanwhile")
+    rows = []
+    for label, stat in (("median", median), ("p99", lambda v: percentile(v, 99))):
+        mine, theirs = stat(times["child"]) / 1e6, stat(times["in-process"]) / 1e6
+        rows.append(Result(GROUP, f"/v1/enforce while events are ingested, ingest child: {label}", mine, "ms",
+                           theirs, "the same server storing batches on a worker thread (--ingest-in-process)",
+                           None, "", None, note if label == "median" else ""))
+    return rows
+
+
+def _stream(port: int, headers: dict[str, str], bodies: list[bytes], stop: threading.Event, sent: list[int]) -> None:
+    """Post batches one at a time, 20 ms apart, until `stop`; each acknowledged one is appended to `sent`."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        conn.request("POST", "/v1/events/batch", body=bodies[len(sent) % len(bodies)], headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 202:
+            raise RuntimeError(f"ingest answered {response.status}")
+        sent.append(1)
+        stop.wait(0.02)
+    conn.close()
 
 
 BENCHES = [bench_server]

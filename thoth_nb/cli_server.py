@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         no_auth=args.no_auth, local_tenant=args.tenant, max_body_bytes=args.max_body_bytes,
         event_ingest_token=args.event_ingest_token or os.environ.get("THOTH_EVENT_INGEST_TOKEN") or None,
+        ingest_child=not args.ingest_in_process,
     )
     host_for_url = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host_for_url}:{args.port}"
@@ -192,6 +193,12 @@ def add_server_commands(subparsers: Any) -> None:
     serve.add_argument(
         "--event-ingest-token",
         help="require this X-Thoth-Event-Ingest-Token on POST /v1/events/batch (default: $THOTH_EVENT_INGEST_TOKEN)",
+    )
+    serve.add_argument(
+        "--ingest-in-process",
+        action="store_true",
+        help="store event batches on a worker thread of the server instead of in a child process "
+             "(SQLite; the child keeps ingest off the GIL that /v1/enforce needs)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
