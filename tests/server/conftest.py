@@ -63,6 +63,18 @@ class Live:
         return client
 
 
+def verified(db: Path) -> None:
+    """The store's hash chains verify end to end."""
+    from thoth_nb.engine.audit import verify_store
+
+    store = SQLiteStore(db)
+    try:
+        report = verify_store(store)
+        assert report.ok, report.to_dict()
+    finally:
+        store.close()
+
+
 def enforce_body(tenant: str = "acme", **over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "agent_id": "agent-1",
@@ -122,6 +134,12 @@ def live_factory(tmp_path: Path) -> Iterator[Any]:
 def live(live_factory: Any) -> Live:
     found: Live = live_factory()
     return found
+
+
+@pytest.fixture
+def verify() -> Any:
+    """`verify(db)`: assert that the store's hash chains verify end to end."""
+    return verified
 
 
 @pytest.fixture

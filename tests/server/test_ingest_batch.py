@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 
 from thoth_nb.engine import ingest as engine_ingest
-from thoth_nb.engine.audit import verify_store
-from thoth_nb.engine.store import SQLiteStore
 from thoth_nb.server import ServerSettings
 
 
@@ -57,16 +55,7 @@ def _rows(live: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _verified(live: Any) -> None:
-    store = SQLiteStore(live.server.db)
-    try:
-        report = verify_store(store)
-        assert report.ok, report.to_dict()
-    finally:
-        store.close()
-
-
-def test_replayed_and_new_events_in_one_long_batch_count_exactly(live: Any) -> None:
+def test_replayed_and_new_events_in_one_long_batch_count_exactly(live: Any, verify: Any) -> None:
     agent = live.client("acme", "agent")
     first = [_event(f"s{n % 2}", n) for n in range(120)]
     assert agent.post("/v1/events/batch", json={"events": first}).json() == {
@@ -86,7 +75,7 @@ def test_replayed_and_new_events_in_one_long_batch_count_exactly(live: Any) -> N
     for session in ("s0", "s1", "s2"):
         assert [r["chain_index"] for r in rows if r["session_id"] == session] == list(
             range(sum(r["session_id"] == session for r in rows)))
-    _verified(live)
+    verify(live.server.db)
     again = agent.post("/v1/events/batch", json=batch).json()
     assert (again["accepted"], again["duplicates"], len(again["rejected"])) == (0, 302, 1)
 
@@ -101,7 +90,7 @@ def test_another_tenant_late_in_the_batch_stores_nothing(live: Any) -> None:
     assert agent.post("/v1/events/batch", json=batch[:140]).json()["accepted"] == 140
 
 
-def test_mapping_rejections_and_limits_are_the_same_with_either_parser(live: Any) -> None:
+def test_mapping_rejections_and_limits_are_the_same_with_either_parser(live: Any, verify: Any) -> None:
     agent = live.client("acme", "agent")
     bare = str(uuid.uuid4())
     camel = {"eventId": bare, "tenantId": "acme", "sessionId": "s-camel", "eventType": "TOOL_CALL_POST",
@@ -134,4 +123,4 @@ def test_mapping_rejections_and_limits_are_the_same_with_either_parser(live: Any
     assert status(b"7") == (422, "invalid_request")
     assert status(b"[" + b",".join([b"{}"] * 501) + b"]") == (413, "payload_too_large")
     assert len(_rows(live)) == 2
-    _verified(live)
+    verify(live.server.db)

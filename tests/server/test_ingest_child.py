@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from thoth_nb.engine.audit import verify_store
-from thoth_nb.engine.store import SQLiteStore
 from thoth_nb.server import ServerSettings
 
 
@@ -32,15 +30,6 @@ def _count(db: Path) -> int:
         found = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
     conn.close()
     return found
-
-
-def _verified(db: Path) -> None:
-    store = SQLiteStore(db)
-    try:
-        report = verify_store(store)
-        assert report.ok, report.to_dict()
-    finally:
-        store.close()
 
 
 def _alive(pid: int) -> bool:
@@ -62,7 +51,7 @@ def test_batches_are_stored_by_a_child_process(live: Any) -> None:
     assert _count(live.server.db) == 50
 
 
-def test_a_killed_child_loses_no_batch_and_the_chain_stays_whole(live: Any) -> None:
+def test_a_killed_child_loses_no_batch_and_the_chain_stays_whole(live: Any, verify: Any) -> None:
     child = live.server.app.state.thoth.ingest_child
     child.start(timeout=30.0)
     agent = live.client("acme", "agent")
@@ -74,7 +63,7 @@ def test_a_killed_child_loses_no_batch_and_the_chain_stays_whole(live: Any) -> N
     assert child.failures == 1 and "exited" in child.last_error
     assert agent.post("/v1/events/batch", json=_batch(30)).json()["accepted"] == 30
     assert _count(live.server.db) == 90
-    _verified(live.server.db)
+    verify(live.server.db)
 
 
 def test_a_child_that_cannot_start_leaves_ingest_in_process(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "BatchRefused",
     "batch_events",
     "ingest_body",
+    "parse_json",
     "prepare_event",
     "prepare_events",
     "raw_batch_events",
@@ -93,7 +94,8 @@ def prepare_event(index: int, item: Any, tenant_id: str) -> dict[str, Any]:
     return event
 
 
-def _parse_json(data: bytes) -> Any:
+def parse_json(data: bytes) -> Any:
+    """A request body's JSON; BatchRefused (400, saying what is wrong) when it is empty or not JSON."""
     if not data.strip():
         raise BatchRefused(400, "malformed_json", "request body is empty; send a JSON document")
     try:
@@ -105,7 +107,7 @@ def _parse_json(data: bytes) -> Any:
 def batch_events(data: bytes, max_events: int) -> list[Any]:
     """The events of a PROTOCOL §5 request body (a bare array or `{"events": [...]}`): 400 if it is not
     JSON, 422 if it has neither shape, 413 past `max_events`."""
-    body = _parse_json(data)
+    body = parse_json(data)
     if isinstance(body, dict):
         events = body.get("events")
         if not isinstance(events, list):

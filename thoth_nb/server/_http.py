@@ -16,6 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from thoth_nb.engine import ingest
 from thoth_nb.engine.store import parse_ts
 
 __all__ = [
@@ -104,12 +105,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_json(data: bytes) -> Any:
     """400 (saying what is wrong) when `data` is empty or not JSON."""
-    if not data.strip():
-        raise ApiError(400, "malformed_json", "request body is empty; send a JSON document")
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+        return ingest.parse_json(data)
+    except ingest.BatchRefused as exc:
+        raise ApiError(exc.status, exc.error, exc.message) from None
 
 
 async def read_json(request: Request, limit: int) -> Any:
