@@ -24,7 +24,8 @@ EMAIL = "alice@corp.example"
 CARD = "4111 1111 1111 1111"
 PASSWORD = "hunter2-horse-battery"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
-SECRETS = (API_KEY, EMAIL, PASSWORD, "4111", JWT)
+# the card in both spellings: "4111" alone also turns up in timestamps ("07:42:12.341111Z")
+SECRETS = (API_KEY, EMAIL, PASSWORD, CARD, CARD.replace(" ", ""), JWT)
 
 POLICY = """
 version: 1
