@@ -264,13 +264,26 @@ def test_a_pages_only_warm_up_keeps_no_snapshot(reader: frames._ReaderProcess,
     pd.testing.assert_frame_equal(df, expected, check_categorical=False)
 
 
-def test_a_store_the_mark_cannot_read_is_read_in_full_every_time(reader: frames._ReaderProcess,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_the_mark_cannot_read_is_read_in_full_after_any_commit(reader: frames._ReaderProcess,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the mark, only an untouched file (PRAGMA data_version of the child's connection unchanged:
+    no connection of any process committed) keeps the snapshot; any commit means a full read."""
     record(10)
-    expected = _sqlite3_frame(monkeypatch, tenant_id="acme")
     monkeypatch.setattr(frames, "_PARALLEL_FROM", 2)
     monkeypatch.setattr(frames, "_MARK_SQL", "SELECT 1 FROM no_such_table WHERE ?1 AND ?2 AND ?3")
-    for _ in range(2):
+    first, reused = _child_frame(reader, tenant_id="acme")
+    assert reused == 0
+    again, reused = _child_frame(reader, tenant_id="acme")  # nothing committed since: the same rows
+    assert reused == len(first)
+    pd.testing.assert_frame_equal(again, first)
+    for change in ("record", "delete"):
+        if change == "record":
+            record(1)
+        else:
+            from thoth_nb import _runtime
+
+            with _runtime.local_store().transaction() as db:  # a row in the middle: max(seq) stays
+                db.execute("DELETE FROM events WHERE seq = (SELECT min(seq) + 3 FROM events)")
         df, reused = _child_frame(reader, tenant_id="acme")
-        assert reused == 0
-        pd.testing.assert_frame_equal(df, expected, check_categorical=False)
+        assert reused == 0, change
+        pd.testing.assert_frame_equal(df, _sqlite3_frame(monkeypatch, tenant_id="acme"), check_categorical=False)

@@ -117,6 +117,10 @@ class Snapshot:
 
     def __init__(self) -> None:
         self._last: tuple[tuple[Any, ...], int, list[Any], pa.Table] | None = None
+        #: (connection, its PRAGMA data_version) taken before the snapshot's read: unchanged at the next
+        #: read means no connection of any process committed to the file since, so the snapshot holds as
+        #: it is, without the mark's walk of the tenant's index entries (~0.3 s per million rows)
+        self._version: tuple[Any, int] | None = None
         self.reused = 0  # rows of the last read that came from the snapshot
 
     def read(self, path: str, queries: Sequence[tuple[str, Sequence[Any]]], spec: dict[str, Any], *,
@@ -130,6 +134,12 @@ class Snapshot:
         since = last[1] if last is not None and usable else upto
         mark_sql, mark_params = spec["mark"][0], list(spec["mark"][1])
         self.reused = 0
+        conn = connections.get(path, 0)
+        version, self._version = self._version, (conn, _data_version(conn))
+        if last is not None and usable and last[1] == upto and version == self._version:
+            self._last, self._version = last, version
+            self.reused = last[3].num_rows
+            return last[3]
         if not usable and spec.get("plain"):
             # nothing to check: the mark of what is read comes from the rows themselves (all the tenant's
             # rows up to `upto`: their count and seq sum), which skips a walk of the index before the read
@@ -158,6 +168,10 @@ class Snapshot:
             table = read(path, queries, times=times, categories=categories, connections=connections)
         self._last = (key, upto, now, table)
         return table
+
+
+def _data_version(conn: Any) -> int:
+    return int(_query(conn, "PRAGMA data_version", []).column(0)[0].as_py())
 
 
 def seq_mark(table: pa.Table) -> list[int]:
