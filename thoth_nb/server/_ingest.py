@@ -68,12 +68,16 @@ class IngestChild:
     def ingest(self, data: bytes, tenant_id: str, max_events: int) -> IngestResult | None:
         """Store one request body through the child. None when the child is not ready (starting, or
         failed): the caller stores the batch in-process. BatchRefused exactly as `ingest_body` raises it."""
+        try:
+            frame = encode_request(data, tenant_id, max_events)
+        except ValueError:  # a tenant id the frame cannot carry: stored in-process
+            return None
         with self._lock:
             writer = self._ready_writer()
             if writer is None:
                 return None
             try:
-                reply = writer.send(encode_request(data, tenant_id, max_events))
+                reply = writer.send(frame)
             except WriterError as exc:
                 self._failed(writer, str(exc))
                 return None
