@@ -142,3 +142,58 @@ def thoth_version() -> str:
     from thoth_nb._version import __version__
 
     return __version__
+
+
+def _children(pid: int) -> dict[int, str]:
+    """{pid: command line} of the processes whose parent is `pid` (from /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found[int(entry)] = cmdline
+    return found
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_serve_stores_batches_in_its_ingest_child_and_stops_it(tmp_path: Path, in_process: bool) -> None:
+    """`thoth-nb serve` on SQLite: event batches go through a child process (store_writer.py) that ends
+    with the server; `--ingest-in-process` keeps them on a thread of the server."""
+    port = _free_port()
+    db = tmp_path / "served.db"
+    flags = ["--ingest-in-process"] if in_process else []
+    proc, lines = _serve(["--port", str(port), "--db", str(db), "--log-level", "warning", *flags], tmp_path)
+    writers: dict[int, str] = {}
+    try:
+        url = f"http://127.0.0.1:{port}"
+        admin = next(m.group(0) for line in lines for m in [re.search(r"thk_[A-Za-z0-9_-]+", line)] if m)
+        _wait_ready(url)
+        events = [{"event_id": f"e{i}", "session_id": "s1", "event_type": "TOOL_CALL_PRE"} for i in range(20)]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, trust_env=False) as client:
+            deadline = time.monotonic() + 20
+            rounds = 0
+            while time.monotonic() < deadline:  # the first batch starts the child; later ones go through it
+                batch = [{**e, "event_id": f"{e['event_id']}-{rounds}"} for e in events]
+                assert client.post("/v1/events/batch", json=batch).json()["accepted"] == 20
+                rounds += 1
+                writers = {p: c for p, c in _children(proc.pid).items() if "store_writer.py" in c}
+                if writers or (in_process and rounds >= 5):
+                    break
+                time.sleep(0.05)
+        assert bool(writers) is not in_process, writers
+    finally:
+        _stop(proc)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in writers)
+    store = SQLiteStore(db)
+    try:
+        assert store.count_events("local") == 20 * rounds
+    finally:
+        store.close()
