@@ -135,9 +135,10 @@ class Snapshot:
         mark_sql, mark_params = spec["mark"][0], list(spec["mark"][1])
         self.reused = 0
         conn = connections.get(path, 0)
-        version, self._version = self._version, (conn, _data_version(conn))
-        if last is not None and usable and last[1] == upto and version == self._version:
-            self._last, self._version = last, version
+        version = (conn, _data_version(conn))
+        untouched, self._version = version == self._version, version
+        if last is not None and usable and last[1] == upto and untouched:
+            self._last = last
             self.reused = last[3].num_rows
             return last[3]
         if not usable and spec.get("plain"):

@@ -57,6 +57,11 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
         self.headers = dict(headers or {})
 
+    @classmethod
+    def refused(cls, exc: ingest.BatchRefused) -> ApiError:
+        """The answer to a batch body the engine refused as a whole (`engine.ingest`)."""
+        return cls(exc.status, exc.error, exc.message, field=exc.field)
+
 
 def error_body(error: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"error": error, "message": message}
@@ -108,7 +113,7 @@ def parse_json(data: bytes) -> Any:
     try:
         return ingest.parse_json(data)
     except ingest.BatchRefused as exc:
-        raise ApiError(exc.status, exc.error, exc.message) from None
+        raise ApiError.refused(exc) from None
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -644,7 +644,7 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
                 rejected += [{"index": indexes[r["index"]], "error": r["error"]} for r in result.rejected]
                 rejected.sort(key=lambda r: int(r["index"]))
         except BatchRefused as exc:
-            raise ApiError(exc.status, exc.error, exc.message, field=exc.field) from None
+            raise ApiError.refused(exc) from None
         return json_response(
             {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}, 202
         )
