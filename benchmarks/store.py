@@ -101,6 +101,45 @@ def bench_ingest(sizes: Sizes) -> list[Result]:
                    "both checkpoint the WAL in a background thread, as the server does")]
 
 
+class RowsFloor:
+    """What SQLite alone costs to store `events` as the store stores them: their very rows (built once,
+    untimed, by `SQLiteStore.ingest_events` into a scratch file) inserted into a fresh store's own table
+    and indexes, 500 per transaction, with the store's multi-row INSERT, PRAGMAs and background
+    checkpointer. No HTTP, parse, check, dedupe lookup or hash: no ingest of these events on this
+    machine can be faster. `insert(part)` times one part of them; parts continue the same file."""
+
+    def __init__(self, home: Path, events: list[dict[str, Any]]) -> None:
+        from thoth_nb.engine.store import _EVENT_COLUMNS, SQLiteStore
+
+        scratch = SQLiteStore(home / "floor-rows.db")
+        for i in range(0, len(events), BATCH):
+            scratch.ingest_events(events[i : i + BATCH])
+        self.rows = scratch._db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
+        scratch.close()
+        if len(self.rows) != len(events):
+            raise RuntimeError(f"{len(events)} events but {len(self.rows)} rows to insert")
+        self.store = SQLiteStore(home / "floor.db")
+        self.store.checkpoint_in_background()  # as `thoth-nb serve` opens it
+
+    def insert(self, start: int, stop: int) -> float:
+        from thoth_nb.engine.store import _INSERT_ROWS, _insert_events_sql
+
+        batches = []
+        for i in range(start, stop, BATCH):
+            batch = self.rows[i : min(i + BATCH, stop)]
+            batches.append([(_insert_events_sql(len(part)), [v for row in part for v in row])
+                            for part in (batch[j : j + _INSERT_ROWS] for j in range(0, len(batch), _INSERT_ROWS))])
+        t0 = time.perf_counter()
+        for statements in batches:
+            with self.store.transaction() as db:
+                for sql, values in statements:
+                    db.execute(sql, values)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def bench_frames(sizes: Sizes) -> list[Result]:
     try:
         from thoth_nb.analytics import frames
