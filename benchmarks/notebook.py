@@ -24,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 FRAMES_DB = Path(tempfile.gettempdir()) / "thoth-bench-1m.db"
 #: THOTH_HOME of a million events written through the SDK (frame keeper on), made once (~3 min), reused
 SDK_HOME = Path(tempfile.gettempdir()) / "thoth-bench-sdk-1m"
+#: fresh processes per case of the first-frame figures (their medians); odd, so a median is a run
+FIRST_FRAME_ROUNDS = 3
 
 
 def _in_child(call: str, env: dict[str, str] | None = None) -> Any:
@@ -128,7 +130,7 @@ def bench_first_frame(sizes: Sizes) -> list[Result]:
              ("load_ext", 5.0, False), ("cached", 0.0, False), ("nocache", 0.0, False), ("sdk", 0.0, False),
              ("sdk_load_ext", 0.0, True), ("sdk_nocache", 0.0, False)]
     runs: dict[tuple[str, float, bool], list[dict[str, Any]]] = {case: [] for case in cases}
-    for round_ in range(2):
+    for round_ in range(FIRST_FRAME_ROUNDS):
         for case in cases if round_ % 2 == 0 else cases[::-1]:
             if case[0] == "cached":
                 runs[case].append(_first_frame(FRAMES_DB, 0.0, "plain", False, home=home))
@@ -149,6 +151,9 @@ def bench_first_frame(sizes: Sizes) -> list[Result]:
     def med(case: tuple[str, float, bool], key: str) -> float:
         return float(statistics.median(r[key] for r in runs[case]))
 
+    def of(case: tuple[str, float, bool]) -> str:
+        return f"median of {len(runs[case])}: " + ", ".join(f"{r['first_s']:.2f}" for r in runs[case]) + " s"
+
     def cpu(case: tuple[str, float, bool]) -> float:
         return float(statistics.median(r["cpu_s"] + r["child_cpu_s"] for r in runs[case]))
 
@@ -163,12 +168,12 @@ def bench_first_frame(sizes: Sizes) -> list[Result]:
                      f"{made}); the frame keeper the emitter starts every 50,000 events and at shutdown kept "
                      f"the columnar copy this call maps; reader child started: "
                      f"{any(r['reader_started'] for r in runs[cases[7]])}; CPU in the call {cpu(cases[7]):.2f} s "
-                     f"vs {cpu(cases[9]):.2f} s; pandas import included; median of 2; load average {load:.1f}")),
+                     f"vs {cpu(cases[9]):.2f} s; pandas import included; {of(cases[7])}; load average {load:.1f}")),
         Result("notebook", f"{name}, store written through the SDK, right after %load_ext",
                med(cases[8], "first_s"), "s", target="≤ 2 s per 1M rows", ok=med(cases[8], "first_s") <= 2.0,
                baseline=med(cases[9], "first_s"), baseline_label="no %load_ext, THOTH_FRAME_CACHE=0",
                note=(f"%load_ext thoth_nb, then at once thoth_nb.events(); CPU in the call {cpu(cases[8]):.2f} s; "
-                     f"median of 2; load average {load:.1f}")),
+                     f"{of(cases[8])}; load average {load:.1f}")),
     ]
     foreign = "store written by another program"
     out = [*sdk_rows,
@@ -177,7 +182,7 @@ def bench_first_frame(sizes: Sizes) -> list[Result]:
                   baseline=med(cases[6], "first_s"), baseline_label="the same with THOTH_FRAME_CACHE=0",
                   note=(f"no %load_ext: nothing warmed, no disk cache file yet (fresh THOTH_HOME: the call writes "
                         f"one); CPU in the call incl. reader child {cpu(cases[0]):.2f} s vs {cpu(cases[6]):.2f} s; "
-                        f"median of 2; load average {load:.1f}")),
+                        f"{of(cases[0])}; load average {load:.1f}")),
            Result("notebook", f"{name}, {foreign}, disk cache an earlier read left",
                   med(cases[5], "first_s"), "s",
                   target="≤ 2 s per 1M rows", ok=med(cases[5], "first_s") <= 2.0, baseline=med(cases[6], "first_s"),
@@ -188,7 +193,7 @@ def bench_first_frame(sizes: Sizes) -> list[Result]:
                         f"is in the OS page cache, as the store is; mapped and checked against the store with "
                         f"sqlite3, reader child started: {any(r['reader_started'] for r in runs[cases[5]])}; "
                         f"CPU in the call {cpu(cases[5]):.2f} s vs {cpu(cases[6]):.2f} s; pandas import "
-                        f"included; median of 2, interleaved; load average {load:.1f}"))]
+                        f"included; {of(cases[5])}, interleaved; load average {load:.1f}"))]
     for delay in (5.0, 0.0):
         on, off = ("load_ext", delay, True), ("load_ext", delay, False)
         when = "right after %load_ext" if delay == 0 else f"{delay:.0f} s after %load_ext"
@@ -198,7 +203,7 @@ def bench_first_frame(sizes: Sizes) -> list[Result]:
             ok=med(on, "first_s") <= 2.0,
             note=(f"CPU in the call incl. reader child {cpu(on):.2f} s vs {cpu(off):.2f} s, plus "
                   f"{med(on, 'warm_up_cpu_s'):.2f} s of warm-up before it in the background; pandas import "
-                  f"included; median of 2, interleaved; load average {load:.1f}")))
+                  f"included; {of(on)} (without: {of(off)}), interleaved; load average {load:.1f}")))
     return out
 
 
