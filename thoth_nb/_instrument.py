@@ -645,10 +645,22 @@ class ThothClient:
         """Legacy alias of `instrument`."""
         return self.instrument(agent, **config)
 
+    def instrument_anthropic(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
+            str, Callable[..., Any]]:
+        """`wrap_anthropic_tools` with this client's defaults (the seed's `instrumentAnthropic`)."""
+        return wrap_anthropic_tools(fns, **self._merged(config))
+
+    def instrument_openai(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
+            str, Callable[..., Any]]:
+        """`wrap_openai_tools` with this client's defaults (the seed's `instrumentOpenAI`)."""
+        return wrap_openai_tools(fns, **self._merged(config))
+
     def wrap_anthropic_tools(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
             str, Callable[..., Any]]:
-        return wrap_anthropic_tools(fns, **self._merged(config))
+        """Legacy alias of `instrument_anthropic`."""
+        return self.instrument_anthropic(fns, **config)
 
     def wrap_openai_tools(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
             str, Callable[..., Any]]:
-        return wrap_openai_tools(fns, **self._merged(config))
+        """Legacy alias of `instrument_openai`."""
+        return self.instrument_openai(fns, **config)
