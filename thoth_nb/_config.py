@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -266,11 +267,42 @@ def resolve_config(
     return config
 
 
+class _EnvHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Where THOTH_LOG_LEVEL sends records while the application has no logging set up: a library
+    logger with no handler only reaches Python's last-resort handler, which drops everything below
+    WARNING, so `THOTH_LOG_LEVEL=DEBUG` alone would show nothing (the seed's decision logs must be
+    seen). Writes to the current `sys.stderr` (a notebook kernel swaps it), and steps aside once the
+    root logger has handlers, which then get each record once, through propagation."""
+
+    name_tag = "thoth-env-stderr"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_name(self.name_tag)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; always stderr
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
 def configure_logging() -> None:
-    """THOTH_LOG_LEVEL, else LOG_LEVEL, on the `thoth_nb` logger (the `thoth` logger is its alias)."""
+    """THOTH_LOG_LEVEL, else LOG_LEVEL, on the `thoth` (decisions) and `thoth_nb` loggers, with a
+    stderr handler so the level is visible in a script or notebook that never set up logging."""
     raw = _env("THOTH_LOG_LEVEL", "LOG_LEVEL")
     if raw is None:
         return
     level: int | str = int(raw) if raw.isdigit() else _LEVELS.get(raw.strip().upper(), "WARNING")
     for name in ("thoth_nb", "thoth"):
-        logging.getLogger(name).setLevel(level)
+        named = logging.getLogger(name)
+        named.setLevel(level)
+        if not any(h.get_name() == _EnvHandler.name_tag for h in named.handlers):
+            named.addHandler(_EnvHandler())

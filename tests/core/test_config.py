@@ -114,5 +114,8 @@ def test_log_level_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THOTH_LOG_LEVEL", "WARN")
     configure_logging()
     assert logging.getLogger("thoth").level == logging.WARNING
-    logging.getLogger("thoth").setLevel(logging.NOTSET)
-    logging.getLogger("thoth_nb").setLevel(logging.NOTSET)
+    for name in ("thoth", "thoth_nb"):
+        named = logging.getLogger(name)
+        named.setLevel(logging.NOTSET)
+        for handler in [h for h in named.handlers if h.get_name() == "thoth-env-stderr"]:
+            named.removeHandler(handler)
