@@ -206,7 +206,9 @@ def resolve_config(
             "approved_scope is required: pass approved_scope=['tool_a', 'tool_b'] (the tools this agent may "
             "call) or set THOTH_APPROVED_SCOPE=tool_a,tool_b"
         )
-    url = _first(api_url, "THOTH_API_URL")
+    # a blank URL is "not given" (the seed trims it, then reads THOTH_API_URL): `os.environ.get(..., "")`
+    # must not quietly swap a configured remote enforcer for the embedded one and its local policy
+    url = _first(api_url.strip() or None if isinstance(api_url, str) else api_url, "THOTH_API_URL")
     if url is not None:
         url = str(url).strip().rstrip("/") or None
         if url is not None and not url.startswith(("http://", "https://")):
