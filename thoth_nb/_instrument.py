@@ -60,6 +60,27 @@ def configure(**defaults: Any) -> None:
     _defaults.update(defaults)
 
 
+Options = ThothConfig | Mapping[str, Any] | None
+
+
+def _options(config: Options, keywords: dict[str, Any]) -> dict[str, Any]:
+    """The seed passes every option as one object (`instrument(agent, config)`); here that is a
+    `ThothConfig` or a dict, with keyword options winning over it. A ThothConfig's values are taken as
+    given (an explicit `enforcement="block"` is never weakened by THOTH_* variables); its None fields
+    and blank ids still fall back, so each `instrument()` of a hand-built one starts its own session."""
+    if config is None:
+        return keywords
+    if isinstance(config, ThothConfig):
+        base = {k: v for k, v in config.as_kwargs().items() if v is not None and v != ""}
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    else:
+        raise ThothConfigError(
+            f"the options must be a ThothConfig or a dict of options (or keyword arguments); got "
+            f"{type(config).__name__}")
+    return {**base, **keywords}
+
+
 def _config(config: Mapping[str, Any]) -> ThothConfig:
     merged = {**_defaults, **{k: v for k, v in config.items() if v is not None}}
     override = _context.config_override.get()
@@ -526,17 +547,21 @@ def _send_inventory(governor: Governor, tools: list[dict[str, Any]]) -> None:
     threading.Thread(target=send, name="thoth-nb-inventory", daemon=True).start()
 
 
-def instrument(agent: T, *, transport: Transport | None = None, **config: Any) -> T:
+def instrument(agent: T, config: Options = None, /, *, transport: Transport | None = None, **options: Any) -> T:
     """Govern every tool of `agent` in place and return the same object (the seed's `instrument`).
+
+    Options come as keywords, or as the seed's one options object (a `ThothConfig` or a dict) with
+    keywords overriding it.
 
     Accepts any object with a `.tools` list (or dict) whose items have `.run` or are callables, a
     framework object an integration recognises (LangChain, LangGraph, ...), a list or dict of tools,
     or a single callable (returned governed). Config problems raise `ThothConfigError` here, not at
     the first tool call.
     """
+    merged = _options(config, options)
     # integration-only options (e.g. on_block="raise"|"message" for LangChain/LangGraph tools)
-    options = {key: config.pop(key) for key in _ADAPTER_OPTIONS if config.get(key) is not None}
-    cfg = _config(config)
+    options = {key: merged.pop(key) for key in _ADAPTER_OPTIONS if merged.get(key) is not None}
+    cfg = _config(merged)
     governor = _runtime.governor_for(cfg, transport)
     for _identifier, matches, adapter in list(_adapters):
         try:
@@ -592,16 +617,16 @@ def _wrap_dict(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., An
     return out
 
 
-def wrap_anthropic_tools(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], *,
-                         transport: Transport | None = None, **config: Any) -> dict[str, Callable[..., Any]]:
+def wrap_anthropic_tools(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], config: Options = None,
+                         /, *, transport: Transport | None = None, **options: Any) -> dict[str, Callable[..., Any]]:
     """Govern tool functions used in an Anthropic `tool_use` loop: `fn = wrapped[block.name]; fn(block.input)`."""
-    return _wrap_dict(fns, transport, config)
+    return _wrap_dict(fns, transport, _options(config, options))
 
 
-def wrap_openai_tools(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], *,
-                      transport: Transport | None = None, **config: Any) -> dict[str, Callable[..., Any]]:
+def wrap_openai_tools(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]], config: Options = None,
+                      /, *, transport: Transport | None = None, **options: Any) -> dict[str, Callable[..., Any]]:
     """Govern tool functions used in an OpenAI tool-call loop: `wrapped[name](json.loads(arguments))`."""
-    return _wrap_dict(fns, transport, config)
+    return _wrap_dict(fns, transport, _options(config, options))
 
 
 @overload
@@ -630,37 +655,38 @@ def governed(fn: Any = None, /, *, name: str | None = None, transport: Transport
 
 
 class ThothClient:
-    """Legacy client (the seed's `ThothClient`): holds tenant and user, instruments agents."""
+    """Legacy client (the seed's `ThothClient`): holds defaults (tenant, user, ...), instruments agents.
+    Each method takes the seed's options object (`ThothConfig` or dict) and/or keywords, as `instrument`."""
 
     def __init__(self, tenant_id: str | None = None, user_id: str | None = None, **defaults: Any) -> None:
         self._defaults = {"tenant_id": tenant_id, "user_id": user_id, **defaults}
 
-    def _merged(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return {**{k: v for k, v in self._defaults.items() if v is not None}, **config}
+    def _merged(self, config: Options, options: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in self._defaults.items() if v is not None}, **_options(config, options)}
 
-    def instrument(self, agent: T, **config: Any) -> T:
-        return instrument(agent, **self._merged(config))
+    def instrument(self, agent: T, config: Options = None, /, **options: Any) -> T:
+        return instrument(agent, **self._merged(config, options))
 
-    def wrap(self, agent: T, **config: Any) -> T:
+    def wrap(self, agent: T, config: Options = None, /, **options: Any) -> T:
         """Legacy alias of `instrument`."""
-        return self.instrument(agent, **config)
+        return self.instrument(agent, config, **options)
 
-    def instrument_anthropic(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
-            str, Callable[..., Any]]:
+    def instrument_anthropic(self, fns: Mapping[str, Callable[..., Any]], config: Options = None, /,
+                             **options: Any) -> dict[str, Callable[..., Any]]:
         """`wrap_anthropic_tools` with this client's defaults (the seed's `instrumentAnthropic`)."""
-        return wrap_anthropic_tools(fns, **self._merged(config))
+        return wrap_anthropic_tools(fns, **self._merged(config, options))
 
-    def instrument_openai(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
-            str, Callable[..., Any]]:
+    def instrument_openai(self, fns: Mapping[str, Callable[..., Any]], config: Options = None, /,
+                          **options: Any) -> dict[str, Callable[..., Any]]:
         """`wrap_openai_tools` with this client's defaults (the seed's `instrumentOpenAI`)."""
-        return wrap_openai_tools(fns, **self._merged(config))
+        return wrap_openai_tools(fns, **self._merged(config, options))
 
-    def wrap_anthropic_tools(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
-            str, Callable[..., Any]]:
+    def wrap_anthropic_tools(self, fns: Mapping[str, Callable[..., Any]], config: Options = None, /,
+                             **options: Any) -> dict[str, Callable[..., Any]]:
         """Legacy alias of `instrument_anthropic`."""
-        return self.instrument_anthropic(fns, **config)
+        return self.instrument_anthropic(fns, config, **options)
 
-    def wrap_openai_tools(self, fns: Mapping[str, Callable[..., Any]], **config: Any) -> dict[
-            str, Callable[..., Any]]:
+    def wrap_openai_tools(self, fns: Mapping[str, Callable[..., Any]], config: Options = None, /,
+                          **options: Any) -> dict[str, Callable[..., Any]]:
         """Legacy alias of `instrument_openai`."""
-        return self.instrument_openai(fns, **config)
+        return self.instrument_openai(fns, config, **options)
