@@ -658,7 +658,12 @@ class ThothClient:
     """Legacy client (the seed's `ThothClient`): holds defaults (tenant, user, ...), instruments agents.
     Each method takes the seed's options object (`ThothConfig` or dict) and/or keywords, as `instrument`."""
 
-    def __init__(self, tenant_id: str | None = None, user_id: str | None = None, **defaults: Any) -> None:
+    def __init__(self, tenant_id: str | ThothConfig | Mapping[str, Any] | None = None, user_id: str | None = None,
+                 **defaults: Any) -> None:
+        if isinstance(tenant_id, (ThothConfig, Mapping)):  # the seed's `new ThothClient({tenantId, userId})`
+            self._defaults = _options(tenant_id, {k: v for k, v in {"user_id": user_id, **defaults}.items()
+                                                  if v is not None})
+            return
         self._defaults = {"tenant_id": tenant_id, "user_id": user_id, **defaults}
 
     def _merged(self, config: Options, options: dict[str, Any]) -> dict[str, Any]:

@@ -25,3 +25,13 @@ def test_client_wraps_provider_tool_dicts(method: str, cfg: dict[str, Any]) -> N
     assert wrapped["read_file"]({"path": "/home/a"}) == "<{'path': '/home/a'}>"
     with pytest.raises(ThothPolicyViolation):
         wrapped["read_file"]({"path": "/etc/passwd"})
+
+
+def test_client_takes_the_seed_defaults_object(cfg: dict[str, Any]) -> None:
+    """`new ThothClient({tenantId, userId})`: the defaults may come as one dict (or ThothConfig)."""
+    from thoth_nb._runtime import governors
+
+    client = thoth_nb.ThothClient({"tenant_id": "t", "user_id": "alice"})
+    rest = {k: v for k, v in cfg.items() if k != "tenant_id"}
+    client.instrument([read_file], **rest)
+    assert (governors()[-1].config.tenant_id, governors()[-1].config.user_id) == ("t", "alice")
