@@ -1,6 +1,6 @@
 """The sans-I/O governance flow (STYLE: httpx's auth_flow): PRE → decide → hold → run → POST.
 
-`Governor.flow(call)` is a generator that yields effects (`Enforce`, `PollHold`, `Sleep`) and receives
+`Governor.flow(call)` is a generator that yields effects (`Enforce`, `PollHold`, `Sleep`, `CancelHold`) and receives
 their results; it performs no I/O. The sync driver and the async driver in `_instrument` only carry
 effects out, so both behave identically. Enforcer failures arrive as `EnforcerError` thrown into
 the generator and become decisions here, in one place (PROTOCOL §7, D3).
@@ -32,7 +32,7 @@ from thoth_nb._transports.base import Transport
 if TYPE_CHECKING:
     from thoth_nb._emitter import Emitter
 
-__all__ = ["Call", "Enforce", "Governor", "PollHold", "Sleep", "build_event", "failure_decision"]
+__all__ = ["Call", "CancelHold", "Enforce", "Governor", "PollHold", "Sleep", "build_event", "failure_decision"]
 
 logger = logging.getLogger("thoth")
 _EXPLAIN_FIELDS = frozenset({
@@ -65,7 +65,17 @@ class Sleep:
         self.seconds = seconds
 
 
-Effect = Enforce | PollHold | Sleep
+class CancelHold:
+    """Tell the enforcer the waiter gave up on a hold (best effort; the transport swallows failures)."""
+
+    __slots__ = ("reason", "token")
+
+    def __init__(self, token: str, reason: str) -> None:
+        self.token = token
+        self.reason = reason
+
+
+Effect = Enforce | PollHold | Sleep | CancelHold
 
 
 class Call:
@@ -267,7 +277,7 @@ class Governor:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.transport.cancel_hold(token, "step-up approval timed out")
+                yield CancelHold(token, "step-up approval timed out")
                 return self._final(held, DecisionType.BLOCK, TIMEOUT_REASON, "step_up_timeout")
             reply: dict[str, Any] | None = None
             try:

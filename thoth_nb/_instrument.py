@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 from thoth_nb import _context, _runtime
 from thoth_nb._config import ThothConfig, resolve_config
 from thoth_nb._exceptions import EnforcerError, ThothConfigError
-from thoth_nb._flow import Call, Enforce, Governor, PollHold, Sleep, failure_decision
+from thoth_nb._flow import Call, CancelHold, Enforce, Governor, PollHold, Sleep, failure_decision
 from thoth_nb._flow import logger as _flow_logger
 from thoth_nb._models import DecisionType, EnforcementDecision, tool_args_of
 from thoth_nb._transports.base import Transport
@@ -115,6 +115,9 @@ def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transp
                         result = transport.poll_hold(effect.token, 0.0)
                         if not result.get("resolved"):
                             hook(min(effect.wait, 0.1))
+                elif type(effect) is CancelHold:
+                    transport.cancel_hold(effect.token, effect.reason)
+                    result = None
                 else:
                     assert isinstance(effect, Sleep)
                     hook = _context.wait_hook
@@ -167,6 +170,9 @@ async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport:
                     result: Any = await transport.aenforce(effect.body)
                 elif type(effect) is PollHold:
                     result = await transport.apoll_hold(effect.token, effect.wait)
+                elif type(effect) is CancelHold:
+                    await transport.acancel_hold(effect.token, effect.reason)
+                    result = None
                 else:
                     assert isinstance(effect, Sleep)
                     await asyncio.sleep(effect.seconds)
@@ -179,7 +185,8 @@ async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport:
             decision: EnforcementDecision = stop.value
             return decision
         except BaseException:
-            _cancel(call, transport)
+            # a cancelled task: its blocking cancel request goes on a thread, not on the event loop
+            threading.Thread(target=_cancel, args=(call, transport), name="thoth-nb-cancel-hold", daemon=True).start()
             raise
 
 

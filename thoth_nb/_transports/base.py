@@ -50,6 +50,10 @@ class Transport(abc.ABC):
     def cancel_hold(self, token: str, reason: str) -> None:
         """Best effort: tell the enforcer the waiter gave up (interrupt), so the hold is not approved later."""
 
+    async def acancel_hold(self, token: str, reason: str) -> None:
+        """`cancel_hold` for an async caller (in-process by default: nothing to wait on)."""
+        self.cancel_hold(token, reason)
+
     def explain(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
 

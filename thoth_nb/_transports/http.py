@@ -199,7 +199,14 @@ class HTTPTransport(Transport):
             response = await self.aclient.post("/v1/enforce", content=self._encode(body))
         except httpx.HTTPError as exc:
             raise self._failure(exc, "enforce", self.api_url) from None
-        return self._decision(self._check(response, "enforce"))
+        decision = self._decision(self._check(response, "enforce"))
+        if decision.hold_token and self._long_poll is None:
+            # the flow reads `long_poll` next, synchronously: learn it here, without blocking the event loop
+            try:
+                self._long_poll = _offers_long_poll(await self.aclient.get("/readyz", timeout=2.0))
+            except httpx.HTTPError:
+                self._long_poll = False
+        return decision
 
     @staticmethod
     def _decision(data: Any) -> EnforcementDecision:
@@ -212,9 +219,8 @@ class HTTPTransport(Transport):
     def _supports_long_poll(self) -> bool:
         if self._long_poll is None:
             try:
-                reply = self.client.get("/readyz", timeout=2.0)
-                self._long_poll = bool(reply.status_code == 200 and reply.json().get("long_poll"))
-            except (httpx.HTTPError, ValueError, AttributeError):
+                self._long_poll = _offers_long_poll(self.client.get("/readyz", timeout=2.0))
+            except httpx.HTTPError:
                 self._long_poll = False
         return self._long_poll
 
@@ -258,9 +264,16 @@ class HTTPTransport(Transport):
         endpoint): deny the hold the interrupted or timed-out call was waiting on."""
         if not self._long_poll:
             return
-        path = "/v1/enforce/hold/" + urllib.parse.quote(token, safe="") + "/cancel"
         try:
-            self.client.post(path, content=_json.dumps_bytes({"reason": reason}), timeout=2.0)
+            self.client.post(_cancel_path(token), content=_json.dumps_bytes({"reason": reason}), timeout=2.0)
+        except httpx.HTTPError as exc:
+            logger.debug("thoth: could not cancel hold %s: %s", token, exc)
+
+    async def acancel_hold(self, token: str, reason: str) -> None:
+        if not self._long_poll:
+            return
+        try:
+            await self.aclient.post(_cancel_path(token), content=_json.dumps_bytes({"reason": reason}), timeout=2.0)
         except httpx.HTTPError as exc:
             logger.debug("thoth: could not cancel hold %s: %s", token, exc)
 
@@ -303,3 +316,15 @@ class HTTPTransport(Transport):
             except httpx.HTTPError as exc:
                 logger.debug("thoth: tool inventory not sent: %s", exc)
                 return
+
+
+def _offers_long_poll(reply: httpx.Response) -> bool:
+    """Whether a `/readyz` reply advertises `?wait=` long-polls (a thoth-nb server; upstream has none)."""
+    try:
+        return bool(reply.status_code == 200 and reply.json().get("long_poll"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def _cancel_path(token: str) -> str:
+    return "/v1/enforce/hold/" + urllib.parse.quote(token, safe="") + "/cancel"

@@ -61,7 +61,7 @@ from typing import Any
 from thoth_nb import _instrument, _json
 from thoth_nb._approvals import resolve
 from thoth_nb._exceptions import EnforcerError, ThothConfigError
-from thoth_nb._flow import Call, Enforce, Governor, PollHold
+from thoth_nb._flow import Call, CancelHold, Enforce, Governor, PollHold
 from thoth_nb._models import EnforcementDecision, json_safe
 from thoth_nb.integrations import DidNotEnable, Integration
 
@@ -403,6 +403,9 @@ def decide_sync(governor: Governor, tool_name: str, args: dict[str, Any], key: A
                         asked = True
                         _resolve(gov, call, effect.token, _ask(gov, call, flow, effect, key))
                     result = transport.poll_hold(effect.token, effect.wait)
+                elif type(effect) is CancelHold:
+                    transport.cancel_hold(effect.token, effect.reason)
+                    result = None
                 else:
                     _instrument._sleep(effect.seconds)
                     result = None
@@ -439,6 +442,9 @@ async def decide_async(governor: Governor, tool_name: str, args: dict[str, Any],
                         value = _ask(gov, call, flow, effect, key)
                         await asyncio.to_thread(_resolve, gov, call, effect.token, value)
                     result = await transport.apoll_hold(effect.token, effect.wait)
+                elif type(effect) is CancelHold:
+                    await transport.acancel_hold(effect.token, effect.reason)
+                    result = None
                 else:
                     await asyncio.sleep(effect.seconds)
                     result = None
