@@ -461,7 +461,11 @@ def cmd_policy(magics: ThothMagics, args: argparse.Namespace) -> Any:
     if args.action == "show":
         path = Path(args.file).expanduser() if args.file else (Path(magics.policy) if magics.policy else
                                                                 default_policy_path())
-        text = path.read_text(encoding="utf-8") if path is not None else DEFAULT_POLICY_YAML
+        try:
+            text = path.read_text(encoding="utf-8") if path is not None else DEFAULT_POLICY_YAML
+        except (OSError, UnicodeDecodeError) as exc:  # a typo, a directory, a file deleted since `policy load`
+            raise UsageError(f"cannot read the policy file {path}: {getattr(exc, 'strerror', None) or exc} "
+                             "(check the path; %thoth policy load FILE sets the one in force)") from None
         return reprs.PolicyView(str(path) if path else "<built-in default policy>", text)
     if not args.file:
         raise UsageError(f"%thoth policy {args.action} needs a FILE")
