@@ -37,17 +37,26 @@ MODES = ("observe", "step_up", "block", "progressive")
 
 
 class _Parser(MagicArgumentParser):  # type: ignore[misc]
-    """`MagicArgumentParser` whose errors carry the usage line (the UsageError says how to fix it)."""
+    """`MagicArgumentParser` whose errors carry the usage line (the UsageError says how to fix it).
 
-    def __init__(self, prog: str, description: str) -> None:
-        super().__init__(prog=prog, description=description)  # type: ignore[no-untyped-call]
+    `command` is what the user types (`%thoth events`, `%%thoth`); IPython's help formatter puts one `%`
+    in front of `prog` itself, so `prog` is the command without its first `%`."""
+
+    def __init__(self, command: str, description: str) -> None:
+        super().__init__(prog=command[1:], description=description)  # type: ignore[no-untyped-call]
+        self.command = command
 
     def error(self, message: str) -> Any:
-        raise UsageError(f"{message}\n{self.format_usage().strip()}\n(%thoth {self.prog.split()[-1]} -h for help)")
+        usage = self.format_usage().strip().removeprefix("::").strip()
+        raise UsageError(f"{message}\nusage: {usage}\n({self.command} -h for help)")
 
 
 def _parser(name: str, help_text: str) -> _Parser:
-    return _Parser(prog=f"%thoth {name}", description=help_text)
+    return _Parser(f"%thoth {name}", help_text)
+
+
+def _wants_help(line: str) -> bool:
+    return bool({"-h", "--help"} & set(_split(line)))
 
 
 def _split(text: str) -> list[str]:
@@ -212,6 +221,9 @@ class ThothMagics(Magics):
         return self.governance_options(args, with_defaults=False), self.governance_options(args)
 
     def _cell(self, line: str, cell: str) -> Any:
+        if _wants_help(line):  # `%%thoth -h`, as the usage errors suggest: the options, and the cell does not run
+            print(CELL_PARSER.format_help())
+            return None
         override, auto = self._cell_options(line)
         token = _context.config_override.set(override or None)
         try:
@@ -367,6 +379,8 @@ def async_cell_transformer(magics: ThothMagics) -> Callable[[list[str]], list[st
 def _async_cell_source(magics: ThothMagics, line: str, body: str) -> str | None:
     from IPython.core.displayhook import DisplayHook
 
+    if _wants_help(line):
+        return None  # the magic prints the help
     source = magics.ip.transform_cell(body)
     tree = ast.parse(source)
     if not _top_level_await(tree):
@@ -386,7 +400,7 @@ def _async_cell_source(magics: ThothMagics, line: str, body: str) -> str | None:
     return ast.unparse(ast.fix_missing_locations(ast.Module([wrapped], type_ignores=[]))) + "\n"
 
 
-CELL_PARSER = _Parser(prog="%%thoth", description="Govern every tool call made in this cell.")
+CELL_PARSER = _Parser("%%thoth", "Govern every tool call made in this cell.")
 _add_governance_options(CELL_PARSER)
 
 

@@ -35,7 +35,8 @@ class _Parser(MagicArgumentParser):  # type: ignore[misc]
 
 
 def _parser() -> _Parser:
-    p = _Parser(prog="%%thoth_policy", description="Check expected decisions for example calls (YAML cases in "
+    # IPython's help formatter adds the first `%` of the usage line itself
+    p = _Parser(prog="%thoth_policy", description="Check expected decisions for example calls (YAML cases in "
                                                     "the cell) against a policy.")  # type: ignore[no-untyped-call]
     p.add_argument("policy", nargs="?", help="policy YAML file (default: the policy in force)")
     p.add_argument("--mode", type=str.lower, choices=("policy", "observe", "step_up", "block", "progressive"),
