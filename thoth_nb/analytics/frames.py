@@ -767,6 +767,9 @@ def _events_frame(pd: Any, table: Any) -> Any:
         frame["seq"] = frame["seq"].astype("int64")
         for column in EVENT_CATEGORIES:
             frame[column] = frame[column].astype("category")
+        if not len(frame):  # no value to infer text from: pandas makes empty columns float64 (no `.str`)
+            for column in _TEXT_COLUMNS:
+                frame[column] = frame[column].astype(str)
         return frame
     import pyarrow as pa
 
@@ -783,7 +786,7 @@ def _events_frame(pd: Any, table: Any) -> Any:
         elif name in _TEXT_COLUMNS and not pa.types.is_string(col.type) and col.null_count == len(col):
             # a text column without a single value in this read (no violation yet): ADBC has no type to
             # infer (int64: pandas float NaN); sqlite3 gives object None, as a null column does
-            col = pa.nulls(len(col))
+            col = pa.nulls(len(col)) if len(col) else pa.array([], pa.string())
         columns[name] = col
     return pa.table(columns).to_pandas(self_destruct=True, split_blocks=True)
 
@@ -1053,10 +1056,11 @@ class ThothAccessor:
         df = self._df
         if session_id is None:
             present = df["session_id"].dropna().unique()
-            if len(present) != 1:
+            if len(present) > 1:
                 raise ValueError(f"this frame has {len(present)} sessions; pass timeline(session_id=...)")
-            session_id = str(present[0])
-        rows = df[df["session_id"] == session_id].sort_values(["occurred_at", *(["seq"] if "seq" in df else [])])
+            session_id = str(present[0]) if len(present) else None  # a frame filtered to nothing: no rows
+        rows = df[df["session_id"] == session_id] if session_id is not None else df.iloc[:0]
+        rows = rows.sort_values(["occurred_at", *(["seq"] if "seq" in df else [])])
         rows = rows.reset_index(drop=True)
         rows.insert(1, "elapsed", rows["occurred_at"] - rows["occurred_at"].iloc[0] if len(rows) else [])
         keep = [c for c in ("occurred_at", "elapsed", "agent_id", "event_type", "tool_name", "decision", "reason",
