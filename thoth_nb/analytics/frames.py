@@ -49,6 +49,8 @@ ARGS_AUTO_LIMIT = 50_000
 logger = logging.getLogger("thoth_nb")
 _PARALLEL_FROM = 200_000
 _PAGE = 500
+#: a store read's `limit` when every row is needed (to filter on a column the store cannot filter by)
+_ALL = 2**62
 #: a disk cache file is used while at most this many seqs came after it (read on top here with sqlite3);
 #: past that the fast read of everything is quicker, and rewrites the file
 _CACHE_TAIL_MAX = 200_000
@@ -901,18 +903,20 @@ def violations(
     pd = _pd()
     tenant = default_tenant(tenant_id)
     server = _server(api_url)
+    # neither the store nor the server filters by tool: read them all, filter here, then keep `limit`
+    fetch = limit if tool_name is None else None
     if server is not None and store is None:
         rows = _fetch_all(server, "/v1/violations", {"tenant_id": tenant, "agent_id": agent_id,
                                                      "session_id": session_id, "since": parse_since(since)},
-                          limit, api_key, transport)
+                          fetch, api_key, transport)
     else:
         rows = _store(store).violations(tenant, agent_id=agent_id, session_id=session_id,
-                                        since=parse_since(since), limit=limit)
+                                        since=parse_since(since), limit=_ALL if fetch is None else fetch)
     columns = ["violation_id", "created_at", "session_id", "agent_id", "user_id", "tool_name", "decision",
                "observed", "reason", "decision_reason_code", "risk_score", "matched_rule_ids", "tool_args"]
     frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     if tool_name is not None:
-        frame = frame[frame["tool_name"] == tool_name].reset_index(drop=True)
+        frame = frame[frame["tool_name"] == tool_name].head(limit).reset_index(drop=True)
     frame["observed"] = frame["observed"].fillna(False).astype(bool)
     frame["risk_score"] = pd.to_numeric(frame["risk_score"]).astype("float64")
     frame = _finish(pd, frame, categories=("agent_id", "user_id", "tool_name", "decision", "decision_reason_code"),
@@ -927,6 +931,7 @@ def approvals(
     agent_id: str | None = None,
     session_id: str | None = None,
     tool_name: str | None = None,
+    since: Any = None,
     limit: int = 1000,
     tenant_id: str | None = None,
     api_url: str | None = None,
@@ -934,28 +939,38 @@ def approvals(
     store: Any = None,
     transport: httpx.BaseTransport | None = None,
 ) -> pd.DataFrame:
-    """Step-up holds and what became of them (pending, approved, denied, expired), oldest first."""
+    """Step-up holds and what became of them (pending, approved, denied, expired), oldest first; `since`
+    keeps holds created from then on."""
     pd = _pd()
     if status not in ("pending", "approved", "denied", "expired", "all"):
         raise ValueError("status must be pending, approved, denied, expired or all")
     tenant = default_tenant(tenant_id)
     server = _server(api_url)
+    bound = parse_since(since)
+    filters = {"agent_id": agent_id, "session_id": session_id, "tool_name": tool_name}
+    # the store and the server filter holds by status only: with other filters read them all, filter here,
+    # then keep `limit` (filtering the `limit` oldest holds lost the newer ones that match)
+    narrowed = bound is not None or any(v is not None for v in filters.values())
+    fetch = None if narrowed else limit
     if server is not None and store is None:
-        rows = _fetch_all(server, "/v1/approvals", {"tenant_id": tenant, "status": status}, limit, api_key,
+        rows = _fetch_all(server, "/v1/approvals", {"tenant_id": tenant, "status": status}, fetch, api_key,
                           transport)
     else:
-        rows = _store(store).holds(tenant, status=status, limit=limit)
+        rows = _store(store).holds(tenant, status=status, limit=_ALL if fetch is None else fetch)
     columns = ["approval_id", "hold_token", "status", "created_at", "expires_at", "resolved_at", "session_id",
                "agent_id", "user_id", "tool_name", "tool_args", "reason", "risk_score", "reviewer", "note",
                "violation_id"]
     frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
-    for column, value in (("agent_id", agent_id), ("session_id", session_id), ("tool_name", tool_name)):
+    for column, value in filters.items():
         if value is not None:
             frame = frame[frame[column] == value]
     frame = frame.reset_index(drop=True)
     frame["risk_score"] = pd.to_numeric(frame["risk_score"]).astype("float64")
     frame = _finish(pd, frame, categories=("status", "agent_id", "user_id", "tool_name"),
                     times=("created_at", "expires_at", "resolved_at"))
+    if bound is not None:
+        frame = frame[frame["created_at"] >= pd.Timestamp(bound)]
+    frame = frame.head(limit).reset_index(drop=True)
     frame.attrs["thoth"] = {"kind": "approvals", "tenant_id": tenant}
     return frame  # type: ignore[no-any-return]
 

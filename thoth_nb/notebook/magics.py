@@ -547,24 +547,8 @@ command("sessions", "Sessions as a DataFrame.", lambda p: _add_filters(p, tool=F
     _frame_call("sessions"))
 
 
-def _approvals(magics: ThothMagics, args: argparse.Namespace) -> Any:
-    from thoth_nb.analytics import frames
-
-    kwargs = {k: v for k, v in vars(args).items() if v is not None and k != "since"}
-    try:
-        frame = frames.approvals(**kwargs)
-        since = frames.parse_since(args.since)
-    except (ValueError, ThothConfigError) as exc:
-        raise UsageError(str(exc)) from None
-    if since is not None:
-        import pandas as pd
-
-        frame = frame[frame["created_at"] >= pd.Timestamp(since)].reset_index(drop=True)
-    return frame
-
-
 command("approvals", "Step-up holds (pending, approved, denied, expired) as a DataFrame.", _approvals_options)(
-    _approvals)
+    _frame_call("approvals"))
 
 
 def _resolve_options(p: _Parser) -> None:
