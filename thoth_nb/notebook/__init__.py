@@ -43,6 +43,8 @@ class ExtensionState:
         # (shell id, records) of an unload done by %reload_ext, for the load that follows it
         self.unloaded: tuple[int, list[tuple[str | None, MutableMapping[str, Any] | None, Any, dict[str, Any],
                                              str]]] | None = None
+        # (shell id, ThothMagics settings) of that unload: `%thoth feed off`, `%thoth policy load` survive it
+        self.settings: tuple[int, dict[str, Any]] | None = None
 
 
 state = ExtensionState()
@@ -69,6 +71,10 @@ def load_ipython_extension(ipython: Any) -> None:
     from thoth_nb.notebook.magics import ThothMagics, make_matcher
 
     magics = ThothMagics(ipython, state=state)
+    settings, state.settings = state.settings, None
+    if settings is not None and settings[0] == id(ipython):
+        for name, value in settings[1].items():  # as they were before %reload_ext (the feed reads them below)
+            setattr(magics, name, value)
     ipython.register_magics(magics)
     from thoth_nb.notebook import policy_magic  # %%thoth_policy: policy tests in a cell
 
@@ -235,6 +241,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     if not _reloading():
         _teardown_integrations()
     state.unloaded = (id(ipython), records) if _reloading() else None
+    state.settings = (id(ipython), {name: getattr(magics, name) for name in magics.trait_names(config=True)}
+                      ) if _reloading() and magics is not None else None
     state.shell = state.magics = state.feed = state.matcher = None
     state.approvals = False
     from thoth_nb._runtime import flush
