@@ -570,6 +570,15 @@ def instrument(agent: T, config: Options = None, /, *, transport: Transport | No
     options = {key: merged.pop(key) for key in _ADAPTER_OPTIONS if merged.get(key) is not None}
     cfg = _config(merged)
     governor = _runtime.governor_for(cfg, transport)
+    try:
+        return _govern(agent, governor, options)
+    except Exception:
+        _runtime.forget_governor(governor)  # nothing was governed: no trace in status() or default tenants
+        raise
+
+
+def _govern(agent: T, governor: Governor, options: dict[str, Any]) -> T:
+    """`instrument()` once its governor exists: find the shape of `agent` and govern its tools."""
     for _identifier, matches, adapter in list(_adapters):
         try:
             hit = matches(agent)
@@ -611,15 +620,14 @@ def instrument(agent: T, config: Options = None, /, *, transport: Transport | No
 def _wrap_dict(fns: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]],
                transport: Transport | None, config: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
     cfg = _config(config)
-    governor = _runtime.governor_for(cfg, transport)
     items = list(fns.items()) if isinstance(fns, Mapping) else [(_tool_name(f, "tool"), f) for f in fns]
     if not items:
         raise ThothConfigError("no tool functions given: pass a dict like {'search_docs': search_docs}")
-    out = {}
     for name, fn in items:
         if not callable(fn):
             raise ThothConfigError(f"tool {name!r} is a {type(fn).__name__}, not a function")
-        out[str(name)] = govern_callable(fn, governor, str(name))
+    governor = _runtime.governor_for(cfg, transport)  # only once the tools are known good (see instrument())
+    out = {str(name): govern_callable(fn, governor, str(name)) for name, fn in items}
     _send_inventory(governor, [{"name": n, "description": inspect.getdoc(unwrap(f)) or ""} for n, f in items])
     return out
 

@@ -22,6 +22,7 @@ from thoth_nb.engine.store import SQLiteStore
 __all__ = [
     "emitter_for",
     "flush",
+    "forget_governor",
     "governor_for",
     "local_engine",
     "local_store",
@@ -134,6 +135,13 @@ def governor_for(config: ThothConfig, transport: Transport | None = None) -> Gov
         _governors.append(governor)
         del _governors[:-1000]
     return governor
+
+
+def forget_governor(governor: Governor) -> None:
+    """Drop a governor whose `instrument()` failed: it governs nothing, so `status()` must not list it
+    and the frames must not take its tenant for the default."""
+    with _lock:
+        _governors[:] = [g for g in _governors if g is not governor]
 
 
 def governors() -> list[Governor]:
