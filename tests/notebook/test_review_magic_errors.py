@@ -55,3 +55,10 @@ def test_thoth_policy_cell_usage_line(loaded: Shell) -> None:
     with pytest.raises(UsageError) as info:
         loaded.ip.run_cell_magic("thoth_policy", "--mode maybe", "- {tool: a, expect: allow}\n")
     assert "%%thoth_policy [" in str(info.value) and "%%%thoth_policy" not in str(info.value)
+
+
+@pytest.mark.parametrize("sub", ["events", "violations", "sessions", "approvals"])
+def test_negative_limit_is_a_usage_error(loaded: Shell, sub: str) -> None:
+    """SQLite reads LIMIT -1 as no limit at all (and a frame's head(-1) drops the last row)."""
+    with pytest.raises(UsageError, match=r"--limit.*0 or more"):
+        loaded.magic(f"thoth {sub} --limit -1")
