@@ -116,6 +116,14 @@ class _SharedSessionState(_SessionState):
 _BURST_KEY = "__risk_burst__"
 
 
+#: what a retry of one call repeats exactly (request-id dedupe answers only a repeat of all of them)
+_CALL_FIELDS = ("agent_id", "user_id", "session_id", "tool_name", "tool_args", "enforcement_mode", "approved_scope")
+
+
+def _call_of(request: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(request.get(field) for field in _CALL_FIELDS)
+
+
 def _decision_from(data: Mapping[str, Any]) -> EnforcementDecision:
     """An EnforcementDecision back from the {"decision": to_dict(), "raw": raw} a store dedupe row holds."""
     import dataclasses
@@ -156,9 +164,9 @@ class Engine:
         self._sessions: collections.OrderedDict[tuple[str, str], _SessionState] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.board = board_for(store)
-        self._recent: collections.OrderedDict[tuple[str, str], tuple[float, EnforcementDecision]] = (
-            collections.OrderedDict()
-        )
+        self._recent: collections.OrderedDict[
+            tuple[str, str], tuple[float, EnforcementDecision, tuple[Any, ...]]
+        ] = collections.OrderedDict()
         self.risk = RiskModel(clock)
 
     # -- policy ----------------------------------------------------------------------------------
@@ -208,26 +216,33 @@ class Engine:
             raise RequestError("tool_args", "must be an object")
 
     def decide(self, request: Mapping[str, Any], *, dedupe: bool = False) -> EnforcementDecision:
-        """Decide one call. `request` is the §3.1 body (already validated by the caller)."""
+        """Decide one call. `request` is the §3.1 body (already validated by the caller).
+
+        With `dedupe`, a `request_id` seen in the last 10 minutes for the same call gets that call's
+        decision again (a caller's retry). The same id on another call (another tool, other arguments,
+        session or mode) is decided afresh: a client reusing ids must not turn a BLOCK into a stale ALLOW."""
         tenant = request["tenant_id"]
         if self.shared and dedupe and request.get("request_id"):
             return self._decide_once(request)
         if dedupe and request.get("request_id"):
             key = (tenant, str(request["request_id"]))
+            call = _call_of(request)
             cached = self._recent.get(key)
-            if cached is not None and self._clock() - cached[0] < 600:
+            if cached is not None and self._clock() - cached[0] < 600 and cached[2] == call:
                 return cached[1]
         decision = self._decide(request)
         if dedupe and request.get("request_id"):
             with self._lock:
-                self._recent[(tenant, str(request["request_id"]))] = (self._clock(), decision)
+                self._recent[key] = (self._clock(), decision, call)
                 while len(self._recent) > 50_000:
                     self._recent.popitem(last=False)
         return decision
 
     def _decide_once(self, request: Mapping[str, Any]) -> EnforcementDecision:
-        """Request-id dedupe in the store: a retry through any replica gets the first decision."""
-        tenant, request_id = request["tenant_id"], str(request["request_id"])
+        """Request-id dedupe in the store: a retry through any replica gets the first decision. The
+        stored id carries a digest of the call, so the same id on another call is its own entry."""
+        call = hashlib.sha256(_json.canonical(list(_call_of(request)))).hexdigest()[:32]
+        tenant, request_id = request["tenant_id"], f"{request['request_id']}#{call}"
         stored = self.store.dedupe_get(tenant, request_id, 600.0, now=self._clock())
         if stored is not None:
             return _decision_from(stored)
