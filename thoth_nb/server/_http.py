@@ -163,6 +163,11 @@ def query_ts(request: Request, name: str) -> str | None:
     return raw
 
 
+#: no cursor this server issues stands past this position; a larger one would overflow the store's
+#: 64-bit integers (a 500) once a list adds its page size to it
+MAX_CURSOR = 2**62
+
+
 def encode_cursor(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([kind, value])).decode().rstrip("=")
 
@@ -181,7 +186,8 @@ def decode_cursor(request: Request, kind: str) -> int:
         or len(decoded) != 2
         or decoded[0] != kind
         or not isinstance(decoded[1], int)
-        or decoded[1] < 0
+        or isinstance(decoded[1], bool)
+        or not 0 <= decoded[1] <= MAX_CURSOR
     ):
         raise invalid("cursor", "is not a cursor this server issued for this list")
     return int(decoded[1])
