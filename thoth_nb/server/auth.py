@@ -73,11 +73,13 @@ class Authenticator:
 
     @staticmethod
     def presented_key(request: Request) -> str:
-        """The key from `Authorization: Bearer` or `x-api-key`; 401 when missing or contradictory."""
+        """The key from `Authorization: Bearer` or `x-api-key`; 401 when missing or contradictory (the two
+        headers, or a header sent twice, naming different keys: a proxy may read another copy than we do)."""
         headers = request.headers
-        bearer: str | None = None
-        authorization = headers.get("authorization")
-        if authorization:
+        bearers: set[str] = set()
+        for authorization in headers.getlist("authorization"):
+            if not authorization:
+                continue
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 raise ApiError(
@@ -86,24 +88,24 @@ class Authenticator:
                     "Authorization must be 'Bearer <api key>'",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-            bearer = value.strip()
-        header_key = (headers.get("x-api-key") or "").strip() or None
-        if bearer and header_key and bearer != header_key:
+            bearers.add(value.strip())
+        header_keys = {value.strip() for value in headers.getlist("x-api-key") if value.strip()}
+        keys = bearers | header_keys
+        if len(keys) > 1:
             raise ApiError(
                 401,
                 "unauthorized",
-                "Authorization and x-api-key carry different keys; send one key",
+                "Authorization and x-api-key (or a repeated header) carry different keys; send one key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        key = bearer or header_key
-        if not key:
+        if not keys:
             raise ApiError(
                 401,
                 "unauthorized",
                 "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return key
+        return keys.pop()
 
     def principal(self, request: Request, action: str) -> Principal:
         """Who is calling, checked against `action`: 401 for no or a bad key, 403 for the wrong role
