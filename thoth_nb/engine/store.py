@@ -53,7 +53,10 @@ def format_ts(value: dt.datetime | float | None = None) -> str:
     if value is None:
         value = utcnow()
     elif isinstance(value, (int, float)):
-        value = dt.datetime.fromtimestamp(value, dt.UTC)
+        try:
+            value = dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError):  # a ValueError like any other bad timestamp (a caller's 422)
+            raise ValueError(f"timestamp {value!r} is out of range") from None
     elif value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).strftime(_TS_FORMAT)
@@ -67,7 +70,10 @@ def parse_ts(value: str) -> dt.datetime:
     parsed = dt.datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # year 1 with a positive offset, 9999 with a negative one
+        raise ValueError(f"timestamp {value!r} is out of range in UTC") from None
 
 
 #: the canonical form with a valid time of day (ASCII digits; the date is checked by `_is_date`)
