@@ -151,7 +151,7 @@ def test_the_server_starts_the_keeper_for_its_sqlite_store(keeping: None, tmp_pa
     events = [{"event_id": f"acme:{i:08d}", "tenant_id": "acme", "session_id": f"s{i % 3}", "agent_id": "a",
                "tool_name": "search", "event_type": "TOOL_CALL_PRE", "occurred_at": "2026-11-26T00:00:00Z"}
               for i in range(40)]
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # --no-auth answers loopback hosts only
         answer = client.post("/v1/events/batch", json=events)
         assert answer.status_code == 202 and answer.json()["accepted"] == 40, answer.text
     trigger = app.state.thoth.frames_keeper

@@ -4,6 +4,11 @@ A key belongs to one tenant and has one role; the tenant of every request comes 
 from the body. Keys are looked up by their SHA-256 (the store keeps only that) and compared in
 constant time; a short in-memory cache keeps the lookup off the hot path, so a revoked key stops
 working within `cache_seconds`.
+
+Without keys (`--no-auth`, loopback only) the address is the only guard, so a request must also be
+addressed to a loopback host and, when a browser sends it, come from a loopback page: otherwise any web
+page the user opens could write to the server (a cross-site POST needs no CORS answer to land), or read
+it after pointing its own DNS name at 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -11,15 +16,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import threading
 import time
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
 from thoth_nb.engine.store import SQLiteStore
 from thoth_nb.server._http import ApiError
 
-__all__ = ["PERMISSIONS", "Authenticator", "Principal", "check_ingest_token"]
+__all__ = ["PERMISSIONS", "Authenticator", "Principal", "check_ingest_token", "is_loopback"]
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (IPv6 with or without brackets) is this machine's loopback."""
+    if host.lower() in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_authority(authority: str) -> bool:
+    """`Host`-style `name[:port]` (IPv6 in brackets) names a loopback host."""
+    try:
+        host = urlsplit(f"//{authority}").hostname
+    except ValueError:
+        return False
+    return host is not None and is_loopback(host)
+
 
 #: which roles may do what; admin may do everything
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -118,6 +144,7 @@ class Authenticator:
 
     def _authenticate(self, request: Request, action: str) -> Principal:
         if self.no_auth:
+            self._check_local(request)
             return self.local
         key = self.presented_key(request)
         principal = self._lookup(key)
@@ -134,6 +161,28 @@ class Authenticator:
                 403, "forbidden", f"a {principal.role} key cannot {action}; this needs an {allowed} key"
             )
         return principal
+
+    @staticmethod
+    def _check_local(request: Request) -> None:
+        """Without keys: 403 unless addressed to a loopback host from no page or a loopback page."""
+        host = request.headers.get("host", "")
+        if not _loopback_authority(host):
+            raise ApiError(
+                403, "forbidden",
+                f"this server runs without keys (--no-auth) and answers only requests addressed to a "
+                f"loopback host such as 127.0.0.1 or localhost; got Host {host!r}. Use that address, or run "
+                f"the server with API keys",
+            )
+        origin = request.headers.get("origin")
+        if origin is not None:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not _loopback_authority(parts.netloc):
+                raise ApiError(
+                    403, "forbidden",
+                    f"this server runs without keys (--no-auth) and refuses requests from web pages of "
+                    f"other origins; got Origin {origin!r}. Open the page from the server itself, or run "
+                    f"the server with API keys",
+                )
 
     def _lookup(self, key: str) -> Principal | None:
         digest = hashlib.sha256(key.encode()).hexdigest()

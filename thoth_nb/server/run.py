@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 import time
@@ -14,17 +13,9 @@ from thoth_nb._exceptions import ThothConfigError
 from thoth_nb.engine.policy import Policy, load_policy
 from thoth_nb.engine.store import SQLiteStore
 from thoth_nb.server.app import ServerSettings, create_app
+from thoth_nb.server.auth import is_loopback
 
 __all__ = ["BackgroundServer", "ensure_first_admin_key", "is_loopback", "uvicorn_config"]
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def ensure_first_admin_key(store: SQLiteStore, tenant_id: str) -> str | None:
