@@ -881,9 +881,14 @@ class SQLiteStore(Store):
 
     # -- policies, keys, inventory ---------------------------------------------------------------
 
-    def save_policy(self, tenant_id: str, text: str, etag: str, created_by: str | None = None) -> int:
+    def save_policy(self, tenant_id: str, text: str, etag: str, created_by: str | None = None, *,
+                    expected_version: int | None = None) -> int | None:
+        """Store the next version; None (nothing stored) when `expected_version` is given and the latest
+        version is another by now: the If-Match check of a PUT holds across servers sharing the store."""
         with self.transaction() as db:
             row = db.execute("SELECT MAX(version) FROM policies WHERE tenant_id=?", (tenant_id,)).fetchone()
+            if expected_version is not None and int(row[0] or 0) != expected_version:
+                return None
             version = int(row[0] or 0) + 1
             db.execute("INSERT INTO policies VALUES (?,?,?,?,?,?)",
                        (tenant_id, version, etag, text, format_ts(), created_by))

@@ -903,11 +903,15 @@ class PostgresStore(Store):
 
     # -- policies, keys, inventory ---------------------------------------------------------------
 
-    def save_policy(self, tenant_id: str, text: str, etag: str, created_by: str | None = None) -> int:
+    def save_policy(self, tenant_id: str, text: str, etag: str, created_by: str | None = None, *,
+                    expected_version: int | None = None) -> int | None:
+        """As `SQLiteStore.save_policy`: None when the latest version is no longer `expected_version`."""
         with self.transaction() as db:
             # one writer per tenant at a time, so two replicas never take the same version number
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(tenant_id, "\x00policies"),))
             row = db.execute("SELECT MAX(version) AS v FROM policies WHERE tenant_id=%s", (tenant_id,)).fetchone()
+            if expected_version is not None and int(row["v"] or 0) != expected_version:
+                return None
             version = int(row["v"] or 0) + 1
             db.execute("INSERT INTO policies VALUES (%s,%s,%s,%s,%s,%s)",
                        (tenant_id, version, etag, text, format_ts(), created_by))

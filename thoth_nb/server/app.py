@@ -1007,16 +1007,22 @@ def create_app(store: SQLiteStore, policy: Policy, settings: ServerSettings | No
         wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
         async with state.put_lock:
             version, etag, _ = await run_in_threadpool(state.current_policy, principal.tenant_id)
-            if "*" not in wanted and etag not in wanted:
+            new_version: int | None = None
+            if "*" in wanted or etag in wanted:
+                # saved only if still the version checked: another server sharing the store may have saved
+                new_version = await run_in_threadpool(
+                    lambda: store.save_policy(principal.tenant_id, policy.text, policy.etag, principal.label,
+                                              expected_version=None if "*" in wanted else version)
+                )
+                if new_version is None:
+                    version, etag, _ = await run_in_threadpool(state.current_policy, principal.tenant_id)
+            if new_version is None:
                 raise ApiError(
                     412,
                     "stale",
                     f"the policy changed (current etag {etag}); GET it and retry",
                     extra={"etag": etag, "version": version},
                 )
-            new_version = await run_in_threadpool(
-                store.save_policy, principal.tenant_id, policy.text, policy.etag, principal.label
-            )
             state.policy_saved(principal.tenant_id, new_version, policy)
         return policy_reply(new_version, policy.etag, policy.text)
 
