@@ -60,7 +60,8 @@ def test_a_killed_child_loses_no_batch_and_the_chain_stays_whole(live: Any, veri
     # the same session continues: stored in-process now, chained onto what the child stored
     answer = agent.post("/v1/events/batch", json=_batch(30))
     assert answer.status_code == 202 and answer.json()["accepted"] == 30, answer.text
-    assert child.failures == 1 and "exited" in child.last_error
+    # the next frame finds the child either reaped ("exited") or not yet ("gone": a broken pipe)
+    assert child.failures == 1 and ("exited" in child.last_error or "gone" in child.last_error), child.last_error
     assert agent.post("/v1/events/batch", json=_batch(30)).json()["accepted"] == 30
     assert _count(live.server.db) == 90
     verify(live.server.db)
