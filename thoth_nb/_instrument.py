@@ -160,6 +160,15 @@ def _cancel(call: Call, transport: Transport) -> None:
             logger.debug("thoth: could not cancel hold", exc_info=True)
 
 
+async def _acancel(call: Call, transport: Transport) -> None:
+    decision = call.decision
+    if decision is not None and decision.hold_token:
+        try:
+            await transport.acancel_hold(decision.hold_token, "the waiting call was interrupted")
+        except Exception:
+            logger.debug("thoth: could not cancel hold", exc_info=True)
+
+
 async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport: Transport,
                       call: Call) -> EnforcementDecision:
     effect = next(flow)
@@ -184,8 +193,11 @@ async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport:
         except StopIteration as stop:
             decision: EnforcementDecision = stop.value
             return decision
+        except asyncio.CancelledError:
+            await _acancel(call, transport)  # a cancelled task may still await: the hold is denied before it ends
+            raise
         except BaseException:
-            # a cancelled task: its blocking cancel request goes on a thread, not on the event loop
+            # (closed, interrupted): no awaiting here, and the blocking request must not hold the event loop
             threading.Thread(target=_cancel, args=(call, transport), name="thoth-nb-cancel-hold", daemon=True).start()
             raise
 

@@ -40,6 +40,8 @@ class SlowServer:
         self.paths.append(("async", request.url.path))
         if self._slow(request):
             await asyncio.sleep(SLOW)
+        else:  # a long-poll waits as a server would (an instant answer would make the loop spin, not wait)
+            await asyncio.sleep(float(request.url.params.get("wait", 0)))
         return self._answer(request)
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
