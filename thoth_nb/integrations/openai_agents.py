@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import json
 import logging
@@ -212,12 +213,46 @@ def _parse(raw: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"_value": parsed}
 
 
+#: errors of the governed call running in this context that the SDK turned into a tool output
+_handled: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("thoth_agents_handled",
+                                                                                     default=None)
+
+
+class _RecordHandledError:
+    """Wraps the SDK's `_on_handled_error` hook (called when its `failure_error_function` turned a tool's
+    exception into the output the model sees), so the governed call is recorded as failed, not as a
+    success. Bookkeeping only: it always calls the SDK's own hook."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        errors = _handled.get()
+        if errors is not None:
+            errors.extend(a for a in args[1:2] if isinstance(a, BaseException))
+        return self.original(*args, **kwargs)
+
+
+def _record_handled_errors(inner: Any) -> None:
+    """The SDK (0.2x) wraps a function tool's body in an invoker that catches its exceptions; feature-detected."""
+    hook = getattr(inner, "_on_handled_error", None)
+    if callable(hook) and not isinstance(hook, _RecordHandledError):
+        inner._on_handled_error = _RecordHandledError(hook)
+
+
+def _unrecord_handled_errors(inner: Any) -> None:
+    hook = getattr(inner, "_on_handled_error", None)
+    if isinstance(hook, _RecordHandledError):
+        inner._on_handled_error = hook.original
+
+
 class _GovernedInvoker:
     """Replaces `FunctionTool.on_invoke_tool(ctx, input_json)`; the original is kept in `.inner`."""
 
     def __init__(self, inner: Any, state: _Governance) -> None:
         self.inner = inner
         self.state = state
+        _record_handled_errors(inner)
         if getattr(inner, _SYNC_MARKER, False):
             setattr(self, _SYNC_MARKER, True)
 
@@ -257,11 +292,17 @@ class _GovernedInvoker:
         _, kwargs = governor.apply(decision, (), dict(call.kwargs))
         if kwargs != call.kwargs:  # MODIFY: the tool runs with the reviewed arguments
             input = json.dumps(kwargs)
+        errors: list[BaseException] = []
+        token = _handled.set(errors)
         try:
             result = await self.inner(ctx, input)
         except BaseException as exc:
             governor.failed(call, exc)
             raise
+        finally:
+            _handled.reset(token)
+        if errors:  # the tool raised and the SDK told the model so: a failed call
+            call.error, call.outcome = errors[-1], "error"
         governor.finished(call, result)
         return result
 
@@ -319,6 +360,7 @@ def _govern_tool(tool: FunctionTool, governor: Governor, on_block: str, step_up:
 def _restore_tool(tool: FunctionTool) -> None:
     if isinstance(tool.on_invoke_tool, _GovernedInvoker):
         tool.on_invoke_tool = tool.on_invoke_tool.inner
+        _unrecord_handled_errors(tool.on_invoke_tool)
     if isinstance(tool.needs_approval, _NeedsApproval):
         tool.needs_approval = tool.needs_approval.original
 
