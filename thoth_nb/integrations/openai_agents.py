@@ -194,6 +194,27 @@ async def _approve_for_sdk(governor: Governor, token: str) -> None:
         logger.info("thoth: %s; waiting for a reviewer to resolve hold %s", exc, token)
 
 
+async def _stale(state: _Governance, call_id: str, args: dict[str, Any]) -> bool:
+    """Is the decision remembered for `call_id` one for other arguments? Call ids are only unique within
+    a response (local models and proxies reuse `call_0`), and a call the SDK never invoked (a tool input
+    guardrail rejected it, the run stopped) leaves its decision behind: it is dropped, its hold cancelled,
+    so another call is decided afresh and never inherits it."""
+    entry = state.pending.get(call_id)
+    if entry is None or entry[0].kwargs == args:
+        return False
+    state.pending.pop(call_id, None)
+    _held.pop(call_id, None)
+    call, flow, effect = entry
+    if flow is not None:
+        if isinstance(effect, PollHold):
+            try:
+                await call.governor.transport.acancel_hold(effect.token, "a later tool call reused its call id")
+            except Exception:
+                logger.debug("thoth: could not cancel stale hold %s", effect.token, exc_info=True)
+        flow.close()
+    return True
+
+
 def _sdk_approved(ctx: Any, name: str) -> bool:
     getter = getattr(ctx, "get_approval_status", None)
     call_id = getattr(ctx, "tool_call_id", None)
@@ -265,6 +286,8 @@ class _GovernedInvoker:
     async def __call__(self, ctx: Any, input: str) -> Any:
         state = self.state
         call_id = getattr(ctx, "tool_call_id", None)
+        if call_id:
+            await _stale(state, call_id, _parse(input))
         entry = state.pending.pop(call_id, None) if call_id else None
         if call_id:
             _held.pop(call_id, None)
@@ -323,6 +346,7 @@ class _NeedsApproval:
             answer = original(run_context, params, call_id)
             wanted = bool(await answer) if asyncio.iscoroutine(answer) else bool(answer)
         state = self.state
+        await _stale(state, call_id, dict(params))
         known = state.pending.get(call_id)
         if known is not None:  # evaluated again for the same call: one decision, one hold
             return wanted or isinstance(known[2], PollHold)
