@@ -132,6 +132,12 @@ class LangChainIntegration(Integration):
     def setup_once(cls) -> None:
         cls.patch(BaseTool, "run", _patched_run(BaseTool.run))
         cls.patch(BaseTool, "arun", _patched_arun(BaseTool.arun))
+        from langchain_core.tools import base as tools_base
+
+        for name in ("_handle_tool_error", "_handle_validation_error"):  # feature-detected
+            original = getattr(tools_base, name, None)
+            if callable(original):
+                cls.patch(tools_base, name, _recording_handler(original))
 
     @classmethod
     def ensure_class(cls, klass: type) -> None:
@@ -148,6 +154,26 @@ class LangChainIntegration(Integration):
         super().teardown()
         with _bindings_lock:
             _bindings.clear()
+
+
+#: errors LangChain handled itself (`handle_tool_error`, `handle_validation_error`) in the governed run of
+#: this context: without a tool-call id the tool returns the error text, so nothing else says it failed
+_handled: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("thoth_lc_handled",
+                                                                                     default=None)
+
+
+def _recording_handler(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps `langchain_core.tools.base._handle_tool_error` (and the validation twin), which `run`/`arun`
+    call when they turn an exception into the tool's output. Bookkeeping only."""
+
+    @functools.wraps(original)
+    def handle(error: BaseException, *args: Any, **kwargs: Any) -> Any:
+        errors = _handled.get()
+        if errors is not None:
+            errors.append(error)
+        return original(error, *args, **kwargs)
+
+    return handle
 
 
 def _patched_run(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -300,7 +326,9 @@ def block_output(tool: BaseTool, violation: ThothPolicyViolation, tool_call_id: 
     return ToolMessage(text, tool_call_id=tool_call_id, name=tool.name, status="error")
 
 
-def _finish(gov: Governor, call: Call, result: Any) -> None:
+def _finish(gov: Governor, call: Call, result: Any, handled: list[BaseException]) -> None:
+    if handled:  # the tool raised and LangChain returned its handled error as the output
+        call.error, call.outcome = handled[-1], "error"
     if isinstance(result, ToolMessage):
         if result.status == "error":  # a handled ToolException: the tool ran and reported an error
             call.outcome = "error"
@@ -338,14 +366,17 @@ def _run_decided_sync(binding: ToolBinding, original: Callable[..., Any], tool: 
         return _blocked(binding, tool, call, decision, kwargs)
     tool_input = _modified_input(tool, tool_input, decision)
     token = _active.set(_active.get() | {id(tool)})
+    handled: list[BaseException] = []
+    handled_token = _handled.set(handled)
     try:
         result = original(tool, tool_input, *args, **kwargs)
     except BaseException as exc:
         binding.governor.failed(call, exc)
         raise
     finally:
+        _handled.reset(handled_token)
         _active.reset(token)
-    _finish(binding.governor, call, result)
+    _finish(binding.governor, call, result, handled)
     return result
 
 
@@ -379,14 +410,17 @@ async def _run_decided_async(binding: ToolBinding, original: Callable[..., Any],
         return await _ablocked(binding, tool, call, decision, kwargs)
     tool_input = _modified_input(tool, tool_input, decision)
     token = _active.set(_active.get() | {id(tool)})
+    handled: list[BaseException] = []
+    handled_token = _handled.set(handled)
     try:
         result = await original(tool, tool_input, *args, **kwargs)
     except BaseException as exc:
         binding.governor.failed(call, exc)
         raise
     finally:
+        _handled.reset(handled_token)
         _active.reset(token)
-    _finish(binding.governor, call, result)
+    _finish(binding.governor, call, result, handled)
     return result
 
 
