@@ -200,16 +200,21 @@ def _otel() -> Any:
 def tool_calls(frame: Any) -> Any:
     """One row per call: the PRE event's columns plus the outcome's decision, reason, risk_score,
     violation_id, duration_ms, outcome and end time (NaN/None when the call has no outcome event)."""
+    from thoth_nb.analytics.replay import call_numbers
+
     pd = _pd()
     if "event_type" not in frame.columns:
         return frame.assign(ended_at=frame["occurred_at"])
     kinds = frame["event_type"].astype(str)
-    pre = frame[(kinds == "TOOL_CALL_PRE").to_numpy()].copy()
-    done = frame[kinds.isin(["TOOL_CALL_POST", "TOOL_CALL_BLOCK"]).to_numpy()].copy()
-    for part in (pre, done):
+    numbers = call_numbers(frame)
+    is_pre = (kinds == "TOOL_CALL_PRE").to_numpy()
+    answered = kinds.isin(["TOOL_CALL_POST", "TOOL_CALL_BLOCK"]).to_numpy() & (numbers >= 0)
+    pre = frame[is_pre].copy()
+    done = frame[answered].copy()
+    for part, mask in ((pre, is_pre), (done, answered)):
         part["_session"] = part["session_id"].astype(str)
         part["_tool"] = part["tool_name"].astype(str)
-        part["_k"] = part.groupby(["_session", "_tool"], sort=False).cumcount()
+        part["_k"] = numbers[mask]
     wanted = [c for c in ("decision", "reason", "risk_score", "violation_id", "duration_ms", "outcome",
                           "event_id", "event_type") if c in done.columns]
     ends = done[["_session", "_tool", "_k", "occurred_at", *wanted]].rename(

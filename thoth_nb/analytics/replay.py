@@ -73,14 +73,46 @@ def _effective(decision: Any, observed: Any, held: Any) -> Any:
     return decision if isinstance(decision, str) and decision else None
 
 
+_OUTCOMES = ("TOOL_CALL_POST", "TOOL_CALL_BLOCK")
+
+
+def call_numbers(events: Any) -> np.ndarray:
+    """Per row of an events frame (by position): the number of its call within its (session, tool) in
+    time order, so the k-th TOOL_CALL_PRE and the POST/BLOCK event answering it share k (events carry no
+    call id; a session's calls of one tool are answered in order). -1 for other rows and for an outcome
+    whose PRE is not in the frame: a frame cut by a time bound mid-call (`events(since=...)`) starts with
+    one, and numbering it too gave every later call of that tool the outcome of the call before it.
+
+    An outcome is such an orphan when no PRE of its (session, tool) is waiting for one: with PRE +1 and
+    outcome -1 its running sum S falls below min(0, every earlier S)."""
+    pd = _pd()
+    kinds = events["event_type"].astype(str).to_numpy()
+    step = np.where(kinds == "TOOL_CALL_PRE", 1, np.where(np.isin(kinds, _OUTCOMES), -1, 0))
+    keys = [c for c in ("occurred_at", "seq") if c in events.columns]
+    order = (events[keys].reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy() if keys
+             else np.arange(len(events)))
+    work = pd.DataFrame({"session": events["session_id"].astype(str).to_numpy()[order],
+                         "tool": events["tool_name"].astype(str).to_numpy()[order], "step": step[order]})
+    group = [work["session"], work["tool"]]
+    total = work["step"].groupby(group, sort=False).cumsum()
+    floor = total.groupby(group, sort=False).cummin().groupby(group, sort=False).shift(fill_value=0).clip(upper=0)
+    paired = ((work["step"] == 1) | ((work["step"] == -1) & (total >= floor))).to_numpy()
+    numbered = work[paired]
+    out = np.full(len(events), -1, dtype=np.int64)
+    out[order[paired]] = numbered.groupby(["session", "tool", "step"], sort=False).cumcount().to_numpy()
+    return out
+
+
 def _recorded(pd: Any, events: Any, pre: Any, info: Mapping[str, Any]) -> Any:
-    """Per PRE row: the recorded decision and rule ids from the call's POST/BLOCK event (k-th PRE of a
-    (session, tool) pairs with its k-th outcome)."""
+    """Per PRE row: the recorded decision and rule ids from the call's POST/BLOCK event (the k-th PRE of a
+    (session, tool) pairs with its k-th outcome, see `call_numbers`)."""
     if "event_type" not in events.columns:
         return pd.DataFrame({"before": [None] * len(pre), "before_rules": [[] for _ in range(len(pre))]},
                             index=pre.index)
-    kinds = events["event_type"].astype(str)
-    outcome = events[kinds.isin(["TOOL_CALL_POST", "TOOL_CALL_BLOCK"]).to_numpy()]
+    numbers = call_numbers(events)
+    kinds = events["event_type"].astype(str).to_numpy()
+    answered = np.isin(kinds, _OUTCOMES) & (numbers >= 0)
+    outcome = events[answered]
     if info.get("source") == "store" and len(outcome):
         extra = load_fields(outcome, info["path"], info["tenant_id"],
                             {k: _STORE_FIELDS[k] for k in ("observed_decision", "hold_token", "matched_rule_ids")})
@@ -92,8 +124,7 @@ def _recorded(pd: Any, events: Any, pre: Any, info: Mapping[str, Any]) -> Any:
     rules = [_rule_list(r) for r in extra["matched_rule_ids"]]
     keyed_out = pd.DataFrame({"session_id": outcome["session_id"].astype(str).to_numpy(),
                               "tool_name": outcome["tool_name"].astype(str).to_numpy(),
-                              "before": before, "before_rules": rules})
-    keyed_out["k"] = keyed_out.groupby(["session_id", "tool_name"], sort=False).cumcount()
+                              "before": before, "before_rules": rules, "k": numbers[answered]})
     keyed_pre = pd.DataFrame({"session_id": pre["session_id"].astype(str).to_numpy(),
                               "tool_name": pre["tool_name"].astype(str).to_numpy()}, index=pre.index)
     keyed_pre["k"] = keyed_pre.groupby(["session_id", "tool_name"], sort=False).cumcount()
