@@ -865,7 +865,8 @@ def sessions(
     store: Any = None,
     transport: httpx.BaseTransport | None = None,
 ) -> pd.DataFrame:
-    """One row per session, most recent first: who, when, how many calls, blocks, holds, violations."""
+    """One row per session, most recent first: who, when, how many calls, blocks, holds, violations.
+    With `since`, a row describes the session from then on: its events, violations and holds since."""
     pd = _pd()
     tenant = default_tenant(tenant_id)
     server = _server(api_url)

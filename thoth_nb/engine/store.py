@@ -713,16 +713,20 @@ class SQLiteStore(Store):
             f"FROM events WHERE {' AND '.join(where)} GROUP BY session_id ORDER BY last_seen DESC LIMIT {int(limit)}"
         )
         rows = self.query(sql, params)
+        # violations and holds from `since` on too: every count of a row covers the same window
+        window, bound = (" AND created_at >= ?", [params[-1]]) if since else ("", [])
         counts = {
             r["session_id"]: r["n"]
             for r in self.query(
-                "SELECT session_id, COUNT(*) AS n FROM violations WHERE tenant_id=? GROUP BY session_id", (tenant_id,)
+                f"SELECT session_id, COUNT(*) AS n FROM violations WHERE tenant_id=?{window} GROUP BY session_id",
+                (tenant_id, *bound),
             )
         }
         holds = {
             r["session_id"]: r["n"]
             for r in self.query(
-                "SELECT session_id, COUNT(*) AS n FROM holds WHERE tenant_id=? GROUP BY session_id", (tenant_id,)
+                f"SELECT session_id, COUNT(*) AS n FROM holds WHERE tenant_id=?{window} GROUP BY session_id",
+                (tenant_id, *bound),
             )
         }
         for row in rows:

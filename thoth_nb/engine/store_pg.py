@@ -724,12 +724,14 @@ class PostgresStore(Store):
         if not rows:
             return rows
         ids = [r["session_id"] for r in rows]
+        # violations and holds from `since` on too: every count of a row covers the same window
+        window, bound = (" AND created_at >= %s", [normalize_ts(since)]) if since else ("", [])  # TEXT here
         counts = {r["session_id"]: r["n"] for r in self.query(
-            "SELECT session_id, COUNT(*) AS n FROM violations WHERE tenant_id=%s AND session_id = ANY(%s) "
-            "GROUP BY session_id", (tenant_id, ids))}
+            f"SELECT session_id, COUNT(*) AS n FROM violations WHERE tenant_id=%s AND session_id = ANY(%s){window} "
+            "GROUP BY session_id", (tenant_id, ids, *bound))}
         holds = {r["session_id"]: r["n"] for r in self.query(
-            "SELECT session_id, COUNT(*) AS n FROM holds WHERE tenant_id=%s AND session_id = ANY(%s) "
-            "GROUP BY session_id", (tenant_id, ids))}
+            f"SELECT session_id, COUNT(*) AS n FROM holds WHERE tenant_id=%s AND session_id = ANY(%s){window} "
+            "GROUP BY session_id", (tenant_id, ids, *bound))}
         for row in rows:
             row["first_seen"] = _ts(row["first_seen"])
             row["last_seen"] = _ts(row["last_seen"])
