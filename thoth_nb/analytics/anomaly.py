@@ -171,7 +171,8 @@ def session_scores(
                *FACTORS, "top_factor", "top_tool"]
     if len(scored) == 0:
         return pd.DataFrame(columns=columns)  # type: ignore[no-any-return]
-    frame = scored.assign(_flag=scored["score"].to_numpy() >= flag_at)
+    # positions, not the caller's labels: concatenated scored frames repeat them (`idxmax` below)
+    frame = scored.assign(_flag=scored["score"].to_numpy() >= flag_at).reset_index(drop=True)
     grouped = frame.groupby("session_id", observed=True, sort=False)
     agg: dict[str, Any] = {"agent_id": ("agent_id", "first"), "first_seen": ("occurred_at", "min"),
                            "last_seen": ("occurred_at", "max"), "calls": ("score", "size"),
