@@ -57,8 +57,9 @@ def load_candidate(policy: Any) -> Policy:
     if isinstance(policy, Path):
         return load_policy(policy)
     if isinstance(policy, str):
+        # one line with no ':' cannot be a policy mapping: a path, so a missing file says "not found"
         if "\n" not in policy and not policy.lstrip().startswith("{") and (
-                Path(policy).expanduser().exists() or policy.endswith((".yaml", ".yml"))):
+                Path(policy).expanduser().exists() or policy.endswith((".yaml", ".yml")) or ":" not in policy):
             return load_policy(policy)
         return parse_policy(policy, name="<candidate policy>")
     raise TypeError(f"policy must be a path, YAML text, a dict or a Policy; got {type(policy).__name__}")
