@@ -35,7 +35,16 @@ def cmd_holds(args: argparse.Namespace) -> int:
 def _resolve(args: argparse.Namespace, approve: bool) -> int:
     from thoth_nb._approvals import resolve
 
-    modified = json.loads(args.modified_args) if getattr(args, "modified_args", None) else None
+    modified = None
+    if getattr(args, "modified_args", None):
+        try:
+            modified = json.loads(args.modified_args)
+        except ValueError as exc:
+            modified = exc
+        if not isinstance(modified, dict):
+            print(f"thoth-nb: --modified-args must be a JSON object such as '{{\"to\": \"a@b.c\"}}' "
+                  f"({modified if isinstance(modified, ValueError) else type(modified).__name__})", file=sys.stderr)
+            return 2
     try:
         record = resolve(args.hold, approve=approve, reviewer=args.reviewer, note=args.note,
                          scope=getattr(args, "scope", "once"), modified_args=modified,
@@ -162,10 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. A configuration error (the store cannot be opened, is damaged or unwritable;
+    THOTH_HOME is not a folder) is one line on stderr and exit 2 whichever command hit it, not a traceback."""
+    from thoth_nb._exceptions import ThothConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     fn: Callable[[argparse.Namespace], int] = args.fn
-    return fn(args)
+    try:
+        return fn(args)
+    except ThothConfigError as exc:
+        print(f"thoth-nb: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

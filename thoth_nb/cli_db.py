@@ -25,7 +25,10 @@ def parse_age(text: str) -> dt.timedelta:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if not match:
         raise ValueError(f"age must look like 90d, 12h, 30m, 2w or 45s; got {text!r}")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "d"])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "d"])
+    except OverflowError:
+        raise ValueError(f"age {text!r} is longer than dates go back; give a smaller --older-than") from None
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -78,6 +81,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     except ThothConfigError as exc:
         return _fail(str(exc))
     try:
+        newer = sorted(set(store.migrations()) - set(MIGRATION_NAMES))
+        if newer:  # a later thoth-nb upgraded this store: this version cannot say the schema is current
+            return _fail(f"{_label(store)} was upgraded by a newer thoth-nb (migrations {', '.join(newer)} are "
+                         "unknown here); upgrade thoth-nb to manage it")
         applied = store.migrate()
         done = store.migrations()
         if not is_postgres_url(target):
@@ -96,7 +103,10 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
         age = parse_age(args.older_than)
     except ValueError as exc:
         return _fail(str(exc))
-    cutoff = dt.datetime.now(dt.UTC) - age
+    try:
+        cutoff = dt.datetime.now(dt.UTC) - age
+    except OverflowError:
+        return _fail(f"age {args.older_than!r} is longer than dates go back; give a smaller --older-than")
     try:
         store = _open(args)
     except ThothConfigError as exc:
@@ -137,16 +147,22 @@ def export_parquet(store: Any, path: str | Path, *, tenant_id: str | None = None
     names = schema.names
     written = 0
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory; give a file name such as {target / 'events.parquet'}")
     partial = target.with_name(target.name + ".partial")
     batches: Iterable[list[dict[str, Any]]] = store.iter_event_rows(tenant_id, since=since, until=until, batch=batch)
-    with pq.ParquetWriter(partial, schema, compression=compression) as writer:
-        for rows in batches:
-            columns = [[row[name] for row in rows] for name in names]
-            writer.write_table(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema,
-                                                                                               strict=True)],
-                                                    schema=schema))
-            written += len(rows)
-    partial.replace(target)
+    try:
+        with pq.ParquetWriter(partial, schema, compression=compression) as writer:
+            for rows in batches:
+                columns = [[row[name] for row in rows] for name in names]
+                writer.write_table(pa.Table.from_arrays([pa.array(c, type=f.type)
+                                                         for c, f in zip(columns, schema, strict=True)],
+                                                        schema=schema))
+                written += len(rows)
+        partial.replace(target)
+    except BaseException:  # disk full, permissions, interrupted: no half-written file is left behind
+        partial.unlink(missing_ok=True)
+        raise
     return written
 
 
@@ -157,6 +173,14 @@ def cmd_db_export(args: argparse.Namespace) -> int:
         import pyarrow  # noqa: F401
     except ImportError:
         return _fail("Parquet export needs pyarrow: pip install 'thoth-nb[pandas]'")
+    from thoth_nb.engine.store import parse_ts
+
+    for flag, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            if value is not None:
+                parse_ts(value)
+        except ValueError:
+            return _fail(f"{flag} must be an RFC 3339 time such as 2026-01-01T00:00:00Z; got {value!r}")
     try:
         store = _open(args)
     except ThothConfigError as exc:
@@ -164,6 +188,8 @@ def cmd_db_export(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         n = export_parquet(store, args.parquet, tenant_id=args.tenant, since=args.since, until=args.until)
+    except OSError as exc:
+        return _fail(f"could not write {args.parquet}: {exc}")
     finally:
         store.close()
     elapsed = time.perf_counter() - started

@@ -437,19 +437,28 @@ class SQLiteStore(Store):
             ) from None
         self._lock = threading.RLock()
         try:
-            # A new store gets 16 KiB pages (an existing one keeps its own: the PRAGMA is then a no-op). A WAL
-            # commit writes each dirty page with two syscalls; an ingest batch of 500 events dirtied ~700 4 KiB
-            # pages, and those writes were a third of the CPU per event. 16 KiB pages cut them by ~2.5x.
-            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as exc:
-            raise ThothConfigError(
-                f"cannot use the thoth_nb store at {self.path}: {exc}. Set THOTH_HOME to a writable folder."
-            ) from None
-        self._configure(self._db)
+            self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise ThothConfigError(f"cannot use the thoth_nb store at {self.path}: {exc}. "
+                                       "Set THOTH_HOME to a writable folder.") from None
+            raise ThothConfigError(  # corrupt, or not SQLite at all: nothing here writes to it
+                f"{self.path} is not a usable thoth_nb store ({exc}): move it aside or restore a backup, "
+                "then run again") from None
         self._checkpointer: _Checkpointer | None = None
-        self.migrate()
         _open_stores.add(self)
+
+    def _open_schema(self) -> None:
+        """WAL, connection settings and pending migrations; any sqlite3 error here means the file is
+        locked, read-only or not a usable database, which `__init__` reports as configuration."""
+        # A new store gets 16 KiB pages (an existing one keeps its own: the PRAGMA is then a no-op). A WAL
+        # commit writes each dirty page with two syscalls; an ingest batch of 500 events dirtied ~700 4 KiB
+        # pages, and those writes were a third of the CPU per event. 16 KiB pages cut them by ~2.5x.
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._configure(self._db)
+        self.migrate()
 
     @staticmethod
     def _configure(db: sqlite3.Connection) -> None:
