@@ -125,6 +125,7 @@ class Emitter:
         self._writer_streak = 0  # consecutive writer failures
         self._unacked: collections.deque[list[Mapping[str, Any]]] = collections.deque()  # with the child
         self._unacked_events = 0
+        self._sending: list[Mapping[str, Any]] | None = None  # the batch `_deliver` is trying to send
         #: batches the writer child stored, and times it failed (the batch then went the in-process way)
         self.offloaded = 0
         self.writer_failures = 0
@@ -371,6 +372,13 @@ class Emitter:
     def _deliver(self, events: list[Mapping[str, Any]]) -> bool:
         if not events:
             return True
+        self._sending = events
+        try:
+            return self._deliver_with_retries(events)
+        finally:
+            self._sending = None
+
+    def _deliver_with_retries(self, events: list[Mapping[str, Any]]) -> bool:
         delays = (0.0, *self.retry_delays)
         asked = 0.0
         for attempt, delay in enumerate(delays):
@@ -536,6 +544,13 @@ class Emitter:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
+            sending = self._sending
+            if thread.is_alive() and sending:
+                # The sink has not answered (a hung server: up to the read timeout). The daemon thread dies
+                # with the interpreter and its batch with it, so spill a copy now; should the send still
+                # succeed, the replay is a duplicate by event_id, which ingest ignores (D7).
+                self.last_error = "the sink did not answer within the shutdown timeout"
+                self._spill(list(sending))
         self._thread = None
         writer, self._writer = self._writer, None
         if writer is not None:
