@@ -414,17 +414,26 @@ class Emitter:
         base = self.spill_dir or (thoth_home() / "spill")
         return base / f"{self.transport.sink_id}.jsonl"
 
-    def _spill(self, events: Sequence[Mapping[str, Any]]) -> None:
+    def _spill(self, events: Sequence[Mapping[str, Any]], *, kept_in: Sequence[Path] = ()) -> bool:
+        """Append `events` to the spill file; False if the disk refused. `kept_in`: files that still hold
+        these events (a replay's claimed files): then nothing is lost or counted as dropped, and the
+        caller keeps those files for a later start to replay."""
         path = self._spill_path()
         try:
             self._append(path, events)
             self.spilled += len(events)
             logger.warning("thoth: sink unavailable (%s); %d events spilled to %s for replay",
                            self.last_error, len(events), path)
+            return True
         except OSError as exc:
+            if kept_in:
+                logger.error("thoth: could not spill %d undelivered events to %s (%s); they stay in %s and the "
+                             "next start replays them", len(events), path, exc, ", ".join(map(str, kept_in)))
+                return False
             self.dropped += len(events)
             logger.error("thoth: could not spill %d events to %s (%s); they are lost and counted as dropped",
                          len(events), path, exc)
+            return False
 
     def _append(self, path: Path, events: Sequence[Mapping[str, Any]]) -> None:
         """Append JSON lines and fsync; on failure the file is cut back to where it was (no half line)."""
@@ -496,6 +505,7 @@ class Emitter:
             self.dropped += unreadable
             logger.warning("thoth: %d spilled lines could not be read and are counted as dropped", unreadable)
         delivered = 0
+        kept = True
         for start in range(0, len(events), self.batch_size):
             chunk = events[start : start + self.batch_size]
             try:
@@ -503,11 +513,14 @@ class Emitter:
                 delivered += len(chunk)
             except Exception as exc:
                 self.last_error = str(exc)
-                self._spill(events[start:])
+                # a full disk refuses the re-spill: the claimed files still hold every event, so they stay
+                # (replayed again by the next start; what was delivered meanwhile is a duplicate by id)
+                kept = self._spill(events[start:], kept_in=claimed)
                 break
         self.replayed += delivered
-        for part in claimed:
-            part.unlink(missing_ok=True)
+        if kept:
+            for part in claimed:
+                part.unlink(missing_ok=True)
         if delivered:
             logger.info("thoth: replayed %d spilled events to %s", delivered, self.transport.name)
         return delivered

@@ -1,0 +1,62 @@
+"""A replay that fails (sink still down) on a full disk: the events were safe in the spill file, so the
+claimed file must stay for the next start, not be deleted because the re-spill found no space."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+from _faults import ListSink, make_events
+
+from thoth_nb._emitter import Emitter
+from thoth_nb._transports.base import Transport
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only; skipped where mounting is not permitted)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _ids_on_disk(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for part in folder.iterdir():
+        if part.name.startswith("list-test-sink."):
+            found.update(json.loads(line)["event_id"] for line in part.read_text().splitlines() if line.strip())
+    return found
+
+
+def test_a_failed_replay_on_a_full_disk_keeps_the_spilled_events(small_disk: Path) -> None:
+    spill = small_disk / "spill"
+    spill.mkdir()
+    events = make_events(50, pad=200)
+    (spill / "list-test-sink.jsonl").write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # fill the disk to the last block
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    emitter = Emitter(cast(Transport, ListSink(failing=True)), spill_dir=spill)
+    assert emitter.replayed == 0
+    assert _ids_on_disk(spill) == {e["event_id"] for e in events}
+    assert emitter.dropped == 0  # nothing lost, so nothing counted as dropped
