@@ -62,10 +62,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             anchors = list(load_manifest(args.anchor).get("chains") or [])
         except BundleError as exc:
             return _fail(str(exc))
-    from thoth_nb.engine.store import open_store
+    from thoth_nb.cli_db import open_existing_store
 
     try:
-        store = open_store(args.db or None)
+        store = open_existing_store(args.db)
     except ThothConfigError as exc:
         return _fail(str(exc))
     try:
@@ -78,11 +78,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from thoth_nb._exceptions import ThothConfigError
+    from thoth_nb.cli_db import open_existing_store
     from thoth_nb.engine.audit import export_bundle, manifest_fingerprint
-    from thoth_nb.engine.store import open_store
 
     try:
-        store = open_store(args.db or None)
+        store = open_existing_store(args.db)
     except ThothConfigError as exc:
         return _fail(str(exc))
     try:

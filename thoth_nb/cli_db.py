@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_db_commands", "export_parquet", "parse_age"]
+__all__ = ["add_db_commands", "export_parquet", "open_existing_store", "parse_age"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -31,10 +31,26 @@ def parse_age(text: str) -> dt.timedelta:
         raise ValueError(f"age {text!r} is longer than dates go back; give a smaller --older-than") from None
 
 
-def _open(args: argparse.Namespace) -> Any:
-    from thoth_nb.engine.store import open_store
+def open_existing_store(value: str | None) -> Any:
+    """The store a read or maintenance command works on (`--db`, else THOTH_DATABASE_URL, THOTH_DB, the
+    embedded file). A SQLite file must exist already: opening creates one, so `audit verify --db` of a
+    mistyped path reported a new empty store "intact" and `keys list` answered "(none)"."""
+    from thoth_nb._exceptions import ThothConfigError
+    from thoth_nb.engine.store import database_url, is_postgres_url, open_store
 
-    return open_store(args.db or None)
+    target = database_url(value or None)
+    if not is_postgres_url(target):
+        text = str(target)
+        path = Path(text[len("sqlite:///"):] if text.startswith("sqlite:///") else text).expanduser()
+        if not path.is_file():
+            what = "is a directory, not a thoth_nb store" if path.is_dir() else "does not exist"
+            raise ThothConfigError(f"{path} {what}: check --db (or THOTH_DATABASE_URL, THOTH_DB, THOTH_HOME); "
+                                   "`thoth-nb db upgrade --db PATH` creates a new store")
+    return open_store(target)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    return open_existing_store(args.db)
 
 
 def _fail(message: str) -> int:

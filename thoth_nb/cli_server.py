@@ -111,15 +111,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace, *, existing: bool = True) -> Any:
+    """The store of `keys`; `list` and `revoke` need one that exists (`create` may start a new one)."""
     from thoth_nb.engine.store import SQLiteStore, open_store
 
     db = _db_path(args.db)
+    if existing and isinstance(db, Path):
+        from thoth_nb.cli_db import open_existing_store
+
+        return open_existing_store(str(db))
     return SQLiteStore(db) if isinstance(db, Path) else open_store(db)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, existing=False)
     try:
         record, secret = store.create_api_key(args.tenant, args.role, args.name or "")
     except ValueError as exc:
