@@ -146,6 +146,16 @@ def _plain_tag(n: yaml.Node, path: tuple[Any, ...], source: str | None) -> None:
 
 
 def _compose(text: str, source: str | None) -> _Doc:
+    """`_compose_nodes`, with nesting too deep for Python's stack (PyYAML's composer and `build` recurse
+    per level: `[[[...]]]` thousands deep) reported as a PolicyError instead of a RecursionError."""
+    try:
+        return _compose_nodes(text, source)
+    except RecursionError:
+        raise PolicyError("values are nested too deeply; a policy needs a few levels, not hundreds",
+                          source=source) from None
+
+
+def _compose_nodes(text: str, source: str | None) -> _Doc:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -938,4 +948,6 @@ def load_policy(path: str | Path | None) -> Policy:
         raise PolicyError(f"policy file not found: {file} (check the path, or omit policy= for the default)") from None
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy file {file} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     return parse_policy(text, name=str(file))
