@@ -47,6 +47,28 @@ def _policy_path(value: str | None) -> str | None:
     return str(found) if found is not None else None
 
 
+def _port(text: str) -> int:
+    """A TCP port 1-65535. Out of range, uvicorn's socket took it modulo 65536: `--port 99999` listened on
+    34463 while the banner said 99999."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _fail(message: str) -> int:
     print(f"thoth-nb: {message}", file=sys.stderr)
     return 2
@@ -174,7 +196,7 @@ def add_server_commands(subparsers: Any) -> None:
         "serve", help="run the enforcer server (HTTP API, approvals, reviewer page)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--port", type=_port, default=8787)
     serve.add_argument("--db", help="SQLite store path or postgresql:// URL "
                        "(default: $THOTH_DATABASE_URL, else $THOTH_DB, else $THOTH_HOME/thoth.db)")
     serve.add_argument("--policy", help="policy YAML for tenants without a stored policy (default: $THOTH_POLICY, else "
@@ -191,7 +213,7 @@ def add_server_commands(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--max-body-bytes",
-        type=int,
+        type=_positive,
         default=5 * 1024 * 1024,
         help="larger request bodies get 413 (default 5 MiB)",
     )
