@@ -41,6 +41,24 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return out
 
 
+def _call(method: str, server: str, url: str, **options: Any) -> httpx.Response:
+    """One request to a thoth-nb server; an unreachable or malformed URL is a RuntimeError naming it (the
+    CLI prints it as one line) rather than an httpx exception."""
+    try:
+        return httpx.request(method, url, timeout=10.0, trust_env=False, **options)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"cannot reach the thoth-nb server at {server} ({type(exc).__name__}: {exc}); "
+                           "check --api-url / THOTH_API_URL") from None
+
+
+def _json_reply(response: httpx.Response, server: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise RuntimeError(f"{server} answered {response.status_code} without JSON: is it a thoth-nb server? "
+                           "(check --api-url / THOTH_API_URL)") from None
+
+
 def resolve(
     hold: str,
     *,
@@ -74,8 +92,7 @@ def resolve(
     if modified_args is not None:
         body["modified_args"] = dict(modified_args)
     url = f"{server}/v1/approvals/{urllib.parse.quote(hold, safe='')}/resolve"
-    response = httpx.post(url, content=_json.dumps_bytes(body), headers=_headers(api_key), timeout=10.0,
-                          trust_env=False)
+    response = _call("POST", server, url, content=_json.dumps_bytes(body), headers=_headers(api_key))
     if response.status_code == 404:
         raise LookupError(f"no hold {hold!r} on {server}")
     if response.status_code == 409:
@@ -85,7 +102,7 @@ def resolve(
                                f"{error_message(response)}; use a reviewer or admin API key")
     if response.status_code >= 400:
         raise RuntimeError(f"resolving {hold} failed (status={response.status_code}): {error_message(response)}")
-    data: dict[str, Any] = response.json()
+    data: dict[str, Any] = _json_reply(response, server)
     return data
 
 
@@ -150,9 +167,10 @@ def holds(status: str = "pending", *, api_url: str | None = None, api_key: str |
     server = _server(api_url)
     if server is None:
         return _runtime.local_store().holds(tenant_id, status=status)
-    response = httpx.get(f"{server}/v1/approvals", params={"status": status, "limit": 500},
-                         headers=_headers(api_key), timeout=10.0, trust_env=False)
+    response = _call("GET", server, f"{server}/v1/approvals", params={"status": status, "limit": 500},
+                     headers=_headers(api_key))
     if response.status_code >= 400:
         raise RuntimeError(f"listing holds failed (status={response.status_code}): {error_message(response)}")
-    items: list[dict[str, Any]] = response.json().get("items", [])
+    reply = _json_reply(response, server)
+    items: list[dict[str, Any]] = reply.get("items", []) if isinstance(reply, dict) else []
     return items

@@ -25,7 +25,11 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 def cmd_holds(args: argparse.Namespace) -> int:
     from thoth_nb._approvals import holds
 
-    rows = holds(args.status, api_url=args.api_url, api_key=args.api_key)
+    try:
+        rows = holds(args.status, api_url=args.api_url, api_key=args.api_key)
+    except (LookupError, RuntimeError) as exc:
+        print(f"thoth-nb: {exc}", file=sys.stderr)
+        return 1
     for row in rows:
         row["args"] = json.dumps(row.get("tool_args"), default=str)
     _print_table(rows, ["approval_id", "status", "agent_id", "tool_name", "args", "reason", "expires_at"])
