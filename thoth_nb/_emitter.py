@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -617,6 +618,19 @@ def _offload_target(transport: Transport) -> tuple[Path, float] | None:
 def _reset_after_fork() -> None:
     for emitter in list(_EMITTERS):
         emitter._after_fork()
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:  # maybe a multiprocessing child: see _flush_at_multiprocessing_exit
+        util.register_after_fork(_flush_all_at_exit, _flush_at_multiprocessing_exit)
+
+
+def _flush_at_multiprocessing_exit(_: object) -> None:
+    """A `multiprocessing` child started by fork (the default on Linux before Python 3.14) ends with
+    `os._exit()`, so atexit never runs and every event it queued was lost. Its bootstrap clears the
+    finalizers it inherited, then runs the after-fork callbacks (this one, registered from the fork hook
+    above) and, when the target returns, the finalizers: there the emitters flush and shut down."""
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _flush_all_at_exit, exitpriority=10)
 
 
 if hasattr(os, "register_at_fork"):  # instead of comparing os.getpid() on every emit
