@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,3 +37,27 @@ def reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield own
     finally:
         own.close()
+
+
+#: read at import: the autouse `thoth_home` fixture clears THOTH_* before each test
+PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards. Skips without
+    THOTH_TEST_DATABASE_URL; fails under CI, where `.ci/start-postgres` must have set it."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but THOTH_TEST_DATABASE_URL is not: .ci/start-postgres did not start PostgreSQL")
+        pytest.skip("PostgreSQL tests need THOTH_TEST_DATABASE_URL=postgresql://... (.ci/start-postgres sets it)")
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

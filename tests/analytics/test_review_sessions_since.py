@@ -4,8 +4,6 @@ and holds over the whole session)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,6 @@ pytest.importorskip("pandas")
 from thoth_nb.analytics import frames
 from thoth_nb.engine.store import open_store
 
-# read at import: the autouse fixture in tests/conftest.py clears THOTH_* before each test
-PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")
-
 T0 = "2026-03-01T00:00:0{}.000000Z"
 
 
@@ -30,29 +25,11 @@ def _event(n: int, kind: str, decision: str | None = None) -> dict[str, Any]:
             "metadata": metadata}
 
 
-def _schema_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
-    import psycopg
-
-    schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Session s: two blocked `rm` (held and refused) at 0-3 s, then one allowed `ls` at 6-7 s."""
-    urls: Iterator[str] | None = None
     if request.param == "postgres":
-        if not PG_URL:
-            pytest.skip("PostgreSQL tests need THOTH_TEST_DATABASE_URL=postgresql://...")
-        urls = _schema_url()
-        store = open_store(next(urls))
+        store = open_store(request.getfixturevalue("pg_url"))
     else:
         store = open_store(tmp_path / "thoth.db")
     store.ingest_events([_event(0, "TOOL_CALL_PRE"), _event(1, "TOOL_CALL_BLOCK", "BLOCK"),
@@ -68,8 +45,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         yield store
     finally:
         store.close()
-        if urls is not None:
-            next(urls, None)
 
 
 def test_whole_session(store: Any) -> None:

@@ -24,31 +24,6 @@ from thoth_nb.engine.store import MIGRATION_NAMES, open_store
 PG_URL = os.environ.get("THOTH_TEST_DATABASE_URL", "")
 
 
-def _need_postgres() -> str:
-    if PG_URL:
-        return PG_URL
-    if os.environ.get("CI"):
-        pytest.fail("CI is set but THOTH_TEST_DATABASE_URL is not: .ci/start-postgres did not start PostgreSQL")
-    pytest.skip("PostgreSQL tests need THOTH_TEST_DATABASE_URL=postgresql://... (.ci/start-postgres sets it)")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
-    import psycopg
-
-    base = _need_postgres()
-    schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.fixture
 def pg(pg_url: str) -> Iterator[Any]:
     store = open_store(pg_url)

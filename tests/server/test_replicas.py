@@ -43,25 +43,6 @@ rate_limits:
 SCOPE = ["lookup", "search", "transfer", "read_file", "send_email"]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but THOTH_TEST_DATABASE_URL is not: .ci/start-postgres did not start PostgreSQL")
-        pytest.skip("replica tests need THOTH_TEST_DATABASE_URL=postgresql://... (.ci/start-postgres sets it)")
-    import psycopg
-
-    schema = "r_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 class Replica:
     """One server process's worth: its own PostgresStore, engine and uvicorn server on a free port."""
 
