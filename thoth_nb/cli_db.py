@@ -36,12 +36,11 @@ def open_existing_store(value: str | None) -> Any:
     embedded file). A SQLite file must exist already: opening creates one, so `audit verify --db` of a
     mistyped path reported a new empty store "intact" and `keys list` answered "(none)"."""
     from thoth_nb._exceptions import ThothConfigError
-    from thoth_nb.engine.store import database_url, is_postgres_url, open_store
+    from thoth_nb.engine.store import database_url, is_postgres_url, open_store, sqlite_path
 
     target = database_url(value or None)
     if not is_postgres_url(target):
-        text = str(target)
-        path = Path(text[len("sqlite:///"):] if text.startswith("sqlite:///") else text).expanduser()
+        path = sqlite_path(target)
         if not path.is_file():
             what = "is a directory, not a thoth_nb store" if path.is_dir() else "does not exist"
             raise ThothConfigError(f"{path} {what}: check --db (or THOTH_DATABASE_URL, THOTH_DB, THOTH_HOME); "
@@ -89,9 +88,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
             store: Any = PostgresStore(str(target), migrate=False)
         else:
-            from thoth_nb.engine.store import SQLiteStore
+            from thoth_nb.engine.store import SQLiteStore, sqlite_path
 
-            path = Path(str(target)[len("sqlite:///"):] if str(target).startswith("sqlite:///") else target)
+            path = sqlite_path(target)
             before = _sqlite_migrations(path)
             store = SQLiteStore(path)  # opening a SQLite store applies pending migrations
     except ThothConfigError as exc:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from thoth_nb._argtypes import whole_number
+
 __all__ = ["add_server_commands", "cmd_keys_create", "cmd_keys_list", "cmd_keys_revoke", "cmd_serve"]
 
 ROLES = ("agent", "reviewer", "admin")
@@ -19,17 +21,10 @@ ROLES = ("agent", "reviewer", "admin")
 
 def _db_path(value: str | None) -> Any:
     """A SQLite path, or a postgresql:// URL (from the value or THOTH_DATABASE_URL) kept as a string."""
-    import os
+    from thoth_nb.engine.store import database_url, is_postgres_url, sqlite_path
 
-    from thoth_nb._runtime import store_path
-    from thoth_nb.engine.store import is_postgres_url
-
-    value = value or os.environ.get("THOTH_DATABASE_URL") or None
-    if is_postgres_url(value):
-        return value
-    if not value:
-        return store_path()
-    return Path(value[len("sqlite:///") :] if value.startswith("sqlite:///") else value).expanduser()
+    target = database_url(value or None)
+    return target if is_postgres_url(target) else sqlite_path(target)
 
 
 def _policy_path(value: str | None) -> str | None:
@@ -45,28 +40,6 @@ def _policy_path(value: str | None) -> str | None:
         return os.environ["THOTH_POLICY"]
     found = default_policy_path()
     return str(found) if found is not None else None
-
-
-def _port(text: str) -> int:
-    """A TCP port 1-65535. Out of range, uvicorn's socket took it modulo 65536: `--port 99999` listened on
-    34463 while the banner said 99999."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _fail(message: str) -> int:
@@ -196,7 +169,8 @@ def add_server_commands(subparsers: Any) -> None:
         "serve", help="run the enforcer server (HTTP API, approvals, reviewer page)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8787)
+    # 1-65535: out of range, uvicorn took the port modulo 65536 (`--port 99999` listened on 34463)
+    serve.add_argument("--port", type=whole_number(1, 65535), default=8787)
     serve.add_argument("--db", help="SQLite store path or postgresql:// URL "
                        "(default: $THOTH_DATABASE_URL, else $THOTH_DB, else $THOTH_HOME/thoth.db)")
     serve.add_argument("--policy", help="policy YAML for tenants without a stored policy (default: $THOTH_POLICY, else "
@@ -213,7 +187,7 @@ def add_server_commands(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--max-body-bytes",
-        type=_positive,
+        type=whole_number(1),
         default=5 * 1024 * 1024,
         help="larger request bodies get 413 (default 5 MiB)",
     )

@@ -38,6 +38,7 @@ __all__ = [
     "format_ts",
     "open_store",
     "parse_ts",
+    "sqlite_path",
     "utcnow",
 ]
 
@@ -1230,10 +1231,13 @@ def open_store(url_or_path: str | Path | None = None) -> Any:
         from thoth_nb.engine.store_pg import PostgresStore
 
         return PostgresStore(str(target))
+    return SQLiteStore(sqlite_path(target))
+
+
+def sqlite_path(target: str | Path) -> Path:
+    """The file of a `sqlite:///path` URL or a plain path (`~` expanded)."""
     text = str(target)
-    if text.startswith("sqlite:///"):
-        text = text[len("sqlite:///") :]
-    return SQLiteStore(text)
+    return Path(text[len("sqlite:///") :] if text.startswith("sqlite:///") else text).expanduser()
 
 
 def monotonic() -> float:

@@ -7,7 +7,6 @@ traitlets on `ThothMagics`, so `%config ThothMagics.feed = False` and ipython_co
 
 from __future__ import annotations
 
-import argparse
 import ast
 import os
 import re
@@ -24,10 +23,13 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 
 from thoth_nb import _context
+from thoth_nb._argtypes import whole_number
 from thoth_nb._exceptions import PolicyError, ThothConfigError
 from thoth_nb.notebook import reprs
 
 if TYPE_CHECKING:
+    import argparse
+
     from thoth_nb.notebook import ExtensionState
 
 __all__ = ["COMMANDS", "ThothMagics"]
@@ -82,17 +84,6 @@ def _add_governance_options(p: _Parser) -> None:
     p.add_argument("--api-url", dest="api_url", help="a thoth-nb server instead of the embedded enforcer")
 
 
-def _row_count(text: str) -> int:
-    """`--limit`: a negative number would read as no limit at all in SQLite."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
-    return value
-
-
 def _add_filters(p: _Parser, *, tool: bool = True, session: bool = True) -> None:
     p.add_argument("--agent", dest="agent_id", help="only this agent")
     if session:
@@ -100,7 +91,8 @@ def _add_filters(p: _Parser, *, tool: bool = True, session: bool = True) -> None
     if tool:
         p.add_argument("--tool", dest="tool_name", help="only this tool")
     p.add_argument("--since", help="ISO time or relative: 30m, 2h, 7d")
-    p.add_argument("--limit", type=_row_count, help="at most this many rows")
+    # 0 or more: SQLite reads a negative LIMIT as no limit at all
+    p.add_argument("--limit", type=whole_number(0), help="at most this many rows")
     p.add_argument("--tenant", dest="tenant_id", help="tenant (default: the last instrumented agent's)")
     p.add_argument("--api-url", dest="api_url", help="read from a thoth-nb server")
 
