@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 LAB_VENV = Path(os.environ.get("THOTH_TEST_LAB_VENV", "/tmp/venvlab"))
+_LOGS: dict[str, Path] = {}  # base URL -> that server's log, for the failure messages
 
 
 def _free_port() -> int:
@@ -66,6 +67,7 @@ def jupyter_lab(tmp_path: Path, notebook: str, cell: str, kernel_python: str, *,
     proc = subprocess.Popen(
         [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
+         "--ServerApp.log_level=DEBUG",  # kernel activity in the log that a failure message quotes
          "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         cwd=root, env=child_env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -81,6 +83,7 @@ def jupyter_lab(tmp_path: Path, notebook: str, cell: str, kernel_python: str, *,
             time.sleep(0.3)
         else:
             raise AssertionError("JupyterLab did not start: " + (tmp_path / "lab.log").read_text()[-2000:])
+        _LOGS[f"http://127.0.0.1:{port}"] = tmp_path / "lab.log"
         yield f"http://127.0.0.1:{port}", token
     finally:
         proc.terminate()
@@ -91,15 +94,43 @@ def jupyter_lab(tmp_path: Path, notebook: str, cell: str, kernel_python: str, *,
         log.close()
 
 
+def _kernel_states(base: str, token: str) -> list[str]:
+    kernels = httpx.get(f"{base}/api/kernels", params={"token": token}, timeout=5, trust_env=False).json()
+    return [str(k.get("execution_state")) for k in kernels] if isinstance(kernels, list) else []
+
+
 def kernel_idle(base: str, token: str, timeout: float) -> None:
     """Wait until the server has a kernel for the notebook and it reports idle (frontend-independent)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kernels = httpx.get(f"{base}/api/kernels", params={"token": token}, timeout=5, trust_env=False).json()
-        if isinstance(kernels, list) and kernels and all(k.get("execution_state") == "idle" for k in kernels):
+        states = _kernel_states(base, token)
+        if states and all(state == "idle" for state in states):
             return
         time.sleep(0.3)
     raise AssertionError("the notebook's kernel never became idle")
+
+
+def _kernel_went_busy(base: str, token: str, timeout: float) -> bool:
+    """The server saw the kernel start the cell (the cells these tests run stay busy for seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "busy" in _kernel_states(base, token):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def diagnosis(base: str, token: str, page: Any) -> str:
+    """What a failing browser test shows: the page, the kernel as the server sees it, the server's log."""
+    log = _LOGS.get(base)
+    tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else "(no log)"
+    return (f"kernel states {_kernel_states(base, token)}; page says: {page.inner_text('body')[-2500:]}"
+            f"\n--- server log ---\n{tail}")
+
+
+def _run_first_cell(page: Any) -> None:
+    page.click(".jp-Cell .jp-InputArea-editor")
+    page.keyboard.press("Shift+Enter")
 
 
 @contextlib.contextmanager
@@ -115,9 +146,19 @@ def running_cell(base: str, token: str, path: str) -> Iterator[Any]:
             page.goto(f"{base}/{path}?token={token}", timeout=60_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             kernel_idle(base, token, 60)
+            # the frontend's own view of the kernel (the toolbar's execution indicator, lab and notebook 7)
+            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached",
+                                   timeout=60_000)
             time.sleep(1.0)  # let the frontend finish connecting to the kernel
-            page.click(".jp-Cell .jp-InputArea-editor")
-            page.keyboard.press("Shift+Enter")
+            _run_first_cell(page)
+            if not _kernel_went_busy(base, token, 30):
+                # Seen once in CI on a loaded 2-core machine: the cell showed [*], the kernel stayed idle
+                # and no message reached it, so nothing of thoth_nb ran. Run it again, once, and say so.
+                print("the kernel never started the cell; running it again. " + diagnosis(base, token, page))
+                page.keyboard.press("Escape")
+                _run_first_cell(page)
+                if not _kernel_went_busy(base, token, 30):
+                    raise AssertionError("the kernel never started the cell: " + diagnosis(base, token, page))
             yield page
         finally:
             browser.close()

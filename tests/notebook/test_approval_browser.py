@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _lab import LAB_VENV, jupyter_lab, running_cell
+from _lab import LAB_VENV, diagnosis, jupyter_lab, running_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -83,7 +83,7 @@ def test_browser_click_approves_while_the_cell_runs(server: tuple[str, str, str]
         try:
             approve.wait_for(timeout=60_000)
         except Exception as exc:
-            raise AssertionError("no card; page says: " + page.inner_text("body")[-3000:]) from exc
+            raise AssertionError("no card; " + diagnosis(base, token, page)) from exc
         time.sleep(0.5)  # the agent is now waiting
         assert "[*]" in page.locator(".jp-Cell").first.locator(".jp-InputPrompt").inner_text()
         page.evaluate("() => document.addEventListener('click', () => { window.__clickedAt = Date.now() / 1000 },"

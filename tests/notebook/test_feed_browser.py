@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _lab import jupyter_lab, running_cell
+from _lab import diagnosis, jupyter_lab, running_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -53,7 +53,7 @@ def test_feed_rows_reach_the_browser_while_the_cell_runs(lab: tuple[str, str]) -
             page.wait_for_function(FEED_HAS, arg="first-query", timeout=60_000)
             page.wait_for_function(FEED_HAS, arg="delete_file", timeout=30_000)
         except Exception as exc:
-            raise AssertionError("no live feed; page says: " + page.inner_text("body")[-3000:]) from exc
+            raise AssertionError("no live feed; " + diagnosis(base, token, page)) from exc
         cell = page.locator(".jp-Cell").first
         outputs = cell.locator(".jp-OutputArea").first.inner_text()
         # the BLOCK row is on screen while the cell still sleeps: it arrived from a busy kernel
