@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from thoth_nb import _context, _runtime
@@ -362,16 +362,28 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
 
     if inspect.isasyncgenfunction(fn):
 
-        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
             call = await _decide_async(binding, args, kwargs)
             gov = binding.governor
             size = 0
             inner = fn(*call.args, **call.kwargs)
+            sent: Any = None
+            thrown: BaseException | None = None
             try:
-                async for chunk in inner:
+                while True:  # `async for`, but asend() and athrow() reach the tool
+                    try:
+                        chunk = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
+                    except StopAsyncIteration:
+                        break
+                    thrown = None
                     call.chunks += 1
                     size += _size(chunk)
-                    yield chunk
+                    try:
+                        sent = yield chunk
+                    except GeneratorExit:
+                        raise
+                    except BaseException as exc:  # athrow(): the tool decides what it means
+                        sent, thrown = None, exc
             except GeneratorExit:
                 call.size = size
                 gov.failed(call, GeneratorExit(), "closed_early")
@@ -388,16 +400,29 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
         wrapper: Callable[..., Any] = agen_wrapper
     elif inspect.isgeneratorfunction(fn):
 
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             call = _decide_sync(binding, args, kwargs)
             gov = binding.governor
             size = 0
             inner = fn(*call.args, **call.kwargs)
+            sent: Any = None
+            thrown: BaseException | None = None
             try:
-                for chunk in inner:
+                while True:  # `yield from` that counts: send(), throw() and the return value reach the tool
+                    try:
+                        chunk = inner.send(sent) if thrown is None else inner.throw(thrown)
+                    except StopIteration as stop:
+                        returned = stop.value
+                        break
+                    thrown = None
                     call.chunks += 1
                     size += _size(chunk)
-                    yield chunk
+                    try:
+                        sent = yield chunk
+                    except GeneratorExit:
+                        raise
+                    except BaseException as exc:  # throw(): the tool decides what it means
+                        sent, thrown = None, exc
             except GeneratorExit:
                 call.size = size
                 gov.failed(call, GeneratorExit(), "closed_early")
@@ -410,6 +435,7 @@ def govern_callable(fn: Callable[..., Any], governor: Governor, tool_name: str |
                 inner.close()
             call.size = size
             gov.finished(call, None, "generator")
+            return returned
 
         wrapper = gen_wrapper
     elif inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
