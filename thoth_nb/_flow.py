@@ -273,8 +273,8 @@ class Governor:
             timeout = min(timeout, held.step_up_timeout_seconds)
         interval = self.config.step_up_poll_interval_ms / 1000.0
         deadline = time.monotonic() + timeout
-        long_poll = self.transport.long_poll
         while True:
+            long_poll = self.transport.long_poll  # may change: an HTTP transport learns its server ignores waits
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 yield CancelHold(token, "step-up approval timed out")

@@ -65,6 +65,7 @@ class ScriptedEnforcer:
         self.events: list[dict[str, Any]] = []
         self.holds: dict[str, Any] = {}
         self.event_status = 202
+        self.long_poll = False  # what /readyz advertises; the hold endpoint still answers at once
         self._lock = threading.Lock()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -92,7 +93,7 @@ class ScriptedEnforcer:
             self.events.extend(data["events"] if isinstance(data, dict) else data)
             return httpx.Response(202, json={"accepted": len(self.events)})
         if path == "/readyz":
-            return httpx.Response(200, json={"status": "ok", "long_poll": False})
+            return httpx.Response(200, json={"status": "ok", "long_poll": self.long_poll})
         return httpx.Response(202, json={})
 
     def transport(self) -> httpx.MockTransport:

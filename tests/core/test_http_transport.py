@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -148,6 +149,23 @@ def test_step_up_timeout_blocks() -> None:
     with pytest.raises(ThothPolicyViolation, match="step-up approval timed out"):
         governed(enforcer, step_up_timeout_minutes=0.005)("/x")
     assert ran == []
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_long_poll_answered_at_once_does_not_spin(kind: str) -> None:
+    # a server (or a proxy in front of it) that advertises long-polls but answers every poll at once
+    enforcer = ScriptedEnforcer(step_up())
+    enforcer.long_poll = True
+    enforcer.holds["h1"] = {"resolved": False, "decision": "STEP_UP"}
+    options = {"step_up_poll_interval_ms": 50, "step_up_timeout_minutes": 0.5 / 60}
+    with pytest.raises(ThothPolicyViolation, match="step-up approval timed out"):
+        if kind == "sync":
+            governed(enforcer, **options)("/x")
+        else:
+            asyncio.run(governed(enforcer, atool, **options)("/x"))
+    polls = [r for r in enforcer.requests if r.url.path.startswith("/v1/enforce/hold/")]
+    assert polls and polls[0].url.params.get("wait")  # it did ask the server to wait
+    assert len(polls) <= 0.5 / 0.05 + 2, len(polls)  # at most one poll per interval
 
 
 def test_hold_404_blocks() -> None:

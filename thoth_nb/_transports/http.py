@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -106,6 +107,7 @@ class HTTPTransport(Transport):
         self._aclients: dict[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, object]] = {}
         self._lock = threading.Lock()
         self._long_poll: bool | None = None
+        self._waits_honoured = True  # cleared when a long-poll comes back unresolved at once
 
     @property
     def sink_id(self) -> str:
@@ -226,38 +228,47 @@ class HTTPTransport(Transport):
 
     @property
     def long_poll(self) -> bool:  # type: ignore[override]
-        return self._supports_long_poll()
+        return self._supports_long_poll() and self._waits_honoured
 
-    def _hold_url(self, token: str, wait: float) -> tuple[str, dict[str, str], httpx.Timeout]:
+    def _hold_url(self, token: str, wait: float) -> tuple[str, dict[str, str], httpx.Timeout, float]:
+        """Path, query, timeout, and how long the server was asked to hold the request."""
         path = "/v1/enforce/hold/" + urllib.parse.quote(token, safe="")
-        if wait > 0 and self._long_poll:
+        if wait > 0 and self._long_poll and self._waits_honoured:
             seconds = min(wait, MAX_LONG_POLL)
-            return path, {"wait": f"{seconds:g}"}, httpx.Timeout(seconds + 6.0, connect=2.0)
-        return path, {}, POLL_TIMEOUT
+            return path, {"wait": f"{seconds:g}"}, httpx.Timeout(seconds + 6.0, connect=2.0), seconds
+        return path, {}, POLL_TIMEOUT, 0.0
 
-    def _hold_reply(self, response: httpx.Response) -> dict[str, Any]:
+    def _hold_reply(self, response: httpx.Response, asked: float, started: float) -> dict[str, Any]:
         if response.status_code == 202:
-            return {"resolved": False, "decision": "STEP_UP"}
-        data = self._check(response, "hold poll")
-        if not isinstance(data, dict):
-            raise EnforcerError("decode", "hold reply is not an object")
-        return data
+            data: Any = {"resolved": False, "decision": "STEP_UP"}
+        else:
+            data = self._check(response, "hold poll")
+            if not isinstance(data, dict):
+                raise EnforcerError("decode", "hold reply is not an object")
+        if asked and not data.get("resolved") and time.monotonic() - started < asked / 2:
+            # the server, or a proxy in front of it, answers long-polls at once: poll at the interval
+            # from now on instead of asking again straight away (which would spin)
+            logger.debug("thoth: %s answered a %gs long-poll at once; polling instead", self.api_url, asked)
+            self._waits_honoured = False
+        return dict(data)
 
     def poll_hold(self, token: str, wait: float) -> dict[str, Any]:
-        path, params, timeout = self._hold_url(token, wait)
+        path, params, timeout, asked = self._hold_url(token, wait)
+        started = time.monotonic()
         try:
             response = self.client.get(path, params=params, timeout=timeout)
         except httpx.HTTPError as exc:
             raise self._failure(exc, "hold poll", self.api_url) from None
-        return self._hold_reply(response)
+        return self._hold_reply(response, asked, started)
 
     async def apoll_hold(self, token: str, wait: float) -> dict[str, Any]:
-        path, params, timeout = self._hold_url(token, wait)
+        path, params, timeout, asked = self._hold_url(token, wait)
+        started = time.monotonic()
         try:
             response = await self.aclient.get(path, params=params, timeout=timeout)
         except httpx.HTTPError as exc:
             raise self._failure(exc, "hold poll", self.api_url) from None
-        return self._hold_reply(response)
+        return self._hold_reply(response, asked, started)
 
     def cancel_hold(self, token: str, reason: str) -> None:
         """Best effort, and only on a thoth-nb server (it advertised long-poll; upstream has no such
