@@ -96,12 +96,11 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     except ThothConfigError as exc:
         return _fail(str(exc))
     try:
-        applied = store.migrate()  # (a fresh PostgreSQL schema has no schema_migrations before this)
+        try:  # (a fresh PostgreSQL schema has no schema_migrations before this)
+            applied = store.migrate()
+        except ThothConfigError as exc:  # a later thoth-nb upgraded this store
+            return _fail(str(exc))
         done = store.migrations()
-        newer = sorted(set(done) - set(MIGRATION_NAMES))
-        if newer:  # a later thoth-nb upgraded this store: this version cannot say the schema is current
-            return _fail(f"{_label(store)} was upgraded by a newer thoth-nb (migrations {', '.join(newer)} are "
-                         "unknown here); upgrade thoth-nb to manage it")
         if not is_postgres_url(target):
             applied = [name for name in done if name not in before]
     finally:

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +308,16 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 assert tuple(name for name, _ in MIGRATIONS) == MIGRATION_NAMES
 
 
+def refuse_newer_schema(done: Iterable[str], where: str) -> None:
+    """A store a later thoth-nb has migrated is not opened: this version cannot know what those migrations
+    changed (a new column, a new constraint), so its writes could break the store."""
+    newer = sorted(set(done) - set(MIGRATION_NAMES))
+    if newer:
+        raise ThothConfigError(f"{where} was upgraded by a newer thoth-nb (migrations {', '.join(newer)} are "
+                               "unknown here): upgrade thoth-nb (pip install -U thoth-nb) to use it; "
+                               "nothing in it was changed")
+
+
 @dataclasses.dataclass(slots=True)
 class IngestResult:
     accepted: int
@@ -439,6 +449,9 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         try:
             self._open_schema()
+        except ThothConfigError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if isinstance(exc, sqlite3.OperationalError):
@@ -528,6 +541,7 @@ class SQLiteStore(Store):
         with self.transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
             done = {row[0] for row in db.execute("SELECT name FROM schema_migrations")}
+            refuse_newer_schema(done, f"the thoth_nb store at {self.path}")
             for name, migration in MIGRATIONS:
                 if name not in done:
                     migration(db)

@@ -44,6 +44,7 @@ from thoth_nb.engine.store import (
     format_ts,
     normalize_ts,
     parse_ts,
+    refuse_newer_schema,
 )
 
 __all__ = ["PostgresStore"]
@@ -479,7 +480,11 @@ class PostgresStore(Store):
         except Exception as exc:
             raise ThothConfigError(f"cannot connect to the thoth_nb store at {_redact_url(url)}: {exc}") from None
         if migrate:
-            self.migrate()
+            try:
+                self.migrate()
+            except ThothConfigError:
+                self.close()
+                raise
 
     def __repr__(self) -> str:
         return f"PostgresStore({_redact_url(self.url)!r})"
@@ -512,6 +517,7 @@ class PostgresStore(Store):
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
             done = {row["name"] for row in db.execute("SELECT name FROM schema_migrations").fetchall()}
+            refuse_newer_schema(done, f"the thoth_nb store at {_redact_url(self.url)}")
             for name in MIGRATION_NAMES:
                 if name not in done:
                     for statement in PG_MIGRATIONS[name].split(";"):
