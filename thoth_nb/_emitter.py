@@ -109,6 +109,7 @@ class Emitter:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._spill_lock = threading.Lock()
+        self._journaled = 0  # events appended to the journal since it was last emptied
         self.sent = 0
         self.dropped = 0
         self.throttled = 0
@@ -165,19 +166,22 @@ class Emitter:
         The event is built here, on the calling thread, and appended (fsync'd) to this process's journal
         before it is queued; the journal is replayed by the next emitter for the same sink if this process
         dies before delivering it (ingest is idempotent by event_id, so a replay never double-counts),
-        and removed at a clean shutdown. ALLOW events stay in memory until the next batch (`interval`)."""
+        and removed once everything queued is stored or spilled, or at a clean shutdown. ALLOW events stay
+        in memory until the next batch (`interval`)."""
         try:
             event = self._build(item)
         except Exception:
             logger.exception("thoth: could not build an event; it is counted as dropped")
             self.dropped += 1
             return
-        try:
-            self._append(self._journal_path(), [event])
-        except OSError as exc:  # still delivered from memory; only the kill-safety is lost
-            logger.warning("thoth: could not journal a %s event to %s (%s)", event.get("event_type"),
-                           self._journal_path(), exc)
-        self.emit(_Built(event))
+        with self._spill_lock:  # journaled and queued together: `_trim_journal` sees both or neither
+            try:
+                self._append_locked(self._journal_path(), [event])
+                self._journaled += 1
+            except OSError as exc:  # still delivered from memory; only the kill-safety is lost
+                logger.warning("thoth: could not journal a %s event to %s (%s)", event.get("event_type"),
+                               self._journal_path(), exc)
+            self.emit(_Built(event))
 
     def _journal_path(self) -> Path:
         base = self.spill_dir or (thoth_home() / "spill")
@@ -186,6 +190,16 @@ class Emitter:
     def _drop_journal(self) -> None:
         with contextlib.suppress(OSError), self._spill_lock:
             self._journal_path().unlink(missing_ok=True)
+            self._journaled = 0
+
+    def _trim_journal(self) -> None:
+        """Everything taken so far is stored or spilled: the journal protects nothing that is not already on
+        disk elsewhere, so a process that runs for days does not keep every event it ever journaled."""
+        with contextlib.suppress(OSError), self._spill_lock:
+            if self._queue or self._unacked:  # journaled events still only in memory
+                return
+            self._journal_path().unlink(missing_ok=True)
+            self._journaled = 0
 
     @property
     def queue_depth(self) -> int:
@@ -209,6 +223,7 @@ class Emitter:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._spill_lock = threading.Lock()
+        self._journaled = 0  # the parent's journal is the parent's
         self._inflight = 0
         self._unacked = collections.deque()  # the parent's batches: the parent waits for their replies
         self._unacked_events = 0
@@ -251,6 +266,8 @@ class Emitter:
             raw = self._take()
             if not raw:
                 self._settle(0)
+                if self._journaled:
+                    self._trim_journal()
                 with self._idle:
                     self._inflight = 0
                     self._idle.notify_all()
@@ -438,25 +455,29 @@ class Emitter:
 
     def _append(self, path: Path, events: Sequence[Mapping[str, Any]]) -> None:
         """Append JSON lines and fsync; on failure the file is cut back to where it was (no half line)."""
-        data = b"".join(_json.dumps_bytes(event) + b"\n" for event in events)
         with self._spill_lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._append_locked(path, events)
+
+    @staticmethod
+    def _append_locked(path: Path, events: Sequence[Mapping[str, Any]]) -> None:
+        data = b"".join(_json.dumps_bytes(event) + b"\n" for event in events)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
             try:
-                start = os.lseek(fd, 0, os.SEEK_END)
-                try:
-                    view = memoryview(data)
-                    while view:  # unbuffered: nothing is left in a buffer to be written after a failure
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                except OSError:
-                    # a full disk fails mid-batch: cut the file back, so no half line swallows the next
-                    # batch's first event and no event counted as dropped is replayed later
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, start)
-                    raise
-            finally:
-                os.close(fd)
+                view = memoryview(data)
+                while view:  # unbuffered: nothing is left in a buffer to be written after a failure
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # a full disk fails mid-batch: cut the file back, so no half line swallows the next
+                # batch's first event and no event counted as dropped is replayed later
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
     def _claim(self, path: Path) -> list[Path]:
         """Rename the spill file, and any file an earlier replayer claimed but died before finishing, to

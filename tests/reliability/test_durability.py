@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,25 @@ def test_allow_loss_window_is_about_one_emitter_interval(thoth_home: Path, tmp_p
     print(f"ALLOW loss window at SIGKILL: {window * 1000:.0f} ms ({lost} of {calls} calls' POST events lost)")
     # Emitter.interval is 0.1 s; a batch also takes its time to build and store on a loaded machine
     assert window < 2.0, f"{window:.2f} s of ALLOW events lost"
+
+
+def test_the_journal_is_emptied_once_its_events_are_stored(thoth_home: Path, tmp_path: Path) -> None:
+    """A kernel that runs for days keeps one journal: it must not grow with every BLOCK it ever saw."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+
+    @thoth_nb.governed(agent_id="agent-1", tenant_id="acme", approved_scope=["read_file"], policy=str(policy),
+                       session_id="long-lived", enforcement="block")
+    def read_file(path: str) -> str:
+        return path
+
+    for i in range(50):
+        with pytest.raises(thoth_nb.ThothPolicyViolation):
+            read_file(f"/etc/x{i}")
+    assert thoth_nb.flush(timeout=30)
+    deadline = time.monotonic() + 10  # the emitter empties it when it next finds nothing to send
+    while (journals := list((thoth_home / "spill").glob("*.journal-*"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sum(j.stat().st_size for j in journals) == 0, [(j.name, j.stat().st_size) for j in journals]
+    stored = _runtime.local_store().events("acme", session_id="long-lived")
+    assert len([e for e in stored if e["event_type"] == "TOOL_CALL_BLOCK"]) == 50
