@@ -33,11 +33,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyter_lab(tmp_path: Path, notebook: str, cell: str, kernel_python: str, *,
+def jupyter_lab(tmp_path: Path, notebooks: dict[str, tuple[str, str]], kernels: dict[str, str], *,
                 files: dict[str, str] | None = None, env: dict[str, str] | None = None,
                 start_timeout: float = 150) -> Iterator[tuple[str, str]]:
-    """Serve `notebook` (one code cell) from a fresh root under `tmp_path` with a kernel spec running
-    `kernel_python`; yield (base URL, token). THOTH_* variables of the test process are not passed on."""
+    """Serve `notebooks` (name -> (one code cell, kernel spec name)) from a fresh root under `tmp_path`, with
+    a kernel spec for each of `kernels` (name -> interpreter); yield (base URL, token). One server can
+    serve a whole test matrix: starting JupyterLab costs seconds a test. THOTH_* variables of the test
+    process are not passed on."""
     jupyter = LAB_VENV / "bin" / "jupyter"
     if not jupyter.exists():
         pytest.skip(f"no JupyterLab venv at {LAB_VENV}")
@@ -48,21 +50,24 @@ def jupyter_lab(tmp_path: Path, notebook: str, cell: str, kernel_python: str, *,
     root.mkdir()
     for name, text in (files or {}).items():
         (root / name).write_text(text)
-    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
-                     "source": cell}],
-          "metadata": {"kernelspec": {"display_name": "thoth test", "language": "python", "name": "thothk"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    (root / notebook).write_text(json.dumps(nb))
+    for notebook, (cell, kernel) in notebooks.items():
+        nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
+                         "source": cell}],
+              "metadata": {"kernelspec": {"display_name": f"thoth test {kernel}", "language": "python",
+                                          "name": kernel}},
+              "nbformat": 4, "nbformat_minor": 5}
+        (root / notebook).write_text(json.dumps(nb))
     port, token = _free_port(), secrets.token_hex(16)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}
     child_env.update({"THOTH_HOME": str(tmp_path / "home"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jconfig"),
                       "JUPYTER_RUNTIME_DIR": str(tmp_path / "jruntime"), "JUPYTER_PATH": str(tmp_path / "jdata")})
     child_env.update(env or {})
-    spec = tmp_path / "jdata" / "kernels" / "thothk"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "thoth test", "language": "python"}))
+    for kernel, python in kernels.items():
+        spec = tmp_path / "jdata" / "kernels" / kernel
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"thoth test {kernel}", "language": "python"}))
     log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
@@ -133,9 +138,20 @@ def _run_first_cell(page: Any) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def _shut_down_kernels(base: str, token: str) -> None:
+    """End every session (and so its kernel), so the next test on this server starts from none."""
+    params = {"token": token}
+    for session in httpx.get(f"{base}/api/sessions", params=params, timeout=10, trust_env=False).json():
+        httpx.delete(f"{base}/api/sessions/{session['id']}", params=params, timeout=30, trust_env=False)
+    deadline = time.monotonic() + 30
+    while _kernel_states(base, token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def running_cell(base: str, token: str, path: str) -> Iterator[Any]:
-    """A headless chromium page on `path` whose first cell has just been run with Shift+Enter."""
+    """A headless chromium page on `path` whose first cell has just been run with Shift+Enter. Afterwards
+    the server has no kernel left running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -143,7 +159,8 @@ def running_cell(base: str, token: str, path: str) -> Iterator[Any]:
                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page()
-            page.goto(f"{base}/{path}?token={token}", timeout=60_000)
+            # `reset`: JupyterLab would otherwise reopen the tabs an earlier test left in its workspace
+            page.goto(f"{base}/{path}?token={token}&reset", timeout=60_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
             kernel_idle(base, token, 60)
             # the frontend's own view of the kernel (the toolbar's execution indicator, lab and notebook 7)
@@ -162,3 +179,4 @@ def running_cell(base: str, token: str, path: str) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+            _shut_down_kernels(base, token)

@@ -23,9 +23,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 CELL = """\
 %load_ext thoth_nb
-import os, time, thoth_nb
+import time, thoth_nb
 from thoth_nb.notebook import approval
-approval._installed.force_http = bool(os.environ.get("THOTH_TEST_FORCE_HTTP"))
+approval._installed.force_http = FORCE_HTTP
 def pay(amount: int, to: str) -> str:
     print("RESUMED_AT", repr(time.time()))
     return f"paid {amount} to {to}"
@@ -52,32 +52,48 @@ KERNELS = {  # the kernel the notebook runs on (the server and frontend stay Jup
     "ipykernel-7.3": "/tmp/venv73/bin/python",
     "ipykernel-6.29": "/tmp/venv629/bin/python",
 }
+# "http": the card's direct buttons (anywidget + fetch() to the kernel's HTTP thread); "widgets": ipywidgets
+PATHS = {"widgets": False, "http": True}
+
+
+def _notebook(kernel: str, path_kind: str) -> str:
+    return f"approve-{kernel}-{path_kind}.ipynb"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """One JupyterLab for the whole matrix (each test ends its kernel): a notebook per kernel and path."""
+    kernels = {name: python for name, python in KERNELS.items() if Path(python).exists()}
+    notebooks = {_notebook(kernel, kind): (CELL.replace("FORCE_HTTP", str(force)), kernel)
+                 for kernel in kernels for kind, force in PATHS.items()}
+    with jupyter_lab(tmp_path_factory.mktemp("approve"), notebooks, kernels, files={"policy.yaml": POLICY}) as served:
+        yield served
 
 
 @pytest.fixture(params=list(KERNELS))
-def kernel_python(request: pytest.FixtureRequest) -> str:
-    python = KERNELS[request.param]
-    if not Path(python).exists():
-        pytest.skip(f"no virtual environment with {python}")
-    return python
+def kernel(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if not Path(KERNELS[name]).exists():
+        pytest.skip(f"no virtual environment with {KERNELS[name]}")
+    return name
 
 
-@pytest.fixture(params=["widgets", "http"])
-def server(tmp_path: Path, request: pytest.FixtureRequest, kernel_python: str) -> Iterator[tuple[str, str, str]]:
-    # "http": the card's direct buttons (anywidget + fetch() to the kernel's HTTP thread)
-    env = {"THOTH_TEST_FORCE_HTTP": "1"} if request.param == "http" else {}
-    with jupyter_lab(tmp_path, "approve.ipynb", CELL, kernel_python, files={"policy.yaml": POLICY}, env=env) as lab:
-        yield (*lab, request.param)
+@pytest.fixture(params=list(PATHS))
+def path_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
 
 
 @pytest.mark.parametrize("frontend", ["lab", "notebook7"])
-def test_browser_click_approves_while_the_cell_runs(server: tuple[str, str, str], frontend: str,
-                                                    kernel_python: str) -> None:
-    base, token, path_kind = server
+def test_browser_click_approves_while_the_cell_runs(lab: tuple[str, str], kernel: str, path_kind: str,
+                                                    frontend: str) -> None:
+    base, token = lab
+    kernel_python = KERNELS[kernel]
     label = "Approve (direct)" if path_kind == "http" else "Approve once"
     if frontend == "notebook7" and not (LAB_VENV / "bin" / "jupyter-notebook").exists():
         pytest.skip("notebook 7 is not installed in the lab venv")
-    path = "lab/tree/approve.ipynb" if frontend == "lab" else "notebooks/approve.ipynb"
+    notebook = _notebook(kernel, path_kind)
+    path = f"lab/tree/{notebook}" if frontend == "lab" else f"notebooks/{notebook}"
     with running_cell(base, token, path) as page:
         approve = page.locator("button", has_text=label)
         try:

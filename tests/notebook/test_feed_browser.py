@@ -39,7 +39,7 @@ print("CELL DONE")
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    with jupyter_lab(tmp_path, "feed.ipynb", CELL, sys.executable) as served:
+    with jupyter_lab(tmp_path, {"feed.ipynb": (CELL, "thothk")}, {"thothk": sys.executable}) as served:
         yield served
 
 
