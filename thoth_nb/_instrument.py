@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from thoth_nb import _context, _runtime
@@ -95,19 +95,31 @@ def _config(config: Mapping[str, Any]) -> ThothConfig:
 # --- drivers ------------------------------------------------------------------------------------
 
 
-def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transport, call: Call) -> EnforcementDecision:
-    """Carry out the flow's effects with blocking I/O. An interrupt while held denies the hold."""
-    try:
-        effect = next(flow)
-    except StopIteration as done:  # a flow given its decision up front may need no effect at all
-        first: EnforcementDecision = done.value
-        return first
+def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transport, call: Call, *,
+               resume_at: Any = None, on_hold: Callable[[PollHold], None] | None = None,
+               pause: tuple[type[BaseException], ...] = ()) -> EnforcementDecision:
+    """Carry out the flow's effects with blocking I/O. An interrupt while held denies the hold.
+
+    For a framework that pauses a run on a hold (LangGraph's interrupt): `on_hold` is called once, with the
+    first hold, before it is polled; an exception in `pause` leaves the hold pending (the run resumes
+    later) and `resume_at` is the effect a resumed flow continues from."""
+    if resume_at is not None:
+        effect = resume_at
+    else:
+        try:
+            effect = next(flow)
+        except StopIteration as done:  # a flow given its decision up front may need no effect at all
+            first: EnforcementDecision = done.value
+            return first
     while True:
         try:
             try:
                 if type(effect) is Enforce:
                     result: Any = transport.enforce(effect.body)
                 elif type(effect) is PollHold:
+                    if on_hold is not None:
+                        ask, on_hold = on_hold, None
+                        ask(effect)
                     hook = _context.wait_hook
                     if hook is None or effect.wait <= 0:
                         result = transport.poll_hold(effect.token, effect.wait)
@@ -133,6 +145,8 @@ def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transp
         except StopIteration as stop:
             decision: EnforcementDecision = stop.value
             return decision
+        except pause:
+            raise
         except BaseException:
             _cancel(call, transport)
             raise
@@ -169,15 +183,20 @@ async def _acancel(call: Call, transport: Transport) -> None:
             logger.debug("thoth: could not cancel hold", exc_info=True)
 
 
-async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport: Transport,
-                      call: Call) -> EnforcementDecision:
-    effect = next(flow)
+async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport: Transport, call: Call, *,
+                      resume_at: Any = None, on_hold: Callable[[PollHold], Awaitable[None]] | None = None,
+                      pause: tuple[type[BaseException], ...] = ()) -> EnforcementDecision:
+    """`drive_sync` on an event loop."""
+    effect = resume_at if resume_at is not None else next(flow)
     while True:
         try:
             try:
                 if type(effect) is Enforce:
                     result: Any = await transport.aenforce(effect.body)
                 elif type(effect) is PollHold:
+                    if on_hold is not None:
+                        ask, on_hold = on_hold, None
+                        await ask(effect)
                     result = await transport.apoll_hold(effect.token, effect.wait)
                 elif type(effect) is CancelHold:
                     await transport.acancel_hold(effect.token, effect.reason)
@@ -193,6 +212,8 @@ async def drive_async(flow: Generator[Any, Any, EnforcementDecision], transport:
         except StopIteration as stop:
             decision: EnforcementDecision = stop.value
             return decision
+        except pause:
+            raise
         except asyncio.CancelledError:
             await _acancel(call, transport)  # a cancelled task may still await: the hold is denied before it ends
             raise

@@ -60,8 +60,8 @@ from typing import Any
 
 from thoth_nb import _instrument, _json
 from thoth_nb._approvals import resolve
-from thoth_nb._exceptions import EnforcerError, ThothConfigError
-from thoth_nb._flow import Call, CancelHold, Enforce, Governor, PollHold
+from thoth_nb._exceptions import ThothConfigError
+from thoth_nb._flow import Call, Governor, PollHold
 from thoth_nb._models import EnforcementDecision, json_safe
 from thoth_nb.integrations import DidNotEnable, Integration
 
@@ -389,77 +389,27 @@ def decide_sync(governor: Governor, tool_name: str, args: dict[str, Any], key: A
                 tool_call_id: str | None = None) -> tuple[Call, EnforcementDecision]:
     """Drive the governance flow; a hold becomes a LangGraph interrupt instead of a blocking wait."""
     gov, call, flow, effect = _start(governor, tool_name, args, key)
-    transport = gov.transport
-    asked = False
-    try:
-        if effect is None:
-            effect = next(flow)
-        while True:
-            try:
-                if type(effect) is Enforce:
-                    result: Any = transport.enforce(effect.body)
-                elif type(effect) is PollHold:
-                    if not asked:
-                        asked = True
-                        _resolve(gov, call, effect.token, _ask(gov, call, flow, effect, key))
-                    result = transport.poll_hold(effect.token, effect.wait)
-                elif type(effect) is CancelHold:
-                    transport.cancel_hold(effect.token, effect.reason)
-                    result = None
-                else:
-                    _instrument._sleep(effect.seconds)
-                    result = None
-            except EnforcerError as exc:
-                effect = flow.throw(exc)
-                continue
-            effect = flow.send(result)
-    except StopIteration as stop:
-        decision: EnforcementDecision = stop.value
-        return call, decision
-    except GraphBubbleUp:
-        raise  # paused: the hold stays pending and the flow waits in _pending for the resume
-    except BaseException:
-        _instrument._cancel(call, transport)
-        raise
+
+    def ask(hold: PollHold) -> None:
+        _resolve(gov, call, hold.token, _ask(gov, call, flow, hold, key))
+
+    decision = _instrument.drive_sync(flow, gov.transport, call, resume_at=effect, on_hold=ask,
+                                      pause=(GraphBubbleUp,))
+    return call, decision
 
 
 async def decide_async(governor: Governor, tool_name: str, args: dict[str, Any], key: Any,
                        tool_call_id: str | None = None) -> tuple[Call, EnforcementDecision]:
     """`decide_sync` for `arun` / `ainvoke`."""
     gov, call, flow, effect = _start(governor, tool_name, args, key)
-    transport = gov.transport
-    asked = False
-    try:
-        if effect is None:
-            effect = next(flow)
-        while True:
-            try:
-                if type(effect) is Enforce:
-                    result: Any = await transport.aenforce(effect.body)
-                elif type(effect) is PollHold:
-                    if not asked:
-                        asked = True
-                        value = _ask(gov, call, flow, effect, key)
-                        await asyncio.to_thread(_resolve, gov, call, effect.token, value)
-                    result = await transport.apoll_hold(effect.token, effect.wait)
-                elif type(effect) is CancelHold:
-                    await transport.acancel_hold(effect.token, effect.reason)
-                    result = None
-                else:
-                    await asyncio.sleep(effect.seconds)
-                    result = None
-            except EnforcerError as exc:
-                effect = flow.throw(exc)
-                continue
-            effect = flow.send(result)
-    except StopIteration as stop:
-        decision: EnforcementDecision = stop.value
-        return call, decision
-    except GraphBubbleUp:
-        raise
-    except BaseException:
-        _instrument._cancel(call, transport)
-        raise
+
+    async def ask(hold: PollHold) -> None:
+        value = _ask(gov, call, flow, hold, key)
+        await asyncio.to_thread(_resolve, gov, call, hold.token, value)
+
+    decision = await _instrument.drive_async(flow, gov.transport, call, resume_at=effect, on_hold=ask,
+                                             pause=(GraphBubbleUp,))
+    return call, decision
 
 
 def instrument_object(obj: Any, governor: Governor, *, on_block: str = "message") -> Any:
