@@ -132,11 +132,7 @@ def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transp
                     result = None
                 else:
                     assert isinstance(effect, Sleep)
-                    hook = _context.wait_hook
-                    if hook is not None:
-                        _sleep_with(hook, effect.seconds)
-                    else:
-                        _sleep(effect.seconds)
+                    _sleep(effect.seconds, _context.wait_hook or time.sleep)
                     result = None
             except EnforcerError as exc:
                 effect = flow.throw(exc)
@@ -152,17 +148,11 @@ def drive_sync(flow: Generator[Any, Any, EnforcementDecision], transport: Transp
             raise
 
 
-def _sleep(seconds: float) -> None:
-    # slices keep Ctrl-C / Interrupt Kernel prompt in any thread
+def _sleep(seconds: float, wait: Callable[[float], None]) -> None:
+    # slices keep Ctrl-C / Interrupt Kernel prompt in any thread (and let a notebook's hook pump clicks)
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 0.1))
-
-
-def _sleep_with(hook: Callable[[float], None], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        hook(min(left, 0.1))
+        wait(min(left, 0.1))
 
 
 def _cancel(call: Call, transport: Transport) -> None:
