@@ -174,7 +174,7 @@ class Emitter:
             logger.exception("thoth: could not build an event; it is counted as dropped")
             self.dropped += 1
             return
-        with self._spill_lock:  # journaled and queued together: `_trim_journal` sees both or neither
+        with self._spill_lock:  # journaled and queued together: `_drop_journal` sees both or neither
             try:
                 self._append_locked(self._journal_path(), [event])
                 self._journaled += 1
@@ -187,16 +187,12 @@ class Emitter:
         base = self.spill_dir or (thoth_home() / "spill")
         return base / f"{self.transport.sink_id}.journal-{os.getpid()}"
 
-    def _drop_journal(self) -> None:
-        with contextlib.suppress(OSError), self._spill_lock:
-            self._journal_path().unlink(missing_ok=True)
-            self._journaled = 0
-
-    def _trim_journal(self) -> None:
+    def _drop_journal(self, *, unless_pending: bool = False) -> None:
         """Everything taken so far is stored or spilled: the journal protects nothing that is not already on
-        disk elsewhere, so a process that runs for days does not keep every event it ever journaled."""
+        disk elsewhere, so a process that runs for days does not keep every event it ever journaled.
+        `unless_pending`: keep it while events (maybe journaled) are still only in memory."""
         with contextlib.suppress(OSError), self._spill_lock:
-            if self._queue or self._unacked:  # journaled events still only in memory
+            if unless_pending and (self._queue or self._unacked):
                 return
             self._journal_path().unlink(missing_ok=True)
             self._journaled = 0
@@ -267,7 +263,7 @@ class Emitter:
             if not raw:
                 self._settle(0)
                 if self._journaled:
-                    self._trim_journal()
+                    self._drop_journal(unless_pending=True)
                 with self._idle:
                     self._inflight = 0
                     self._idle.notify_all()

@@ -99,9 +99,13 @@ def jupyter_lab(tmp_path: Path, notebooks: dict[str, tuple[str, str]], kernels: 
         log.close()
 
 
+def _kernels(base: str, token: str) -> list[dict[str, Any]]:
+    kernels = httpx.get(f"{base}/api/kernels", params={"token": token}, timeout=10, trust_env=False).json()
+    return kernels if isinstance(kernels, list) else []
+
+
 def _kernel_states(base: str, token: str) -> list[str]:
-    kernels = httpx.get(f"{base}/api/kernels", params={"token": token}, timeout=5, trust_env=False).json()
-    return [str(k.get("execution_state")) for k in kernels] if isinstance(kernels, list) else []
+    return [str(k.get("execution_state")) for k in _kernels(base, token)]
 
 
 def kernel_idle(base: str, token: str, timeout: float) -> None:
@@ -151,9 +155,9 @@ def _shut_down_kernels(base: str, token: str) -> None:
 
 
 def _restart_kernels(base: str, token: str) -> None:
-    params = {"token": token}
-    for kernel in httpx.get(f"{base}/api/kernels", params=params, timeout=10, trust_env=False).json():
-        httpx.post(f"{base}/api/kernels/{kernel['id']}/restart", params=params, timeout=60, trust_env=False)
+    for kernel in _kernels(base, token):
+        httpx.post(f"{base}/api/kernels/{kernel['id']}/restart", params={"token": token}, timeout=60,
+                   trust_env=False)
 
 
 @contextlib.contextmanager
